@@ -1,0 +1,302 @@
+"""stable-baselines3 algorithms (PPO, A2C, DQN, SAC, TD3) behind the :class:`agents.base.Agent` interface.
+
+A thin adapter: SB3 does the learning; this file translates the config
+(``experiments/conf/agent/<algo>.yaml``, per-env values in ``experiments/conf/tuned/``) into SB3
+arguments, reports SB3's losses as ``loss_*``, stops exactly at the step budget, and saves what
+SB3's own ``save`` leaves out (replay buffer, compactly; ``VecNormalize`` statistics).
+
+Config conventions borrowed from RL-Zoo: ``"lin_<x>"`` for a learning rate or clip range that
+decays linearly from ``x`` to 0; ``policy_kwargs.activation_fn`` by name (``relu``, ``tanh`` ...);
+``action_noise: {type: normal, std: 0.1}`` for TD3.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import KVWriter, Logger
+from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.utils import LinearSchedule
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+from agents.base import Agent, TrainCallback
+from envs.errors import ConfigError
+
+ALGOS: dict[str, type[BaseAlgorithm]] = {"PPO": PPO, "A2C": A2C, "DQN": DQN, "SAC": SAC, "TD3": TD3}
+ACTION_SPACES: dict[str, tuple[type[gym.Space], ...]] = {
+    "PPO": (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary),
+    "A2C": (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary),
+    "DQN": (gym.spaces.Discrete,),
+    "SAC": (gym.spaces.Box,),
+    "TD3": (gym.spaces.Box,),
+}
+ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
+    "relu": torch.nn.ReLU,
+    "tanh": torch.nn.Tanh,
+    "elu": torch.nn.ELU,
+    "leaky_relu": torch.nn.LeakyReLU,
+    "gelu": torch.nn.GELU,
+    "silu": torch.nn.SiLU,
+}
+NOISES = {"normal": NormalActionNoise, "ornstein_uhlenbeck": OrnsteinUhlenbeckActionNoise}
+SCHEDULED = ("learning_rate", "clip_range", "clip_range_vf")
+
+
+def _schedule(name: str, value: Any) -> Any:
+    """``"lin_3e-4"`` -> a schedule decaying linearly from 3e-4 to 0; other values unchanged."""
+    if isinstance(value, str) and value.startswith("lin_"):
+        try:
+            start = float(value[4:])
+        except ValueError as exc:
+            raise ConfigError(f"agent {name}={value!r}: expected lin_<number>, e.g. lin_2.5e-4") from exc
+        return LinearSchedule(start, 0.0, 1.0)
+    return value
+
+
+def _sb3_key(key: str) -> str | None:
+    """SB3 logger key -> rewardlab metric name (``train/value_loss`` -> ``loss_value``)."""
+    group, _, name = key.partition("/")
+    if group != "train":
+        return None  # rollout/ and time/ are measured by the runner itself
+    if name == "loss":
+        return "loss"
+    if name.endswith("_loss"):
+        return "loss_" + name[: -len("_loss")]
+    return "train_" + name
+
+
+class _ForwardWriter(KVWriter):
+    """Sends every SB3 logger dump to the rewardlab callback."""
+
+    def __init__(self, agent: SB3Agent, callback: TrainCallback) -> None:
+        self.agent = agent
+        self.callback = callback
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0) -> None:
+        values = {}
+        for key, value in key_values.items():
+            name = _sb3_key(key)
+            if name is not None and isinstance(value, (int, float, np.floating, np.integer)):
+                values[name] = float(value)
+        if values:
+            self.callback.on_log(self.agent.num_steps, values)
+
+    def close(self) -> None:
+        pass
+
+
+class _Budget(BaseCallback):
+    """Forwards SB3 steps to the rewardlab callback and stops SB3 exactly at the step budget.
+
+    SB3 checks its budget only between rollouts, so PPO would finish a whole rollout past it.
+    Here we stop mid-rollout at the budget, except on the last step of a rollout (on-policy) or
+    of a ``train_freq`` window (off-policy), where SB3 trains once more and then stops by itself.
+    """
+
+    def __init__(self, budget: int, callback: TrainCallback, log_every: int, start: int) -> None:
+        super().__init__()
+        self.budget = budget
+        self.callback = callback
+        self.log_every = log_every
+        self.next_log = start + log_every
+
+    def _rollout_ends_here(self) -> bool:
+        model = self.model
+        if isinstance(model, OnPolicyAlgorithm):
+            return self.locals.get("n_steps", -2) + 1 == self.locals.get("n_rollout_steps", -1)
+        train_freq = getattr(model, "train_freq", None)
+        if train_freq is not None and train_freq.unit.value == "step":
+            return self.locals.get("num_collected_steps", 0) >= train_freq.frequency
+        return False
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.next_log:
+            # SB3 dumps its logs per rollout or per N episodes; we dump per N steps instead.
+            self.logger.dump(self.num_timesteps)
+            while self.next_log <= self.num_timesteps:
+                self.next_log += self.log_every
+        if not self.callback.on_step(self.num_timesteps):
+            return False
+        if self.num_timesteps >= self.budget:
+            return self._rollout_ends_here()
+        return True
+
+
+class SB3Agent(Agent):
+    """A stable-baselines3 algorithm as a rewardlab agent.
+
+    Args:
+        algo: ``PPO``, ``A2C``, ``DQN``, ``SAC`` or ``TD3``.
+        env: The training vector env (rewards already swapped by the reward wrapper).
+        seed: Seed for SB3 (network init, exploration).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        policy: SB3 policy name (``MlpPolicy``, ``CnnPolicy``).
+        hyperparams: Keyword arguments of the SB3 algorithm class.
+        policy_kwargs: SB3 ``policy_kwargs``; ``activation_fn`` given by name.
+        normalize_obs: Wrap the env in ``VecNormalize`` for observations.
+        normalize_reward: ``VecNormalize`` for (proxy) rewards.
+        action_noise: ``{type: normal|ornstein_uhlenbeck, std: float}`` for TD3/SAC exploration.
+        save_replay_buffer: Include the replay buffer in checkpoints (exact resume).
+        log_every: Env steps between reports of SB3's training statistics (losses).
+    """
+
+    def __init__(
+        self,
+        algo: str,
+        env: VecEnv,
+        seed: int = 0,
+        device: str = "auto",
+        policy: str = "MlpPolicy",
+        hyperparams: Mapping[str, Any] | None = None,
+        policy_kwargs: Mapping[str, Any] | None = None,
+        normalize_obs: bool = False,
+        normalize_reward: bool = False,
+        action_noise: Mapping[str, Any] | None = None,
+        save_replay_buffer: bool = True,
+        log_every: int = 1000,
+    ) -> None:
+        if algo not in ALGOS:
+            raise ConfigError(f"agent.algo={algo!r} is not one of {', '.join(ALGOS)}")
+        if not isinstance(env.action_space, ACTION_SPACES[algo]):
+            kinds = " or ".join(s.__name__ for s in ACTION_SPACES[algo])
+            raise ConfigError(
+                f"{algo} needs a {kinds} action space, but this env has {env.action_space}; "
+                "use ppo or a2c (any action space), dqn (discrete), sac or td3 (continuous)"
+            )
+        self.algo = algo
+        self.algo_cls = ALGOS[algo]
+        self.device = device
+        self.raw_env = env
+        self.save_replay_buffer = save_replay_buffer
+        self.log_every = max(1, int(log_every))
+        kwargs = self._sb3_kwargs(hyperparams or {}, policy_kwargs or {}, action_noise, env)
+        self.vecnorm: VecNormalize | None = None
+        train_env: VecEnv = env
+        if normalize_obs or normalize_reward:
+            gamma = float(kwargs.get("gamma", 0.99))
+            self.vecnorm = VecNormalize(env, norm_obs=normalize_obs, norm_reward=normalize_reward, gamma=gamma)
+            train_env = self.vecnorm
+        self.model: BaseAlgorithm = self.algo_cls(policy, train_env, seed=seed, device=device, verbose=0, **kwargs)
+
+    def _sb3_kwargs(
+        self,
+        hyperparams: Mapping[str, Any],
+        policy_kwargs: Mapping[str, Any],
+        action_noise: Mapping[str, Any] | None,
+        env: VecEnv,
+    ) -> dict[str, Any]:
+        accepted = set(inspect.signature(self.algo_cls.__init__).parameters) - {"self", "policy", "env"}
+        unknown = sorted(set(hyperparams) - accepted)
+        if unknown:
+            raise ConfigError(
+                f"{self.algo} does not take {', '.join(unknown)}; accepted hyperparameters: {', '.join(sorted(accepted))}"
+            )
+        kwargs = {k: _schedule(k, v) if k in SCHEDULED else v for k, v in hyperparams.items()}
+        pk = dict(policy_kwargs)
+        if "activation_fn" in pk:
+            name = str(pk["activation_fn"]).lower()
+            if name not in ACTIVATIONS:
+                raise ConfigError(f"policy_kwargs.activation_fn={name!r} is not one of {', '.join(ACTIVATIONS)}")
+            pk["activation_fn"] = ACTIVATIONS[name]
+        if pk:
+            kwargs["policy_kwargs"] = pk
+        if action_noise:
+            kind = action_noise.get("type", "normal")
+            if kind not in NOISES:
+                raise ConfigError(f"action_noise.type={kind!r} is not one of {', '.join(NOISES)}")
+            dim = int(np.prod(env.action_space.shape))
+            std = float(action_noise.get("std", 0.1))
+            kwargs["action_noise"] = NOISES[kind](mean=np.zeros(dim), sigma=std * np.ones(dim))
+        return kwargs
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.model.num_timesteps)
+
+    def train(self, steps: int, callback: TrainCallback) -> None:
+        remaining = int(steps) - self.num_steps
+        if remaining <= 0:
+            return
+        logger = Logger(folder=None, output_formats=[_ForwardWriter(self, callback)])
+        self.model.set_logger(logger)
+        self.model.learn(
+            total_timesteps=remaining,
+            callback=_Budget(int(steps), callback, self.log_every, self.num_steps),
+            log_interval=None,  # type: ignore[arg-type]  # dumps are done by _Budget
+            reset_num_timesteps=False,
+            progress_bar=False,
+        )
+        logger.dump(self.num_steps)  # statistics of the last update
+
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        if self.vecnorm is not None:
+            obs = self.vecnorm.normalize_obs(obs)
+        actions, _ = self.model.predict(obs, deterministic=deterministic)
+        return actions
+
+    # --- checkpoints ---------------------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save(path / "model.zip")
+        if self.vecnorm is not None:
+            self.vecnorm.save(str(path / "vecnormalize.pkl"))
+        buffer = getattr(self.model, "replay_buffer", None)
+        if self.save_replay_buffer and isinstance(buffer, ReplayBuffer):
+            _save_buffer(buffer, path / "replay_buffer.npz")
+
+    def load(self, path: Path) -> None:
+        path = Path(path)
+        env: VecEnv = self.raw_env
+        if self.vecnorm is not None:
+            self.vecnorm = VecNormalize.load(str(path / "vecnormalize.pkl"), self.raw_env)
+            env = self.vecnorm
+        self.model = self.algo_cls.load(path / "model.zip", env=env, device=self.device)
+        buffer_file = path / "replay_buffer.npz"
+        if isinstance(self.model, OffPolicyAlgorithm) and buffer_file.exists():
+            _load_buffer(self.model.replay_buffer, buffer_file)
+
+    def close(self) -> None:
+        self.model.get_env().close()
+
+
+_BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+
+
+def _save_buffer(buffer: ReplayBuffer, file: Path) -> None:
+    """Save only the filled part of an SB3 replay buffer (SB3 pickles all ``buffer_size`` rows)."""
+    size = buffer.buffer_size if buffer.full else buffer.pos
+    arrays = {name: getattr(buffer, name)[:size] for name in _BUFFER_ARRAYS if getattr(buffer, name, None) is not None}
+    meta = {"pos": int(buffer.pos), "full": bool(buffer.full), "buffer_size": int(buffer.buffer_size)}
+    tmp = file.with_suffix(".tmp.npz")
+    np.savez(tmp, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+    tmp.replace(file)
+
+
+def _load_buffer(buffer: ReplayBuffer, file: Path) -> None:
+    with np.load(file) as data:
+        meta = json.loads(data["meta"].tobytes().decode())
+        if meta["buffer_size"] != buffer.buffer_size:
+            raise ConfigError(
+                f"replay buffer in {file} has {meta['buffer_size']} rows per env, the agent {buffer.buffer_size}; "
+                "resume with the run's own config"
+            )
+        for name in _BUFFER_ARRAYS:
+            if name in data.files:
+                rows = data[name]
+                getattr(buffer, name)[: len(rows)] = rows
+        buffer.pos, buffer.full = meta["pos"], meta["full"]

@@ -1,0 +1,96 @@
+"""Build single and vectorised envs from an env config (``experiments/conf/env/<name>.yaml``).
+
+An env config is a mapping with these keys::
+
+    name: cartpole                 # the config's name (used in run names and summaries)
+    id: rewardlab/CartPole-v1      # a registered Gymnasium id
+    kwargs: {}                     # passed to gymnasium.make
+    max_episode_steps: null        # override the registered time limit
+    render: {width: 384, height: 256}
+    vec: dummy                     # dummy (one process) or subproc (one process per env)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import gymnasium as gym
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+
+import envs  # noqa: F401  (registers the rewardlab ids)
+from envs.errors import ConfigError
+from envs.rendering import FrameInInfo
+
+VEC_KINDS = ("dummy", "subproc")
+
+
+def _make_kwargs(env_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    kwargs = dict(env_cfg.get("kwargs") or {})
+    render = env_cfg.get("render") or {}
+    if render.get("width") is not None:
+        kwargs["render_width"] = int(render["width"])
+    if render.get("height") is not None:
+        kwargs["render_height"] = int(render["height"])
+    if env_cfg.get("max_episode_steps") is not None:
+        kwargs["max_episode_steps"] = int(env_cfg["max_episode_steps"])
+    return kwargs
+
+
+def make_env(env_cfg: Mapping[str, Any], frames_in_info: bool = False) -> gym.Env:
+    """Make one env (``render_mode="rgb_array"``) from an env config.
+
+    Args:
+        env_cfg: Env config mapping (see module docstring).
+        frames_in_info: Also put the frame after every step in ``info["frame"]``.
+
+    Raises:
+        ConfigError: Unknown id or kwargs the env does not accept.
+    """
+    env_id = env_cfg.get("id")
+    if env_id not in gym.registry:
+        known = ", ".join(envs.registered_ids())
+        raise ConfigError(f"env id {env_id!r} is not registered; rewardlab registers: {known}")
+    kwargs = _make_kwargs(env_cfg)
+    try:
+        env = gym.make(env_id, render_mode="rgb_array", **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"env {env_cfg.get('name', env_id)}: rejected kwargs {sorted(kwargs)}: {exc}") from exc
+    return FrameInInfo(env) if frames_in_info else env
+
+
+def env_fn(env_cfg: Mapping[str, Any], frames_in_info: bool = False) -> Callable[[], gym.Env]:
+    """A picklable zero-argument constructor, for vector envs in subprocesses."""
+    cfg = dict(env_cfg)
+
+    def _thunk() -> gym.Env:
+        return make_env(cfg, frames_in_info=frames_in_info)
+
+    return _thunk
+
+
+def make_vec_env(
+    env_cfg: Mapping[str, Any],
+    n_envs: int,
+    seed: int,
+    frames_in_info: bool = False,
+) -> VecEnv:
+    """Make ``n_envs`` copies as an SB3 VecEnv, seeded ``seed, seed+1, ...`` on their first reset.
+
+    Args:
+        env_cfg: Env config mapping (see module docstring).
+        n_envs: Number of parallel envs.
+        seed: Seed of the first env.
+        frames_in_info: Capture frames in ``info["frame"]`` (for frame-based reward providers).
+    """
+    if int(n_envs) < 1:
+        raise ConfigError(f"n_envs must be >= 1, got {n_envs}")
+    vec = env_cfg.get("vec", "dummy")
+    if vec not in VEC_KINDS:
+        raise ConfigError(f"env.vec={vec!r} is not one of {', '.join(VEC_KINDS)}")
+    if vec == "subproc":
+        make_env(env_cfg).close()  # fail here, in this process, with a clear message
+    fns = [env_fn(env_cfg, frames_in_info) for _ in range(int(n_envs))]
+    venv: VecEnv = SubprocVecEnv(fns) if vec == "subproc" else DummyVecEnv(fns)
+    venv.seed(int(seed))
+    return venv

@@ -1,0 +1,12 @@
+"""rewardlab's entry points and the runner library behind them.
+
+Entry points (Hydra, ``key=value`` overrides):
+
+* ``python experiments/run.py env=E reward=R agent=A`` - train and evaluate one combination;
+* ``python experiments/rollout.py run=<run dir> episodes=N`` - re-render videos of a saved run;
+* ``python experiments/summarize.py <dir> ...`` - a table of results across runs and seeds.
+
+Library: :mod:`experiments.runner` (the training run), :mod:`experiments.rundir` (run-directory
+files and checkpoints), :mod:`experiments.evaluation` (true-reward evaluation, videos),
+:mod:`experiments.cli` (one-line errors). Configs live in ``experiments/conf/``.
+"""

@@ -1,0 +1,182 @@
+"""Command-line checks that turn bad input into one clear line and a non-zero exit.
+
+Before Hydra starts (so that no run directory is made for a run that cannot start),
+:func:`precheck` looks at ``sys.argv``:
+
+* :func:`check_group_choices`: an unknown ``env=``, ``reward=``, ``agent=`` or ``preset=`` name
+  is reported with the valid names (Hydra's own message for this is a page long);
+* :func:`check_composes`: the config is composed as Hydra will compose it, and a composition
+  error (an unknown key, bad override syntax) becomes one line;
+* :func:`validate`: types and ranges of the runner's own settings on the composed config.
+
+The runner validates again (sweeps skip the compose step: each job is checked when it starts).
+
+Everything the user can get wrong raises :class:`envs.errors.ConfigError`; :func:`user_errors`
+prints it as ``error: ...`` and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from envs.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+GROUPS = ("env", "reward", "agent", "preset")
+EXIT_USAGE = 2
+
+
+def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """The names selectable for a config group (``conf/<group>/*.yaml``)."""
+    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def _override_values(arg: str) -> tuple[str, list[str]] | None:
+    """``env=a,b`` -> ``("env", ["a", "b"])`` for the groups we check, else ``None``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        (override,) = OverridesParser.create().parse_overrides([arg])
+    except Exception:  # noqa: BLE001 - Hydra reports syntax errors itself
+        return None
+    if override.package is not None or override.key_or_group not in GROUPS or override.is_delete():
+        return None
+    if override.is_sweep_override():
+        return override.key_or_group, [str(v) for v in override.sweep_string_iterator()]
+    value = override.value()
+    return override.key_or_group, [] if value is None else [str(value)]
+
+
+def check_group_choices(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> None:
+    """Raise :class:`ConfigError` for an unknown name in a config-group override."""
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        parsed = _override_values(arg)
+        if parsed is None:
+            continue
+        group, values = parsed
+        valid = group_choices(group, conf_dir)
+        for value in values:
+            if value not in valid and not (group == "preset" and value == "null"):
+                raise ConfigError(
+                    f"unknown {group} {value!r}; valid {group}s: {', '.join(valid)} (see experiments/conf/{group}/)"
+                )
+
+
+def _compose_overrides(argv: Sequence[str]) -> list[str] | None:
+    """The overrides to compose a single run with, or ``None`` for sweeps and Hydra's own flags."""
+    if any(a.startswith("-") for a in argv):
+        return None  # -m / --multirun sweeps, --cfg, --help, --info: Hydra handles these
+    return [a for a in argv if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+
+
+def check_composes(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> Any:
+    """Compose the config of a single run; raise :class:`ConfigError` if Hydra cannot.
+
+    Returns:
+        The composed config, or ``None`` for sweeps and flag invocations (not composed here).
+    """
+    overrides = _compose_overrides(argv)
+    if overrides is None:
+        return None
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException, OverrideParseException
+
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            return compose(config_name="config", overrides=overrides)
+    except (ConfigCompositionException, OverrideParseException) as exc:
+        lines = str(exc).splitlines()
+        message = lines[0].rstrip(".")
+        if exc.__cause__ is not None:
+            message += ": " + str(exc.__cause__).splitlines()[0]
+        hint = next((line for line in lines if line.startswith("To append")), None)
+        if hint:
+            message += f" ({hint[0].lower()}{hint[1:]}; see experiments/conf/ for the keys)"
+        raise ConfigError(message) from None
+
+
+def precheck(argv: Sequence[str]) -> None:
+    """All checks that can run before Hydra creates a run directory (module docstring)."""
+    check_group_choices(argv)
+    cfg = check_composes(argv)
+    if cfg is not None and not cfg.resume:
+        validate(cfg)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Print :class:`ConfigError` as one line on stderr and exit with status 2."""
+    try:
+        yield
+    except ConfigError as exc:
+        if os.environ.get("REWARDLAB_TRACEBACK"):
+            raise
+        message = " ".join(str(exc).split())
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+def _int(cfg: Any, key: str, minimum: int, allow_none: bool = False) -> None:
+    value = cfg
+    for part in key.split("."):
+        value = value.get(part) if hasattr(value, "get") else None
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        extra = " or null" if allow_none else ""
+        raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}{extra}")
+
+
+def validate(cfg: Any) -> None:
+    """Check the runner's settings on a composed config (types and ranges).
+
+    Raises:
+        ConfigError: The first problem found.
+    """
+    _int(cfg, "steps", 1)
+    _int(cfg, "seed", 0)
+    _int(cfg, "torch_threads", 1)
+    _int(cfg, "eval.every", 1, allow_none=True)
+    _int(cfg, "eval.episodes", 1)
+    _int(cfg, "eval.final_episodes", 1)
+    _int(cfg, "eval.n_envs", 1)
+    _int(cfg, "checkpoint.every", 1, allow_none=True)
+    _int(cfg, "checkpoint.keep", 1)
+    _int(cfg, "video.final_episodes", 0)
+    _int(cfg, "video.every", 1, allow_none=True)
+    _int(cfg, "video.max_frames", 1)
+    if not isinstance(cfg.device, str) or not _DEVICE.match(cfg.device):
+        raise ConfigError(f"device={cfg.device!r} must be auto, cpu, cuda or cuda:N")
+    if cfg.progress not in ("auto", True, False):
+        raise ConfigError(f"progress={cfg.progress!r} must be auto, true or false")
+    fps = cfg.video.fps
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0):
+        raise ConfigError(f"video.fps={fps!r} must be a positive number or null")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; refuse a GPU that is not there."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device} but torch sees no CUDA GPU; use device=cpu or device=auto")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device={device} but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device=mps but torch sees no Apple GPU; use device=cpu or device=auto")
+    return device

@@ -1,0 +1,174 @@
+"""Evaluation on the true reward, and rollout videos.
+
+:func:`evaluate` runs exactly ``episodes`` episodes spread over a vector env without favouring
+short episodes (each env contributes a fixed quota, as SB3's ``evaluate_policy``), with the proxy
+reward measured on the same episodes. :func:`record_video` writes an mp4 of one episode.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.base import Agent
+from envs.make import make_env
+from rewards.base import RewardProvider, TransitionBatch, check_rewards
+from rewards.wrapper import EpisodeStats, RewardVecEnv
+
+
+def evaluate(agent: Agent, venv: RewardVecEnv, episodes: int, seed: int, deterministic: bool = True) -> list[EpisodeStats]:
+    """Run ``episodes`` full episodes; env ``i`` is seeded ``seed + i`` at every call.
+
+    Reseeding each time means every evaluation of a run starts from the same initial states,
+    so successive evaluations differ by the policy only.
+
+    Args:
+        agent: Acts on raw observations.
+        venv: Evaluation env wrapped with the run's reward provider.
+        episodes: Number of episodes to return.
+        seed: Seed of the first evaluation env.
+        deterministic: Greedy / mean actions.
+    """
+    n = venv.num_envs
+    quota = np.array([(episodes + i) // n for i in range(n)], dtype=np.int64)
+    done = np.zeros(n, dtype=np.int64)
+    venv.seed(seed)
+    obs = venv.reset()
+    venv.pop_episodes()
+    results: list[EpisodeStats] = []
+    while (done < quota).any():
+        obs, _, _, _ = venv.step(agent.act(obs, deterministic=deterministic))
+        for ep in venv.pop_episodes():
+            if done[ep.env_index] < quota[ep.env_index]:
+                done[ep.env_index] += 1
+                results.append(ep)
+    return results
+
+
+def summarize(episodes: Sequence[EpisodeStats]) -> dict[str, Any]:
+    """Means over episodes: true/proxy return (with std), length, success rate, env figures.
+
+    ``success`` is ``None`` when the env defines no success; env-specific figures
+    (``info["episode_metrics"]``) are averaged under their own names.
+    """
+    true = np.array([e.true_return for e in episodes], dtype=np.float64)
+    proxy = np.array([e.proxy_return for e in episodes], dtype=np.float64)
+    successes = [e.success for e in episodes if e.success is not None]
+    out: dict[str, Any] = {
+        "true_return": float(true.mean()),
+        "true_return_std": float(true.std()),
+        "proxy_return": float(proxy.mean()),
+        "proxy_return_std": float(proxy.std()),
+        "success": float(np.mean(successes)) if successes else None,
+        "episode_length": float(np.mean([e.length for e in episodes])),
+        "episodes": len(episodes),
+    }
+    keys = sorted({k for e in episodes for k in e.metrics})
+    for key in keys:
+        values = [e.metrics[key] for e in episodes if key in e.metrics]
+        out[key] = float(np.mean(values))
+    return out
+
+
+def record_video(
+    agent: Agent,
+    env_cfg: Mapping[str, Any],
+    path: Path,
+    seed: int,
+    max_frames: int,
+    fps: float | None = None,
+    deterministic: bool = True,
+    provider: RewardProvider | None = None,
+) -> dict[str, Any]:
+    """Roll out one episode and write it to ``path`` as an H.264 mp4 (written atomically).
+
+    Args:
+        agent: The policy.
+        env_cfg: Env config (its ``render`` size sets the frame size).
+        path: Output ``.mp4`` file.
+        seed: Reset seed of the episode.
+        max_frames: Stop after this many frames.
+        fps: Frames per second (``None``: the env's ``render_fps``).
+        deterministic: Greedy / mean actions.
+        provider: Also measure the proxy return under this reward provider.
+
+    Returns:
+        ``{"path", "frames", "true_return", "proxy_return", "length", "terminated", "success"}``
+        (``proxy_return`` and ``success`` are ``None`` when unknown).
+    """
+    import imageio.v2 as imageio
+
+    env = make_env(env_cfg)
+    fps = float(fps or env.metadata.get("render_fps") or 30)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp_{path.name}")
+    writer = imageio.get_writer(
+        str(tmp), fps=fps, codec="libx264", pixelformat="yuv420p", quality=7, macro_block_size=16, ffmpeg_log_level="error"
+    )
+    true_return, proxy_return, frames, length, terminated = 0.0, 0.0, 0, 0, False
+    success = None
+    try:
+        obs, _ = env.reset(seed=int(seed))
+        writer.append_data(env.render())
+        frames = 1
+        while frames < max_frames:
+            action = agent.act(np.asarray(obs)[None], deterministic=deterministic)[0]
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            frame = env.render()
+            true_return += float(reward)
+            if provider is not None:
+                proxy_return += float(_score_one(provider, obs, action, next_obs, reward, terminated, truncated, frame)[0])
+            writer.append_data(frame)
+            frames += 1
+            length += 1
+            obs = next_obs
+            if terminated or truncated:
+                success = info.get("success")
+                break
+    finally:
+        writer.close()
+        env.close()
+    os.replace(tmp, path)
+    return {
+        "path": str(path),
+        "frames": frames,
+        "length": length,
+        "true_return": true_return,
+        "proxy_return": proxy_return if provider is not None else None,
+        "terminated": bool(terminated),
+        "success": success,
+    }
+
+
+def _score_one(
+    provider: RewardProvider,
+    obs: Any,
+    action: Any,
+    next_obs: Any,
+    reward: float,
+    terminated: bool,
+    truncated: bool,
+    frame: np.ndarray,
+) -> np.ndarray:
+    """The provider's reward for a single transition (a batch of one; videos only, not a hot path)."""
+    batch = TransitionBatch(
+        obs=np.asarray(obs)[None],
+        action=np.asarray(action)[None],
+        next_obs=np.asarray(next_obs)[None],
+        env_reward=np.array([reward], dtype=np.float32),
+        terminated=np.array([terminated]),
+        truncated=np.array([truncated]),
+        frames=frame[None] if provider.needs_frames else None,
+    )
+    return check_rewards(provider.reward(batch), 1, source=type(provider).__name__)
+
+
+def default_eval_every(steps: int) -> int:
+    """Ten evaluations per run."""
+    return max(1, math.ceil(steps / 10))

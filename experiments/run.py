@@ -1,0 +1,31 @@
+#!/usr/bin/env python
+"""Train and evaluate one env x reward x agent combination; see README.md and experiments/conf/.
+
+    python experiments/run.py env=<E> reward=<R> agent=<A> [seed=N] [steps=N] [device=auto|cpu|cuda]
+                              [hydra.run.dir=DIR] [resume=DIR] [preset=smoke]
+    python experiments/run.py -m env=cartpole agent=ppo,a2c seed=0,1,2      # a local parallel sweep
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+
+from experiments.cli import precheck, user_errors  # noqa: E402
+
+with user_errors():
+    precheck(sys.argv[1:])
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    from experiments.runner import run
+
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()

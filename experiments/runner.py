@@ -1,0 +1,596 @@
+"""The runner behind ``experiments/run.py``: env x reward x agent -> a run directory.
+
+Read top to bottom: :func:`run` decides where the run lives (a new Hydra directory, or the one
+given to ``resume=``), :class:`Runner` builds the components from the config, trains through the
+agent's ``train(steps, callback)``, evaluates on the true reward, checkpoints, records videos and
+writes ``summary.json`` last. Nothing here depends on which env, reward or agent is configured:
+components are built from their ``_target_`` and env-derived arguments (the env, its seed, the
+device) are passed in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from agents.base import Agent
+from envs.errors import ConfigError
+from envs.make import make_vec_env
+from experiments.cli import resolve_device, user_errors, validate
+from experiments.evaluation import default_eval_every, evaluate, record_video, summarize
+from experiments.rundir import (
+    CsvLog,
+    Scalars,
+    latest_checkpoint,
+    load_checkpoint_state,
+    save_checkpoint,
+    set_rng_state,
+    write_json_atomic,
+)
+from rewards.base import RewardProvider
+from rewards.wrapper import EpisodeStats, RewardVecEnv
+
+log = logging.getLogger("rewardlab")
+
+EVAL_SEED_OFFSET = 1_000_000
+VIDEO_SEED_OFFSET = 2_000_000
+RESUME_MAY_CHANGE = ("resume", "steps", "device", "progress", "torch_threads")
+METRICS_COLUMNS = [
+    "step",
+    "true_return",
+    "true_return_std",
+    "proxy_return",
+    "proxy_return_std",
+    "success",
+    "episode_length",
+    "eval_episodes",
+    "train_true_return",
+    "train_proxy_return",
+    "train_episodes",
+    "wall_time",
+]
+
+
+# --- building components ----------------------------------------------------------------------
+
+
+def _instantiate(node: Mapping[str, Any], what: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that surfaces a component's ConfigError as itself."""
+    try:
+        return instantiate(dict(node), _convert_="all", **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        if cause is None or isinstance(cause, (ImportError, AttributeError)):
+            raise ConfigError(f"{what}: {' '.join(str(exc).split())}") from exc
+        raise
+
+
+def build_reward(reward_cfg: DictConfig) -> RewardProvider:
+    """The reward provider described by a ``conf/reward/*.yaml`` node."""
+    node = OmegaConf.to_container(reward_cfg, resolve=True)
+    name = node.pop("name", "?")
+    provider = _instantiate(node, f"reward {name}")
+    if not isinstance(provider, RewardProvider):
+        raise ConfigError(f"reward {name}: {type(provider).__name__} is not a rewards.base.RewardProvider")
+    return provider
+
+
+def build_agent(agent_cfg: DictConfig, env: Any, seed: int, device: str) -> Agent:
+    """The agent described by a ``conf/agent/*.yaml`` node, on the given env."""
+    node = OmegaConf.to_container(agent_cfg, resolve=True)
+    name = node.pop("name", "?")
+    node.pop("n_envs", None)
+    agent = _instantiate(node, f"agent {name}", env=env, seed=seed, device=device)
+    if not isinstance(agent, Agent):
+        raise ConfigError(f"agent {name}: {type(agent).__name__} is not an agents.base.Agent")
+    return agent
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the global RNGs (the runner is the only place that does)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    """What the runner must remember across a resume (stored in each checkpoint's state.json)."""
+
+    step: int = 0
+    wall_time: float = 0.0
+    next_eval: int = 0
+    next_checkpoint: int = 0
+    next_video: int | None = None
+    best_true_return: float | None = None
+    best_step: int | None = None
+    time_setup: float = 0.0
+    time_eval: float = 0.0
+    time_checkpoint: float = 0.0
+    time_video: float = 0.0
+    resumes: int = 0
+    videos: list[str] = field(default_factory=list)
+
+
+class _Callback:
+    """The agent's :class:`agents.base.TrainCallback`: progress, evaluation, checkpoints, stop."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def on_step(self, num_steps: int) -> bool:
+        r = self.runner
+        r.state.step = num_steps
+        if r.pbar is not None:
+            r.pbar.update(num_steps - r.pbar.n)
+        if r.train_env is not None:
+            r.train_episodes.extend(r.train_env.pop_episodes())
+        if num_steps < r.cfg.steps:  # the final evaluation and checkpoint follow training
+            if num_steps >= r.state.next_eval:
+                r.evaluate(num_steps, r.cfg.eval.episodes)
+            if num_steps >= r.state.next_checkpoint:
+                r.checkpoint(num_steps)
+            if r.state.next_video is not None and num_steps >= r.state.next_video:
+                r.video(num_steps, f"step_{num_steps:09d}_ep0.mp4", 0)
+        return r.interrupted is None
+
+    def on_log(self, num_steps: int, values: Mapping[str, float]) -> None:
+        row = {"step": num_steps, **values}
+        self.runner.train_log.write(row)
+        self.runner.scalars.write("train", row)
+
+
+class _TqdmHandler(logging.Handler):
+    """Console log lines that do not break a progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        if getattr(record, "file_only", False):
+            return
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+class Runner:
+    """One training run in ``run_dir`` (see the module docstring).
+
+    Args:
+        cfg: The composed (or, on resume, the saved) config.
+        run_dir: The run directory.
+        overrides: The command-line overrides of this launch.
+        resuming: Continue from the run's latest checkpoint.
+    """
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, overrides: list[str], resuming: bool) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.overrides = overrides
+        self.resuming = resuming
+        self.t0 = time.time()
+        self.interrupted: str | None = None
+        self.pbar: Any = None
+        self.train_episodes: list[EpisodeStats] = []
+
+        torch.set_num_threads(int(cfg.torch_threads))
+        self.device = resolve_device(cfg.device)
+        seed_everything(int(cfg.seed))
+        self.env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+        self.provider = build_reward(cfg.reward)
+        frames = self.provider.needs_frames
+        n_envs = int(cfg.agent.get("n_envs", 1))
+        self.train_env: RewardVecEnv | None = RewardVecEnv(make_vec_env(self.env_cfg, n_envs, int(cfg.seed), frames), self.provider)
+        n_eval = min(int(cfg.eval.n_envs), int(cfg.eval.episodes))
+        self.eval_env = RewardVecEnv(make_vec_env(self.env_cfg, n_eval, int(cfg.seed) + EVAL_SEED_OFFSET, frames), self.provider)
+        self.agent = build_agent(cfg.agent, env=self.train_env, seed=int(cfg.seed), device=self.device)
+
+        self.eval_every = int(cfg.eval.every or default_eval_every(int(cfg.steps)))
+        self.checkpoint_every = int(cfg.checkpoint.every or self.eval_every)
+        self.state = RunState()
+        self._setup_time = time.time() - self.t0
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def run(self) -> float:
+        """Train, evaluate, record; returns the final mean true return (for Hydra sweepers)."""
+        self._open_outputs()
+        previous = self._install_signal_handlers()
+        try:
+            if self.resuming:
+                self._restore()
+            else:
+                self._start()
+            self._open_progress()
+            self.agent.train(int(self.cfg.steps), _Callback(self))
+            self.state.step = self.agent.num_steps
+            if self.interrupted:
+                self.checkpoint(self.state.step)
+                code = 130 if self.interrupted == "SIGINT" else 143
+                log.error(
+                    "interrupted by %s at step %d; checkpoint saved. Continue with: python experiments/run.py resume=%s",
+                    self.interrupted,
+                    self.state.step,
+                    shlex.quote(str(self.run_dir)),
+                )
+                raise SystemExit(code)
+            return self._finish()
+        except ConfigError as exc:
+            log.error("stopped at step %d: %s", self.state.step, exc, extra={"file_only": True})
+            raise
+        except Exception:
+            log.exception("run failed at step %d (the last checkpoint is kept; no summary.json written)", self.state.step)
+            raise
+        finally:
+            self._restore_signal_handlers(previous)
+            self._close()
+
+    def _open_outputs(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock_run_dir(self.run_dir)
+        handler = logging.FileHandler(self.run_dir / "run.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        console = _TqdmHandler()
+        console.setFormatter(logging.Formatter("[rewardlab] %(message)s"))
+        self._log_handlers = [handler, console]
+        for h in self._log_handlers:
+            log.addHandler(h)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+        self.metrics_log = CsvLog(self.run_dir / "metrics.csv", METRICS_COLUMNS)
+        self.train_log = CsvLog(self.run_dir / "train.csv")
+
+    def _start(self) -> None:
+        (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+        (self.run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(self.overrides)))
+        self.scalars = Scalars(self.run_dir / "tensorboard")
+        log.info(
+            "run %s: env=%s reward=%s agent=%s seed=%s steps=%s device=%s",
+            self.run_dir,
+            self.cfg.env.name,
+            self.cfg.reward.name,
+            self.cfg.agent.name,
+            self.cfg.seed,
+            self.cfg.steps,
+            self.device,
+        )
+        self.state.time_setup = self._setup_time
+        self.state.next_eval = 0
+        self.state.next_checkpoint = 0
+        self.state.next_video = int(self.cfg.video.every) if self.cfg.video.every else None
+        self.evaluate(0, int(self.cfg.eval.episodes))
+        self.checkpoint(0)
+
+    def _restore(self) -> None:
+        checkpoint = latest_checkpoint(self.run_dir)
+        assert checkpoint is not None  # checked by _resume_config
+        state, rng = load_checkpoint_state(checkpoint)
+        self.state = RunState(**state)
+        self.state.resumes += 1
+        self.state.time_setup += self._setup_time
+        self.agent.load(checkpoint / "agent")
+        set_rng_state(rng)
+        if self.train_env is not None:
+            # New episodes after a resume: seed differently from the first launch.
+            self.train_env.seed(int(self.cfg.seed) + 7919 * self.state.resumes)
+        self.metrics_log.truncate_after(self.state.step)
+        self.train_log.truncate_after(self.state.step)
+        self.scalars = Scalars(self.run_dir / "tensorboard", purge_step=self.state.step + 1)
+        (self.run_dir / "summary.json").unlink(missing_ok=True)
+        log.info("resumed %s from %s (step %d of %d)", self.run_dir, checkpoint.name, self.state.step, self.cfg.steps)
+
+    def _open_progress(self) -> None:
+        show = self.cfg.progress
+        if show == "auto":
+            show = sys.stderr.isatty()
+        if show:
+            from tqdm import tqdm
+
+            self.pbar = tqdm(
+                total=int(self.cfg.steps),
+                initial=self.state.step,
+                unit="step",
+                dynamic_ncols=True,
+                mininterval=0.5,
+                file=sys.stderr,
+                desc=f"{self.cfg.env.name}/{self.cfg.reward.name}/{self.cfg.agent.name}",
+            )
+
+    def _finish(self) -> float:
+        step = self.state.step
+        stats = self.evaluate(step, int(self.cfg.eval.final_episodes))
+        self.checkpoint(step)
+        for k in range(int(self.cfg.video.final_episodes)):
+            self.video(step, f"final_ep{k}.mp4", k)
+        summary = self._summary(stats)
+        write_json_atomic(self.run_dir / "summary.json", summary)
+        log.info(
+            "done: true return %.2f ± %.2f, proxy return %.2f%s over %d episodes; %s",
+            summary["true_return_mean"],
+            summary["true_return_std"],
+            summary["proxy_return_mean"],
+            "" if summary["success_rate"] is None else f", success {summary['success_rate']:.2f}",
+            summary["eval_episodes"],
+            self.run_dir,
+        )
+        return float(summary["true_return_mean"])
+
+    def _close(self) -> None:
+        if self.pbar is not None:
+            self.pbar.close()
+        for closable in (self.eval_env, self.agent, getattr(self, "scalars", None)):
+            if closable is not None:
+                try:
+                    closable.close()
+                except Exception:  # noqa: BLE001 - closing must not hide the real error
+                    log.debug("close failed", exc_info=True)
+        for h in getattr(self, "_log_handlers", []):
+            log.removeHandler(h)
+            h.close()
+
+    # --- signals -----------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+
+        def handler(signum: int, _frame: Any) -> None:
+            if self.interrupted:  # second signal: stop now
+                raise KeyboardInterrupt
+            self.interrupted = signal.Signals(signum).name
+            log.warning("%s received: saving a checkpoint and stopping (send again to stop at once)", self.interrupted)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    # --- evaluation, checkpoints, videos -----------------------------------------------------
+
+    def wall_time(self) -> float:
+        return self.state.wall_time + (time.time() - self.t0)
+
+    def evaluate(self, step: int, episodes: int) -> dict[str, Any]:
+        """Evaluate on the true reward, log a metrics row, schedule the next evaluation."""
+        t = time.time()
+        episodes_out = evaluate(
+            self.agent, self.eval_env, episodes, int(self.cfg.seed) + EVAL_SEED_OFFSET, bool(self.cfg.eval.deterministic)
+        )
+        stats = summarize(episodes_out)
+        train = self.train_episodes
+        self.train_episodes = []
+        row = {
+            "step": step,
+            **{k: v for k, v in stats.items() if k != "episodes"},
+            "eval_episodes": stats["episodes"],
+            "train_true_return": float(np.mean([e.true_return for e in train])) if train else None,
+            "train_proxy_return": float(np.mean([e.proxy_return for e in train])) if train else None,
+            "train_episodes": len(train),
+            "wall_time": round(self.wall_time(), 3),
+        }
+        self.metrics_log.write(row)
+        self.scalars.write("metrics", row)
+        if self.state.best_true_return is None or stats["true_return"] > self.state.best_true_return:
+            self.state.best_true_return, self.state.best_step = stats["true_return"], step
+        while self.state.next_eval <= step:
+            self.state.next_eval += self.eval_every
+        self.state.time_eval += time.time() - t
+        success = "" if stats["success"] is None else f" | success {stats['success']:.2f}"
+        message = (
+            f"step {step}/{self.cfg.steps} | true return {stats['true_return']:.2f} ± {stats['true_return_std']:.2f} "
+            f"| proxy return {stats['proxy_return']:.2f}{success} | {self.wall_time():.0f}s"
+        )
+        if self.pbar is not None:
+            self.pbar.set_postfix_str(f"true {stats['true_return']:.1f} proxy {stats['proxy_return']:.1f}", refresh=False)
+        log.info(message)
+        return stats
+
+    def checkpoint(self, step: int) -> None:
+        """Save agent + runner state + RNGs; schedule the next checkpoint."""
+        t = time.time()
+        while self.state.next_checkpoint <= step:
+            self.state.next_checkpoint += self.checkpoint_every
+        self.state.step = step
+        self.state.wall_time = self.wall_time()
+        self.t0 = time.time()
+        save_checkpoint(self.run_dir, step, self.agent, asdict(self.state), keep=int(self.cfg.checkpoint.keep))
+        self.state.time_checkpoint += time.time() - t
+
+    def video(self, step: int, name: str, index: int) -> None:
+        """Record one episode of the current policy to ``videos/<name>``."""
+        t = time.time()
+        info = record_video(
+            self.agent,
+            self.env_cfg,
+            self.run_dir / "videos" / name,
+            seed=int(self.cfg.seed) + VIDEO_SEED_OFFSET + index,
+            max_frames=int(self.cfg.video.max_frames),
+            fps=self.cfg.video.fps,
+            deterministic=bool(self.cfg.eval.deterministic),
+            provider=self.provider,
+        )
+        rel = str(Path(info["path"]).relative_to(self.run_dir))
+        if rel not in self.state.videos:
+            self.state.videos.append(rel)
+        if self.state.next_video is not None:
+            while self.state.next_video <= step:
+                self.state.next_video += int(self.cfg.video.every)
+        self.state.time_video += time.time() - t
+        log.info(
+            "video %s: %d frames, true return %.2f, proxy return %.2f", rel, info["frames"], info["true_return"], info["proxy_return"]
+        )
+
+    def _summary(self, stats: Mapping[str, Any]) -> dict[str, Any]:
+        wall = self.wall_time()
+        s = self.state
+        train_time = max(wall - s.time_setup - s.time_eval - s.time_checkpoint - s.time_video, 1e-9)
+        core = {"true_return", "true_return_std", "proxy_return", "proxy_return_std", "success", "episode_length", "episodes"}
+        summary: dict[str, Any] = {
+            "env": self.cfg.env.name,
+            "reward": self.cfg.reward.name,
+            "agent": self.cfg.agent.name,
+            "seed": int(self.cfg.seed),
+            "steps": int(self.state.step),
+            "true_return_mean": stats["true_return"],
+            "true_return_std": stats["true_return_std"],
+            "proxy_return_mean": stats["proxy_return"],
+            "proxy_return_std": stats["proxy_return_std"],
+            "success_rate": stats["success"],
+            "eval_episodes": stats["episodes"],
+            "episode_length_mean": stats["episode_length"],
+            "best_eval_true_return": self.state.best_true_return,
+            "best_eval_step": self.state.best_step,
+            "wall_time_s": round(wall, 3),
+            "time_s": {
+                "setup": round(self.state.time_setup, 3),
+                "train": round(train_time, 3),
+                "eval": round(self.state.time_eval, 3),
+                "checkpoint": round(self.state.time_checkpoint, 3),
+                "video": round(self.state.time_video, 3),
+            },
+            "train_steps_per_s": round(self.state.step / train_time, 1),
+            "videos": list(self.state.videos),
+            "resumes": self.state.resumes,
+            "device": self.device,
+            "command": "python experiments/run.py " + " ".join(shlex.quote(o) for o in self.overrides),
+            "git_commit": _git_commit(),
+        }
+        summary.update({k: v for k, v in stats.items() if k not in core})  # env-specific figures
+        return summary
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+
+def _lock_run_dir(run_dir: Path) -> Any:
+    """Hold an exclusive lock on ``run_dir/.lock`` for the life of the process (one writer per run)."""
+    import fcntl
+
+    handle = (run_dir / ".lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(f"{run_dir} is in use by {owner}; wait for it to finish or stop it first") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _remove_if_empty(path: Path) -> None:
+    """Remove a directory Hydra made for a run that did not start, and its empty parents below cwd."""
+    path, cwd = path.resolve(), Path.cwd().resolve()
+    while True:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        path = path.parent
+        if path == cwd or cwd not in path.parents:
+            return
+
+
+def _resume_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The saved config of ``run_dir`` with the few settings a resume may change."""
+    if not run_dir.is_dir():
+        raise ConfigError(f"resume={run_dir}: no such directory")
+    if not (run_dir / "config.yaml").exists():
+        raise ConfigError(f"resume={run_dir} is not a rewardlab run directory (it has no config.yaml)")
+    if latest_checkpoint(run_dir) is None:
+        raise ConfigError(f"resume={run_dir}: the run has no checkpoint to continue from; start it again")
+    changed = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in RESUME_MAY_CHANGE]
+    if changed:
+        raise ConfigError(
+            f"resume continues the saved config of {run_dir}; only {', '.join(k + '=' for k in RESUME_MAY_CHANGE[1:])} "
+            f"may be given with it, not {' '.join(changed)}"
+        )
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    given = {o.split("=", 1)[0] for o in overrides}
+    for key in RESUME_MAY_CHANGE[1:]:
+        if key in given:
+            saved[key] = cfg[key]
+    saved.resume = str(run_dir)
+    validate(saved)
+    done_step = json.loads((latest_checkpoint(run_dir) / "state.json").read_text())["step"]
+    if (run_dir / "summary.json").exists() and done_step >= saved.steps:
+        raise ConfigError(f"{run_dir} is complete at step {done_step}; give steps=N with N > {done_step} to train further")
+    return saved
+
+
+def _refuse_existing_run(run_dir: Path) -> None:
+    if (run_dir / "config.yaml").exists() or (run_dir / "metrics.csv").exists():
+        raise ConfigError(
+            f"{run_dir} already holds a run; choose another hydra.run.dir, or continue it with resume={run_dir}"
+        )
+
+
+def run(cfg: DictConfig) -> float:
+    """Hydra task function: validate, pick the run directory, run. Bad input exits with status 2."""
+    with user_errors():
+        hydra_cfg = HydraConfig.get()
+        hydra_dir = Path(hydra_cfg.runtime.output_dir)
+        overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra")]
+        if cfg.resume:
+            run_dir = Path(str(cfg.resume)).expanduser().resolve()
+            try:
+                cfg = _resume_config(run_dir, cfg, overrides)
+            finally:
+                if hydra_dir.resolve() != run_dir:
+                    _remove_if_empty(hydra_dir)
+        else:
+            run_dir = hydra_dir
+            try:
+                validate(cfg)
+                _refuse_existing_run(run_dir)
+            except ConfigError:
+                _remove_if_empty(run_dir)
+                raise
+        try:
+            runner = Runner(cfg, run_dir, overrides, resuming=bool(cfg.resume))
+        except ConfigError:
+            if not cfg.resume:
+                _remove_if_empty(run_dir)
+            raise
+        return runner.run()
+

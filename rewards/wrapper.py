@@ -1,0 +1,125 @@
+"""The one reward wrapper: swaps the provider's proxy reward in, keeps the true reward in ``info``.
+
+It sits on a stable-baselines3 ``VecEnv`` so that a provider scores all envs' transitions (and
+frames) in one batch. Per step it
+
+* builds a :class:`~rewards.base.TransitionBatch` with the real terminal observation at episode
+  ends (SB3 vector envs auto-reset and keep it in ``info["terminal_observation"]``),
+* returns the proxy reward to the agent and puts the env's own reward in ``info["true_reward"]``,
+* keeps ``terminated`` and ``truncated`` apart (``info["TimeLimit.truncated"]``),
+* counts true and proxy return per episode; finished episodes are collected as
+  :class:`EpisodeStats` (:meth:`RewardVecEnv.pop_episodes`) and also exposed as SB3's
+  ``info["episode"]`` (proxy return: what the agent is trained on).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
+
+from rewards.base import RewardProvider, TransitionBatch, check_rewards
+
+
+@dataclass
+class EpisodeStats:
+    """One finished episode: returns under both rewards, length, success, env-specific figures."""
+
+    true_return: float
+    proxy_return: float
+    length: int
+    env_index: int
+    success: bool | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class RewardVecEnv(VecEnvWrapper):
+    """Vector-env wrapper returning ``provider.reward(batch)`` as the reward (module docstring).
+
+    Args:
+        venv: The vector env (its reward is the true reward).
+        provider: The reward provider producing the proxy reward.
+    """
+
+    def __init__(self, venv: VecEnv, provider: RewardProvider) -> None:
+        super().__init__(venv)
+        provider.bind(venv.observation_space, venv.action_space)
+        self.provider = provider
+        self._source = type(provider).__name__
+        self._obs: np.ndarray | None = None
+        self._actions: np.ndarray | None = None
+        self._true_return = np.zeros(self.num_envs, dtype=np.float64)
+        self._proxy_return = np.zeros(self.num_envs, dtype=np.float64)
+        self._length = np.zeros(self.num_envs, dtype=np.int64)
+        self._t0 = time.time()
+        self._finished: list[EpisodeStats] = []
+
+    def reset(self) -> np.ndarray:
+        obs = self.venv.reset()
+        if not isinstance(obs, np.ndarray):
+            raise TypeError(f"RewardVecEnv needs array observations, got {type(obs).__name__}")
+        self._obs = obs
+        self._true_return[:] = 0.0
+        self._proxy_return[:] = 0.0
+        self._length[:] = 0
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+        self.venv.step_async(actions)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        obs, env_reward, dones, infos = self.venv.step_wait()
+        done_idx = np.flatnonzero(dones)
+        next_obs = obs
+        if done_idx.size:
+            next_obs = obs.copy()
+            for i in done_idx:
+                next_obs[i] = infos[i]["terminal_observation"]
+        truncated = np.fromiter((info.get("TimeLimit.truncated", False) for info in infos), bool, self.num_envs)
+        frames = np.stack([info.pop("frame") for info in infos]) if self.provider.needs_frames else None
+        true_reward = np.asarray(env_reward, dtype=np.float32)
+        batch = TransitionBatch(
+            obs=self._obs,
+            action=self._actions,
+            next_obs=next_obs,
+            env_reward=true_reward,
+            terminated=np.asarray(dones, dtype=bool) & ~truncated,
+            truncated=truncated,
+            frames=frames,
+        )
+        proxy = check_rewards(self.provider.reward(batch), self.num_envs, source=self._source)
+
+        self._true_return += true_reward
+        self._proxy_return += proxy
+        self._length += 1
+        for i, info in enumerate(infos):
+            info["true_reward"] = float(true_reward[i])
+        for i in done_idx:
+            info = infos[i]
+            stats = EpisodeStats(
+                true_return=float(self._true_return[i]),
+                proxy_return=float(self._proxy_return[i]),
+                length=int(self._length[i]),
+                env_index=int(i),
+                success=info.get("success"),
+                metrics=dict(info.get("episode_metrics", {})),
+            )
+            self._finished.append(stats)
+            info["episode"] = {"r": stats.proxy_return, "l": stats.length, "t": round(time.time() - self._t0, 6)}
+            self._true_return[i] = self._proxy_return[i] = 0.0
+            self._length[i] = 0
+        self._obs = obs
+        return obs, proxy, dones, infos
+
+    def pop_episodes(self) -> list[EpisodeStats]:
+        """Episodes finished since the last call (and forget them)."""
+        out, self._finished = self._finished, []
+        return out
+
+    def close(self) -> None:
+        self.provider.close()
+        super().close()

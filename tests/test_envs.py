@@ -1,0 +1,159 @@
+"""Environments: registration, Gymnasium's env checker, frame sizes, MiniGrid observation and success."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs
+from envs.errors import ConfigError
+from envs.make import make_env, make_vec_env
+from envs.minigrid import OneHotObs, make_minigrid
+from experiments.cli import CONF_DIR, group_choices
+
+ALL_IDS = [f"rewardlab/{i}" for i in envs.CLASSIC + envs.MUJOCO + envs.MINIGRID]
+
+
+def test_every_env_config_names_a_registered_id() -> None:
+    from omegaconf import OmegaConf
+
+    names = group_choices("env")
+    assert len(names) == 12
+    ids = {OmegaConf.load(CONF_DIR / "env" / f"{n}.yaml").id for n in names}
+    assert ids == set(ALL_IDS) == set(envs.registered_ids())
+
+
+@pytest.mark.filterwarnings("ignore:.*different from the unwrapped version")
+@pytest.mark.filterwarnings("ignore:.*observation space (minimum|maximum) value is")
+@pytest.mark.parametrize("env_id", ALL_IDS)
+def test_check_env(env_id: str) -> None:
+    env = gym.make(env_id, render_mode="rgb_array")
+    try:
+        # Gymnasium's render check opens "human" windows (GLFW / pygame); rgb_array is checked below.
+        check_env(env, skip_render_check=True)
+        obs, _ = env.reset(seed=0)
+        assert env.observation_space.contains(obs)
+        frame = env.render()
+        assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize(
+    "env_id,width,height",
+    [
+        ("rewardlab/CartPole-v1", 160, 96),
+        ("rewardlab/Pendulum-v1", 128, 64),
+        ("rewardlab/HalfCheetah-v5", 96, 80),
+        ("rewardlab/MiniGrid-KeyCorridorS3R1-v0", 112, 112),
+    ],
+)
+def test_render_size_is_configurable(env_id: str, width: int, height: int) -> None:
+    env = gym.make(env_id, render_mode="rgb_array", render_width=width, render_height=height)
+    try:
+        env.reset(seed=0)
+        assert env.render().shape == (height, width, 3)
+        env.step(env.action_space.sample())
+        assert env.render().shape == (height, width, 3)
+    finally:
+        env.close()
+
+
+def test_pad_fit_keeps_the_aspect_ratio() -> None:
+    from envs.rendering import resize_frame
+
+    frame = np.full((30, 60, 3), 200, dtype=np.uint8)
+    out = resize_frame(frame, 40, 40, fit="pad")
+    assert out.shape == (40, 40, 3)
+    assert (out[:10] == 0).all() and (out[-10:] == 0).all() and (out[10:30] == 200).all()
+
+
+def test_mujoco_fast_render_flags_are_applied() -> None:
+    import mujoco
+
+    env = gym.make("rewardlab/Hopper-v5", render_mode="rgb_array", render_width=64, render_height=64)
+    try:
+        env.reset(seed=0)
+        env.render()
+        viewer = env.unwrapped.mujoco_renderer._get_viewer("rgb_array")
+        assert viewer.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW] == 0
+        assert viewer.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] == 0
+        assert viewer.scn.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] == 0
+    finally:
+        env.close()
+    pretty = gym.make("rewardlab/Hopper-v5", render_mode="rgb_array", render_width=64, render_height=64, shadows=True)
+    try:
+        pretty.reset(seed=0)
+        pretty.render()
+        viewer = pretty.unwrapped.mujoco_renderer._get_viewer("rgb_array")
+        assert viewer.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW] == 1
+    finally:
+        pretty.close()
+
+
+def test_minigrid_one_hot_matches_the_dict_observation() -> None:
+    raw = gym.make("MiniGrid-DoorKey-5x5-v0")
+    wrapped = OneHotObs(gym.make("MiniGrid-DoorKey-5x5-v0"))
+    obs_dict, _ = raw.reset(seed=3)
+    obs_vec, _ = wrapped.reset(seed=3)
+    assert obs_vec.shape == (7 * 7 * 20 + 4,) and obs_vec.dtype == np.float32
+    cells = obs_vec[: 7 * 7 * 20].reshape(7 * 7, 20)
+    image = obs_dict["image"].reshape(7 * 7, 3)
+    np.testing.assert_array_equal(cells[:, :11].argmax(1), image[:, 0])
+    np.testing.assert_array_equal(cells[:, 11:17].argmax(1), image[:, 1])
+    np.testing.assert_array_equal(cells[:, 17:].argmax(1), image[:, 2])
+    assert cells.sum() == 7 * 7 * 3
+    assert obs_vec[-4:].argmax() == obs_dict["direction"] and obs_vec[-4:].sum() == 1
+
+
+def test_minigrid_success_on_reaching_the_goal_and_not_on_timeout() -> None:
+    env = make_minigrid("MiniGrid-Empty-5x5-v0")
+    env.reset(seed=0)
+    forward, right = 2, 1  # agent starts at (1, 1) facing east; goal at (3, 3)
+    info: dict = {}
+    for action in (forward, forward, right, forward, forward):
+        _, reward, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+    assert terminated and reward > 0 and info["success"] is True
+
+    slow = make_minigrid("MiniGrid-Empty-5x5-v0", max_steps=3)
+    slow.reset(seed=0)
+    for _ in range(3):
+        _, _, terminated, truncated, info = slow.step(0)
+    assert truncated and not terminated and info["success"] is False
+
+
+def test_unknown_id_and_bad_kwargs_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="not registered"):
+        make_env({"name": "x", "id": "rewardlab/Nope-v0"})
+    with pytest.raises(ConfigError, match="rejected kwargs"):
+        make_env({"name": "cartpole", "id": "rewardlab/CartPole-v1", "kwargs": {"no_such_arg": 1}})
+    with pytest.raises(ConfigError, match="env.vec"):
+        make_vec_env({"name": "cartpole", "id": "rewardlab/CartPole-v1", "vec": "threads"}, 2, 0)
+
+
+def test_frames_in_info_hold_the_terminal_frame_before_auto_reset() -> None:
+    cfg = {"name": "cartpole", "id": "rewardlab/CartPole-v1", "render": {"width": 64, "height": 48}}
+    venv = make_vec_env(cfg, n_envs=2, seed=0, frames_in_info=True)
+    venv.reset()
+    for _ in range(200):
+        _, _, dones, infos = venv.step(np.array([0, 0]))  # always push left: falls within ~10 steps
+        assert all(info["frame"].shape == (48, 64, 3) for info in infos)
+        if dones.any():
+            break
+    i = int(np.flatnonzero(dones)[0])
+    terminal_frame = infos[i]["frame"]
+    reset_frame = venv.env_method("render", indices=[i])[0]
+    assert not np.array_equal(terminal_frame, reset_frame)  # the pole is drawn fallen, not upright
+    venv.close()
+
+
+def test_subproc_vector_env_builds_registered_envs() -> None:
+    cfg = {"name": "cartpole", "id": "rewardlab/CartPole-v1", "vec": "subproc"}
+    venv = make_vec_env(cfg, n_envs=2, seed=5)
+    obs = venv.reset()
+    assert obs.shape == (2, 4)
+    venv.close()

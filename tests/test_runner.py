@@ -1,0 +1,266 @@
+"""The runner end to end, through the command line: run-directory contract, errors, resume, sweeps."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+
+FAST = ["eval.episodes=2", "eval.final_episodes=2", "eval.n_envs=2", "video.max_frames=30", "progress=false"]
+SUMMARY_KEYS = {
+    "env", "reward", "agent", "seed", "steps", "true_return_mean", "true_return_std", "proxy_return_mean",
+    "success_rate", "eval_episodes", "wall_time_s",
+}  # fmt: skip
+METRICS_COLUMNS = ["step", "true_return", "proxy_return", "success", "episode_length", "wall_time"]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _check_contract(run: Path, steps: int) -> dict:
+    summary = json.loads((run / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["steps"] == steps
+    rows = _rows(run / "metrics.csv")
+    assert set(METRICS_COLUMNS) <= set(rows[0])
+    assert [int(r["step"]) for r in rows] == sorted({int(r["step"]) for r in rows})  # increasing, no repeats
+    assert int(rows[0]["step"]) == 0 and int(rows[-1]["step"]) == steps
+    assert float(rows[-1]["true_return"]) == pytest.approx(summary["true_return_mean"], rel=1e-4)
+    config = (run / "config.yaml").read_text()
+    assert "${" not in config  # fully resolved
+    (video,) = sorted((run / "videos").glob("final_ep*.mp4"))
+    import imageio.v2 as imageio
+
+    reader = imageio.get_reader(str(video))
+    frames = [f for f in reader]
+    assert len(frames) >= 2 and frames[0].ndim == 3 and reader.get_meta_data()["codec"] == "h264"
+    assert (run / "checkpoints" / "latest").exists()
+    (ckpt,) = [p for p in (run / "checkpoints").iterdir() if p.is_dir()]
+    assert (ckpt / "agent" / "model.zip").exists() and (ckpt / "state.json").exists()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert "metrics/true_return" in tags and "metrics/proxy_return" in tags
+    assert [e.step for e in events.Scalars("metrics/true_return")] == [int(r["step"]) for r in rows]
+    return summary
+
+
+def test_cartpole_ppo_writes_the_run_directory_contract(run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "D"
+    out = run_cli("run.py", ["env=cartpole", "reward=env", "agent=ppo", "steps=3000", "seed=0", f"hydra.run.dir={run}", *FAST])
+    assert out.returncode == 0, out.stderr
+    summary = _check_contract(run, 3000)
+    assert summary["success_rate"] is None  # CartPole defines no success
+    assert summary["proxy_return_mean"] == summary["true_return_mean"]  # reward=env
+    train = _rows(run / "train.csv")
+    assert train and any(k.startswith("loss_") for k in train[0])
+
+
+def test_halfcheetah_sac(run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "D"
+    args = ["env=halfcheetah", "agent=sac", "steps=1000", f"hydra.run.dir={run}", "eval.every=500", *FAST]
+    args += ["env.max_episode_steps=200", "env.render.width=64", "env.render.height=64"]
+    out = run_cli("run.py", [*args, "agent.hyperparams.learning_starts=800"])
+    assert out.returncode == 0, out.stderr
+    _check_contract(run, 1000)
+    assert len(_rows(run / "train.csv")) >= 1
+
+
+def test_minigrid_ppo_reports_success(run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "D"
+    args = ["env=minigrid-doorkey-5x5", "agent=ppo", "steps=2000", "eval.every=1000", f"hydra.run.dir={run}"]
+    out = run_cli("run.py", [*args, *FAST])
+    assert out.returncode == 0, out.stderr
+    summary = _check_contract(run, 2000)
+    assert summary["success_rate"] is not None and 0.0 <= summary["success_rate"] <= 1.0
+    assert _rows(run / "metrics.csv")[-1]["success"] != ""
+
+
+def test_fn_reward_logs_proxy_beside_true(run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "D"
+    args = ["env=cartpole", "reward=fn", "reward.target=rewards.examples:cartpole_upright", "steps=1000", f"hydra.run.dir={run}"]
+    out = run_cli("run.py", [*args, *FAST])
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["reward"] == "fn"
+    # cartpole_upright pays <= 1 per step where the env pays exactly 1: proxy < true
+    assert 0 < summary["proxy_return_mean"] < summary["true_return_mean"]
+
+
+def test_frame_based_reward_run(run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "D"
+    args = ["env=cartpole", "reward=fn", "reward.target=tests.helpers:brightness", "reward.frames=true", "steps=400"]
+    args += ["eval.every=400", "env.max_episode_steps=100", "env.render.width=48", "env.render.height=32"]
+    out = run_cli("run.py", [*args, f"hydra.run.dir={run}", *FAST])
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert 0 < summary["proxy_return_mean"] < summary["true_return_mean"]  # brightness in (0, 1) per step
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["env=nope"], "unknown env 'nope'; valid envs: ant, cartpole, halfcheetah"),
+        (["agent=ppo,nope", "-m"], "unknown agent 'nope'; valid agents: a2c, dqn, ppo, sac, td3"),
+        (["reward=gpt"], "unknown reward 'gpt'; valid rewards: env, fn"),
+        (["steps=-5"], "steps=-5 must be an integer >= 1"),
+        (["steps=many"], "steps='many' must be an integer >= 1"),
+        (["device=tpu"], "device='tpu' must be auto, cpu, cuda or cuda:N"),
+        (["reward=fn"], "reward=fn needs reward.target=package.module:function"),
+        (["reward=fn", "reward.target=rewards.examples:nope"], "has no attribute 'nope'"),
+        (["agent=sac"], "SAC needs a Box action space"),
+        (["agent.hyperparams.lerning_rate=1"], "Key 'lerning_rate' is not in struct (to append"),
+        (["+agent.hyperparams.lerning_rate=1"], "PPO does not take lerning_rate; accepted hyperparameters"),
+        (["seed=[1"], "no viable alternative at input"),
+        (["eval.every=0"], "eval.every=0 must be an integer >= 1 or null"),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_no_run_dir(run_cli, tmp_path: Path, args: list[str], message: str) -> None:
+    out = run_cli("run.py", [*args, "hydra.run.dir=D"], timeout=120)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "D").exists()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_errors(run_cli, tmp_path: Path) -> None:
+    (tmp_path / "notarun").mkdir()
+    out = run_cli("run.py", ["resume=notarun"])
+    assert out.returncode == 2 and "not a rewardlab run directory" in out.stderr
+    out = run_cli("run.py", ["resume=missing"])
+    assert out.returncode == 2 and "no such directory" in out.stderr
+    assert not (tmp_path / "runs").exists()  # the directory Hydra made for this launch is gone
+
+
+def _latest_step(run: Path) -> int:
+    latest = run / "checkpoints" / "latest"
+    return int(latest.read_text().strip().split("_")[1]) if latest.exists() else -1
+
+
+def _start(run: Path, extra: list[str]) -> subprocess.Popen:
+    args = ["env=cartpole", "reward=fn", "reward.target=tests.helpers:slow_constant_one", "steps=4000"]
+    args += [f"hydra.run.dir={run}", "checkpoint.every=500", "eval.every=500", "env.max_episode_steps=50", *FAST, *extra]
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "experiments" / "run.py"), *args],
+        cwd=run.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_for_checkpoint(proc: subprocess.Popen, run: Path, step: int) -> None:
+    deadline = time.time() + 120
+    while _latest_step(run) < step:
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.05)
+
+
+def test_killed_run_resumes_to_one_continuous_metrics_file(run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "D"
+    proc = _start(run, [])
+    _wait_for_checkpoint(proc, run, 2000)
+    os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up
+    proc.wait()
+    killed_at = _latest_step(run)
+    assert 2000 <= killed_at < 4000 and not (run / "summary.json").exists()
+    out = run_cli("run.py", [f"resume={run}"])
+    assert out.returncode == 0, out.stderr
+    summary = _check_contract(run, 4000)
+    assert summary["resumes"] == 1
+    # 8 envs: evaluations at the first multiple of 8 at or after each multiple of 500
+    expected = [0, *(-(-k * 500 // 8) * 8 for k in range(1, 8)), 4000]
+    assert [int(r["step"]) for r in _rows(run / "metrics.csv")] == expected
+
+
+def test_sigterm_checkpoints_and_the_run_resumes(run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "D"
+    proc = _start(run, [])
+    _wait_for_checkpoint(proc, run, 1000)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "resume=" in err and not (run / "summary.json").exists()
+    stopped = _latest_step(run)
+    assert stopped >= 1000
+    state = json.loads((run / "checkpoints" / f"step_{stopped:09d}" / "state.json").read_text())
+    assert state["step"] == stopped
+    out = run_cli("run.py", [f"resume={run}"])
+    assert out.returncode == 0, out.stderr
+    _check_contract(run, 4000)
+
+
+def test_a_second_process_cannot_write_into_a_running_run(tmp_path: Path, run_cli) -> None:
+    run = tmp_path / "D"
+    proc = _start(run, [])
+    try:
+        _wait_for_checkpoint(proc, run, 500)
+        out = run_cli("run.py", [f"resume={run}"])
+        assert out.returncode == 2 and "is in use by pid" in out.stderr
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_resume_refuses_changed_settings_and_finished_runs(run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "D"
+    assert run_cli("run.py", ["env=cartpole", "steps=400", f"hydra.run.dir={run}", *FAST]).returncode == 0
+    out = run_cli("run.py", [f"resume={run}", "seed=3"])
+    assert out.returncode == 2 and "only steps=, device=, progress=, torch_threads=" in out.stderr
+    out = run_cli("run.py", [f"resume={run}"])
+    assert out.returncode == 2 and "is complete at step 400" in out.stderr
+    out = run_cli("run.py", [f"hydra.run.dir={run}"])
+    assert out.returncode == 2 and "already holds a run" in out.stderr
+    out = run_cli("run.py", [f"resume={run}", "steps=800"])  # training further is allowed
+    assert out.returncode == 0, out.stderr
+    assert json.loads((run / "summary.json").read_text())["steps"] == 800
+
+
+def test_rollout_reproduces_the_final_video(run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "D"
+    args = ["env=pendulum", "agent=sac", "steps=300", "agent.hyperparams.learning_starts=100", f"hydra.run.dir={run}"]
+    assert run_cli("run.py", [*args, *FAST, "eval.every=300", "video.max_frames=1000"]).returncode == 0
+    log = (run / "run.log").read_text()
+    out = run_cli("rollout.py", [f"run={run}", "episodes=2"])
+    assert out.returncode == 0, out.stderr
+    table = json.loads((run / "videos" / "rollout_step_000000300.json").read_text())
+    assert [e["length"] for e in table["episodes"]] == [200, 200]
+    first = table["episodes"][0]
+    assert f"true return {first['true_return']:.2f}" in log  # same seed, same policy -> same episode
+    assert first["proxy_return"] == pytest.approx(first["true_return"], rel=1e-5)
+    assert len(list((run / "videos").glob("rollout_step_000000300_ep*.mp4"))) == 2
+    bad = run_cli("rollout.py", [f"run={run}", "checkpoint=step_9"])
+    assert bad.returncode == 2 and "step_000000300" in bad.stderr
+
+
+def test_local_parallel_sweep(run_cli, tmp_path: Path) -> None:
+    out = run_cli("run.py", ["-m", "env=cartpole", "seed=0,1", "steps=320", "hydra.sweep.dir=S", *FAST])
+    assert out.returncode == 0, out.stderr
+    summaries = [json.loads(p.read_text()) for p in sorted((tmp_path / "S").glob("*/summary.json"))]
+    assert [s["seed"] for s in summaries] == [0, 1]
+    assert all(s["env"] == "cartpole" and s["steps"] == 320 for s in summaries)
+
+
+def test_submitit_local_sweep(run_cli, tmp_path: Path) -> None:
+    args = ["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "env=pendulum", "agent=ppo"]
+    out = run_cli("run.py", [*args, "steps=256", "agent.hyperparams.n_steps=64", "hydra.sweep.dir=S", *FAST])
+    assert out.returncode == 0, out.stderr
+    (summary,) = [json.loads(p.read_text()) for p in (tmp_path / "S").glob("*/summary.json")]
+    assert summary["env"] == "pendulum" and summary["steps"] == 256 and np.isfinite(summary["true_return_mean"])
