@@ -64,6 +64,11 @@ class CsvLog:
                 header = next(csv.reader(f), [])
             self.columns += [c for c in header if c not in self.columns]
 
+    def touch(self) -> None:
+        """Create the file with its header if it does not exist (so readers always find it)."""
+        if not self.path.exists():
+            self._rewrite([])
+
     def write(self, row: Mapping[str, Any]) -> None:
         """Append one row; unknown keys extend the header (the file is rewritten once)."""
         new = [k for k in row if k not in self.columns]

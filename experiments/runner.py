@@ -241,7 +241,12 @@ class Runner:
             log.error("stopped at step %d: %s", self.state.step, exc, extra={"file_only": True})
             raise
         except Exception:
-            log.exception("run failed at step %d (the last checkpoint is kept; no summary.json written)", self.state.step)
+            log.exception("run failed at step %d", self.state.step, extra={"file_only": True})
+            log.error(
+                "run failed at step %d: the last checkpoint is kept, no summary.json is written; traceback below and in %s",
+                self.state.step,
+                self.run_dir / "run.log",
+            )
             raise
         finally:
             self._restore_signal_handlers(previous)
@@ -261,6 +266,7 @@ class Runner:
         log.propagate = False
         self.metrics_log = CsvLog(self.run_dir / "metrics.csv", METRICS_COLUMNS)
         self.train_log = CsvLog(self.run_dir / "train.csv")
+        self.train_log.touch()  # agents that have not updated yet (e.g. SAC warm-up) log nothing
 
     def _start(self) -> None:
         (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))

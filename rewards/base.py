@@ -70,7 +70,7 @@ class RewardProvider(abc.ABC):
         """Return the proxy rewards, float32 of shape ``(batch,)``."""
 
     def close(self) -> None:
-        """Release workers, models or files held by the provider."""
+        """Release workers, models or files held by the provider (may be called more than once)."""
 
 
 def check_rewards(rewards: object, batch_size: int, source: str) -> np.ndarray:

@@ -35,3 +35,10 @@ def nan_reward(obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> np.
 
 
 NOT_CALLABLE = 3
+
+
+def crash_later(obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
+    """Raises a bug-like error once the cart has moved right: a run that fails part way."""
+    if (next_obs[:, 0] > 0.05).any():
+        raise RuntimeError("bug in the reward function")
+    return constant_one(obs, action, next_obs)

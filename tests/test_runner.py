@@ -38,6 +38,7 @@ def _check_contract(run: Path, steps: int) -> dict:
     assert [int(r["step"]) for r in rows] == sorted({int(r["step"]) for r in rows})  # increasing, no repeats
     assert int(rows[0]["step"]) == 0 and int(rows[-1]["step"]) == steps
     assert float(rows[-1]["true_return"]) == pytest.approx(summary["true_return_mean"], rel=1e-4)
+    assert (run / "train.csv").exists()
     config = (run / "config.yaml").read_text()
     assert "${" not in config  # fully resolved
     (video,) = sorted((run / "videos").glob("final_ep*.mp4"))
@@ -77,17 +78,19 @@ def test_halfcheetah_sac(run_cli, tmp_path: Path) -> None:
     out = run_cli("run.py", [*args, "agent.hyperparams.learning_starts=800"])
     assert out.returncode == 0, out.stderr
     _check_contract(run, 1000)
-    assert len(_rows(run / "train.csv")) >= 1
+    assert len(_rows(run / "train.csv")) >= 1  # 200 updates after 800 warm-up steps
 
 
 def test_minigrid_ppo_reports_success(run_cli, tmp_path: Path) -> None:
     run = tmp_path / "D"
     args = ["env=minigrid-doorkey-5x5", "agent=ppo", "steps=2000", "eval.every=1000", f"hydra.run.dir={run}"]
-    out = run_cli("run.py", [*args, *FAST])
+    out = run_cli("run.py", [*args, *FAST, "video.every=1000"])
     assert out.returncode == 0, out.stderr
     summary = _check_contract(run, 2000)
     assert summary["success_rate"] is not None and 0.0 <= summary["success_rate"] <= 1.0
     assert _rows(run / "metrics.csv")[-1]["success"] != ""
+    assert summary["videos"] == ["videos/step_000001000_ep0.mp4", "videos/final_ep0.mp4"]  # video.every
+    assert (run / "videos" / "step_000001000_ep0.mp4").stat().st_size > 0
 
 
 def test_fn_reward_logs_proxy_beside_true(run_cli, tmp_path: Path) -> None:
@@ -136,6 +139,16 @@ def test_bad_input_is_one_line_and_leaves_no_run_dir(run_cli, tmp_path: Path, ar
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "D").exists()
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_crash_keeps_its_traceback_and_writes_no_summary(run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "D"
+    args = ["env=cartpole", "reward=fn", "reward.target=tests.helpers:crash_later", f"hydra.run.dir={run}", *FAST]
+    out = run_cli("run.py", args)
+    assert out.returncode == 1
+    assert "run failed at step" in out.stderr and "RuntimeError: bug in the reward function" in out.stderr
+    assert "RuntimeError: bug in the reward function" in (run / "run.log").read_text()
+    assert not (run / "summary.json").exists()
 
 
 def test_resume_errors(run_cli, tmp_path: Path) -> None:
