@@ -9,6 +9,10 @@ evaluation, checkpoints and resume:
 * ``act(obs, deterministic)``: batched actions for raw env observations;
 * ``save(path)`` / ``load(path)``: everything needed to resume exactly (weights, optimiser
   state, replay buffer, normalisation statistics) into / from a directory.
+
+Two optional members: ``learns`` (``False`` for solvers and fixed rules: the runner then skips
+the evaluation before training, which would only repeat the final one) and ``describe()``
+(facts about the agent for ``summary.json``, e.g. a solver's status).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -40,6 +44,8 @@ class TrainCallback(Protocol):
 
 class Agent(abc.ABC):
     """Base class of every agent (see module docstring)."""
+
+    learns: bool = True
 
     @property
     @abc.abstractmethod
@@ -69,6 +75,10 @@ class Agent(abc.ABC):
     @abc.abstractmethod
     def load(self, path: Path) -> None:
         """Restore the state written by :meth:`save` into this (freshly built) agent."""
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for ``summary.json`` (``agent_info``), e.g. a solver's status; JSON-serialisable."""
+        return {}
 
     def close(self) -> None:
         """Release what the agent holds (its training env, workers)."""

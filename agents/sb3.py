@@ -35,9 +35,17 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from agents.base import Agent, TrainCallback
 from envs.errors import ConfigError
 
-ALGOS: dict[str, type[BaseAlgorithm]] = {"PPO": PPO, "A2C": A2C, "DQN": DQN, "SAC": SAC, "TD3": TD3}
+ALGOS: dict[str, type[BaseAlgorithm] | str] = {
+    "PPO": PPO,
+    "A2C": A2C,
+    "DQN": DQN,
+    "SAC": SAC,
+    "TD3": TD3,
+    "MaskablePPO": "sb3_contrib:MaskablePPO",  # imported when used (the jobshop extra)
+}
 ACTION_SPACES: dict[str, tuple[type[gym.Space], ...]] = {
     "PPO": (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary),
+    "MaskablePPO": (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary),
     "A2C": (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary),
     "DQN": (gym.spaces.Discrete,),
     "SAC": (gym.spaces.Box,),
@@ -53,6 +61,19 @@ ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
 }
 NOISES = {"normal": NormalActionNoise, "ornstein_uhlenbeck": OrnsteinUhlenbeckActionNoise}
 SCHEDULED = ("learning_rate", "clip_range", "clip_range_vf")
+
+
+def _import(path: str, what: str) -> Any:
+    """``"package.module:Name"`` -> the object; ConfigError with the reason if it cannot be imported."""
+    import importlib
+
+    module, _, name = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise ConfigError(f"{what}={path!r} cannot be imported ({exc}); is its extra installed (pip install -e '.[all]')?") from exc
+    except AttributeError as exc:
+        raise ConfigError(f"{what}={path!r}: {module} has no {name}") from exc
 
 
 def _schedule(name: str, value: Any) -> Any:
@@ -143,7 +164,7 @@ class SB3Agent(Agent):
         env: The training vector env (rewards already swapped by the reward wrapper).
         seed: Seed for SB3 (network init, exploration).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        policy: SB3 policy name (``MlpPolicy``, ``CnnPolicy``).
+        policy: SB3 policy name (``MlpPolicy``, ``CnnPolicy``) or class (``package.module:Class``).
         hyperparams: Keyword arguments of the SB3 algorithm class.
         policy_kwargs: SB3 ``policy_kwargs``; ``activation_fn`` given by name.
         normalize_obs: Wrap the env in ``VecNormalize`` for observations.
@@ -176,8 +197,13 @@ class SB3Agent(Agent):
                 f"{algo} needs a {kinds} action space, but this env has {env.action_space}; "
                 "use ppo or a2c (any action space), dqn (discrete), sac or td3 (continuous)"
             )
+        if algo == "MaskablePPO" and not env.has_attr("action_masks"):
+            raise ConfigError("MaskablePPO needs an env with action_masks() (e.g. env=jobshop); use ppo for this env")
         self.algo = algo
-        self.algo_cls = ALGOS[algo]
+        algo_cls = ALGOS[algo]
+        self.algo_cls: type[BaseAlgorithm] = _import(algo_cls, "agent.algo") if isinstance(algo_cls, str) else algo_cls
+        if ":" in policy:
+            policy = _import(policy, "agent.policy")
         self.device = device
         self.raw_env = env
         self.save_replay_buffer = save_replay_buffer
@@ -263,15 +289,37 @@ class SB3Agent(Agent):
         path = Path(path)
         env: VecEnv = self.raw_env
         if self.vecnorm is not None:
-            self.vecnorm = VecNormalize.load(str(path / "vecnormalize.pkl"), self.raw_env)
+            self.vecnorm = _load_vecnormalize(path / "vecnormalize.pkl", self.raw_env)
             env = self.vecnorm
-        self.model = self.algo_cls.load(path / "model.zip", env=env, device=self.device)
+        # The env's spaces, not the saved ones: a size-agnostic policy (e.g. the jobshop job
+        # scorer) trained with 15 observation rows then runs on an env with 100.
+        spaces = {"observation_space": env.observation_space, "action_space": env.action_space}
+        try:
+            self.model = self.algo_cls.load(path / "model.zip", env=env, device=self.device, custom_objects=spaces)
+        except RuntimeError as exc:  # state dict shapes differ
+            raise ConfigError(
+                f"checkpoint {path} does not fit this env (observation {env.observation_space}, action {env.action_space}): "
+                f"{str(exc).splitlines()[0]}"
+            ) from exc
         buffer_file = path / "replay_buffer.npz"
         if isinstance(self.model, OffPolicyAlgorithm) and buffer_file.exists():
             _load_buffer(self.model.replay_buffer, buffer_file)
 
     def close(self) -> None:
         self.model.get_env().close()
+
+
+def _load_vecnormalize(file: Path, venv: VecEnv) -> VecNormalize:
+    """``VecNormalize.load`` that also accepts an env of another observation shape when
+    observations are not normalised (only the reward statistics matter then)."""
+    import pickle
+
+    with file.open("rb") as f:
+        vecnorm: VecNormalize = pickle.load(f)
+    if not vecnorm.norm_obs:  # the pickle holds the training env's spaces; set_venv checks them
+        vecnorm.observation_space, vecnorm.action_space = venv.observation_space, venv.action_space
+    vecnorm.set_venv(venv)
+    return vecnorm
 
 
 _BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")

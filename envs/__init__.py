@@ -12,6 +12,7 @@ rewardlab/{HalfCheetah,Hopper,Walker2d,     Gymnasium MuJoCo v5, fast EGL render
 Ant,Humanoid}-v5
 rewardlab/MiniGrid-{DoorKey-5x5,DoorKey-    MiniGrid with one-hot vector observations
 8x8,KeyCorridorS3R1,Unlock,FourRooms}-v0    and ``info["success"]``
+rewardlab/JobShop-v0                        job-shop scheduling as dispatching (envs/jobshop/)
 ==========================================  =============================================
 
 The Hydra configs in ``experiments/conf/env/`` name these ids; :func:`envs.make.make_env` and
@@ -50,6 +51,8 @@ def _register(base_ids: tuple[str, ...], entry_point: str) -> None:
 _register(CLASSIC, "envs.classic:make_classic")
 _register(MUJOCO, "envs.mujoco:make_mujoco")
 _register(MINIGRID, "envs.minigrid:make_minigrid")
+if f"{NAMESPACE}/JobShop-v0" not in gym.registry:
+    gym.register(id=f"{NAMESPACE}/JobShop-v0", entry_point="envs.jobshop.env:make_jobshop")
 
 
 def registered_ids() -> list[str]:

@@ -8,6 +8,9 @@ An env config is a mapping with these keys::
     max_episode_steps: null        # override the registered time limit
     render: {width: 384, height: 256}
     vec: dummy                     # dummy (one process) or subproc (one process per env)
+
+Any other key is passed to ``gymnasium.make`` as well, so that an env's main parameters can sit
+at the top of its config and be overridden as ``env.<key>=...`` (e.g. ``env.instance=ta01``).
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from envs.errors import ConfigError
 from envs.rendering import FrameInInfo
 
 VEC_KINDS = ("dummy", "subproc")
+RESERVED = {"name", "id", "kwargs", "render", "max_episode_steps", "vec"}
 
 
 def _make_kwargs(env_cfg: Mapping[str, Any]) -> dict[str, Any]:
     kwargs = dict(env_cfg.get("kwargs") or {})
+    kwargs.update({k: v for k, v in env_cfg.items() if k not in RESERVED})
     render = env_cfg.get("render") or {}
     if render.get("width") is not None:
         kwargs["render_width"] = int(render["width"])

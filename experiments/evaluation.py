@@ -54,7 +54,8 @@ def summarize(episodes: Sequence[EpisodeStats]) -> dict[str, Any]:
     """Means over episodes: true/proxy return (with std), length, success rate, env figures.
 
     ``success`` is ``None`` when the env defines no success; env-specific figures
-    (``info["episode_metrics"]``) are averaged under their own names.
+    (``info["episode_metrics"]``) are averaged under their own names; ``artifacts`` maps the
+    episodes' file paths to their contents (one per path).
     """
     true = np.array([e.true_return for e in episodes], dtype=np.float64)
     proxy = np.array([e.proxy_return for e in episodes], dtype=np.float64)
@@ -72,6 +73,7 @@ def summarize(episodes: Sequence[EpisodeStats]) -> dict[str, Any]:
     for key in keys:
         values = [e.metrics[key] for e in episodes if key in e.metrics]
         out[key] = float(np.mean(values))
+    out["artifacts"] = {path: obj for e in episodes for path, obj in e.artifacts.items()}
     return out
 
 

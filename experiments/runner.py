@@ -134,6 +134,7 @@ class RunState:
     time_video: float = 0.0
     resumes: int = 0
     videos: list[str] = field(default_factory=list)
+    artifacts: list[str] = field(default_factory=list)
 
 
 class _Callback:
@@ -149,7 +150,7 @@ class _Callback:
             r.pbar.update(num_steps - r.pbar.n)
         if r.train_env is not None:
             r.train_episodes.extend(r.train_env.pop_episodes())
-        if num_steps < r.cfg.steps:  # the final evaluation and checkpoint follow training
+        if num_steps < r.cfg.steps and r.agent.learns:  # the final evaluation and checkpoint follow training
             if num_steps >= r.state.next_eval:
                 r.evaluate(num_steps, r.cfg.eval.episodes)
             if num_steps >= r.state.next_checkpoint:
@@ -286,8 +287,9 @@ class Runner:
         self.state.next_eval = 0
         self.state.next_checkpoint = 0
         self.state.next_video = int(self.cfg.video.every) if self.cfg.video.every else None
-        self.evaluate(0, int(self.cfg.eval.episodes))
-        self.checkpoint(0)
+        if self.agent.learns:  # a solver's only evaluation is the final one
+            self.evaluate(0, int(self.cfg.eval.episodes))
+            self.checkpoint(0)
 
     def _restore(self) -> None:
         checkpoint = latest_checkpoint(self.run_dir)
@@ -328,6 +330,7 @@ class Runner:
         step = self.state.step
         stats = self.evaluate(step, int(self.cfg.eval.final_episodes))
         self.checkpoint(step)
+        self._write_artifacts(stats.pop("artifacts"))
         for k in range(int(self.cfg.video.final_episodes)):
             self.video(step, f"final_ep{k}.mp4", k)
         summary = self._summary(stats)
@@ -394,7 +397,7 @@ class Runner:
         self.train_episodes = []
         row = {
             "step": step,
-            **{k: v for k, v in stats.items() if k != "episodes"},
+            **{k: v for k, v in stats.items() if k not in ("episodes", "artifacts")},
             "eval_episodes": stats["episodes"],
             "train_true_return": float(np.mean([e.true_return for e in train])) if train else None,
             "train_proxy_return": float(np.mean([e.proxy_return for e in train])) if train else None,
@@ -417,6 +420,16 @@ class Runner:
             self.pbar.set_postfix_str(f"true {stats['true_return']:.1f} proxy {stats['proxy_return']:.1f}", refresh=False)
         log.info(message)
         return stats
+
+    def _write_artifacts(self, artifacts: Mapping[str, Any]) -> None:
+        """Files the env produced in the final evaluation (e.g. ``schedules/<instance>.json``)."""
+        for rel, obj in artifacts.items():
+            path = (self.run_dir / rel).resolve()
+            if self.run_dir.resolve() not in path.parents:
+                raise ValueError(f"env artifact path {rel!r} leaves the run directory")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, obj)
+            self.state.artifacts.append(rel)
 
     def checkpoint(self, step: int) -> None:
         """Save agent + runner state + RNGs; schedule the next checkpoint."""
@@ -483,6 +496,8 @@ class Runner:
             },
             "train_steps_per_s": round(self.state.step / train_time, 1),
             "videos": list(self.state.videos),
+            "artifacts": sorted(set(self.state.artifacts)),
+            "agent_info": self.agent.describe(),
             "resumes": self.state.resumes,
             "device": self.device,
             "command": "python experiments/run.py " + " ".join(shlex.quote(o) for o in self.overrides),

@@ -9,7 +9,10 @@ frames) in one batch. Per step it
 * keeps ``terminated`` and ``truncated`` apart (``info["TimeLimit.truncated"]``),
 * counts true and proxy return per episode; finished episodes are collected as
   :class:`EpisodeStats` (:meth:`RewardVecEnv.pop_episodes`) and also exposed as SB3's
-  ``info["episode"]`` (proxy return: what the agent is trained on).
+  ``info["episode"]`` (proxy return: what the agent is trained on). Envs may add figures
+  (``info["episode_metrics"]``, averaged into ``summary.json``) and files
+  (``info["episode_artifacts"]``: relative path -> JSON object, written by the runner for the
+  final evaluation) on the last step of an episode.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class EpisodeStats:
     env_index: int
     success: bool | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[str, object] = field(default_factory=dict)
 
 
 class RewardVecEnv(VecEnvWrapper):
@@ -107,6 +111,7 @@ class RewardVecEnv(VecEnvWrapper):
                 env_index=int(i),
                 success=info.get("success"),
                 metrics=dict(info.get("episode_metrics", {})),
+                artifacts=dict(info.get("episode_artifacts", {})),
             )
             self._finished.append(stats)
             info["episode"] = {"r": stats.proxy_return, "l": stats.length, "t": round(time.time() - self._t0, 6)}

@@ -13,16 +13,16 @@ from envs.make import make_env, make_vec_env
 from envs.minigrid import OneHotObs, make_minigrid
 from experiments.cli import CONF_DIR, group_choices
 
-ALL_IDS = [f"rewardlab/{i}" for i in envs.CLASSIC + envs.MUJOCO + envs.MINIGRID]
+ALL_IDS = [f"rewardlab/{i}" for i in envs.CLASSIC + envs.MUJOCO + envs.MINIGRID]  # jobshop: tests/test_jobshop.py
 
 
 def test_every_env_config_names_a_registered_id() -> None:
     from omegaconf import OmegaConf
 
     names = group_choices("env")
-    assert len(names) == 12
+    assert len(names) == 13
     ids = {OmegaConf.load(CONF_DIR / "env" / f"{n}.yaml").id for n in names}
-    assert ids == set(ALL_IDS) == set(envs.registered_ids())
+    assert ids == {*ALL_IDS, "rewardlab/JobShop-v0"} == set(envs.registered_ids())
 
 
 @pytest.mark.filterwarnings("ignore:.*different from the unwrapped version")
