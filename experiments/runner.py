@@ -54,6 +54,7 @@ log = logging.getLogger("rewardlab")
 EVAL_SEED_OFFSET = 1_000_000
 VIDEO_SEED_OFFSET = 2_000_000
 RESUME_MAY_CHANGE = ("resume", "steps", "device", "progress", "torch_threads")
+_CORE_STATS = {"true_return", "true_return_std", "proxy_return", "proxy_return_std", "success", "episode_length", "episodes"}
 METRICS_COLUMNS = [
     "step",
     "true_return",
@@ -335,12 +336,14 @@ class Runner:
             self.video(step, f"final_ep{k}.mp4", k)
         summary = self._summary(stats)
         write_json_atomic(self.run_dir / "summary.json", summary)
+        extra = "".join(f", {k} {v:.4g}" for k, v in stats.items() if k not in _CORE_STATS and isinstance(v, float))
         log.info(
-            "done: true return %.2f ± %.2f, proxy return %.2f%s over %d episodes; %s",
+            "done: true return %.2f ± %.2f, proxy return %.2f%s%s over %d episodes; %s",
             summary["true_return_mean"],
             summary["true_return_std"],
             summary["proxy_return_mean"],
             "" if summary["success_rate"] is None else f", success {summary['success_rate']:.2f}",
+            extra,
             summary["eval_episodes"],
             self.run_dir,
         )
@@ -470,7 +473,6 @@ class Runner:
         wall = self.wall_time()
         s = self.state
         train_time = max(wall - s.time_setup - s.time_eval - s.time_checkpoint - s.time_video, 1e-9)
-        core = {"true_return", "true_return_std", "proxy_return", "proxy_return_std", "success", "episode_length", "episodes"}
         summary: dict[str, Any] = {
             "env": self.cfg.env.name,
             "reward": self.cfg.reward.name,
@@ -503,7 +505,7 @@ class Runner:
             "command": "python experiments/run.py " + " ".join(shlex.quote(o) for o in self.overrides),
             "git_commit": _git_commit(),
         }
-        summary.update({k: v for k, v in stats.items() if k not in core})  # env-specific figures
+        summary.update({k: v for k, v in stats.items() if k not in _CORE_STATS})  # env-specific figures
         return summary
 
 

@@ -211,18 +211,23 @@ def _reference_rule(inst: JobShopInstance, rule: str, placement: str = "insert")
     return validate_schedule(inst, b.start)
 
 
+def _play(env: JobShopEnv, agent) -> tuple[int, int]:  # noqa: ANN001
+    """One episode; returns (makespan reported by the env, makespan of its checked schedule)."""
+    obs, _ = env.reset(seed=0)
+    while True:
+        obs, _, done, _, info = env.step(int(agent.act(obs[None])[0]))
+        if done:
+            break
+    start, _, _ = schedule_from_json(info["schedule"])
+    return info["episode_metrics"]["makespan"], validate_schedule(env.instance, start)
+
+
 @pytest.mark.parametrize("rule", RULES)
 def test_rules_from_observations_match_rules_from_the_instance(rule: str) -> None:
     for name in ("ft06", "la01", "ta01"):
         env = JobShopEnv(instance=name)
-        agent = DispatchingRule(rule=rule, env=env)
-        obs, _ = env.reset(seed=0)
-        while True:
-            obs, _, done, _, info = env.step(int(agent.act(obs[None])[0]))
-            if done:
-                break
-        start, _, _ = schedule_from_json(info["schedule"])
-        assert validate_schedule(env.instance, start) == info["episode_metrics"]["makespan"] == _reference_rule(env.instance, rule)
+        reported, checked = _play(env, DispatchingRule(rule=rule, env=env))
+        assert reported == checked == _reference_rule(env.instance, rule)
 
 
 def test_rule_and_solver_agents_refuse_other_envs() -> None:
@@ -245,13 +250,7 @@ def test_cpsat_solves_ft06_and_la01_to_optimality_and_replays_it() -> None:
         agent = CPSat(env=env, time_limit=20, workers=2)
         agent.train(0, None)  # type: ignore[arg-type]
         assert agent.describe()["status"] == "OPTIMAL" and agent.describe()["objective"] == optimum
-        obs, _ = env.reset(seed=0)
-        while True:
-            obs, _, done, _, info = env.step(int(agent.act(obs[None])[0]))
-            if done:
-                break
-        start, _, _ = schedule_from_json(info["schedule"])
-        assert validate_schedule(env.instance, start) == optimum
+        assert _play(env, agent) == (optimum, optimum)
 
 
 def test_learned_dispatcher_trains_saves_and_runs_on_larger_instances(tmp_path: Path) -> None:
