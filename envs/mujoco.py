@@ -19,11 +19,17 @@ from envs.rendering import RenderSize  # noqa: F401  (sets MUJOCO_GL=egl before 
 
 
 class MujocoRenderFlags(gym.Wrapper):
-    """Switches MuJoCo scene render flags on the offscreen viewer before its first frame."""
+    """Switches MuJoCo scene render flags on the offscreen viewer before its first frame.
 
-    def __init__(self, env: gym.Env, shadows: bool, reflections: bool, skybox: bool) -> None:
+    With ``infinite_floor``, ground planes are drawn without an edge (a plane's size only limits
+    how far it is drawn; collisions with it are unaffected): a fast robot followed by the
+    tracking camera otherwise runs off the drawn floor into black.
+    """
+
+    def __init__(self, env: gym.Env, shadows: bool, reflections: bool, skybox: bool, infinite_floor: bool = True) -> None:
         super().__init__(env)
         self._flags = {"mjRND_SHADOW": shadows, "mjRND_REFLECTION": reflections, "mjRND_SKYBOX": skybox}
+        self._infinite_floor = infinite_floor
         self._configured = False
 
     def render(self) -> Any:
@@ -35,6 +41,10 @@ class MujocoRenderFlags(gym.Wrapper):
             viewer = self.env.unwrapped.mujoco_renderer._get_viewer(self.env.render_mode)
             for name, value in self._flags.items():
                 viewer.scn.flags[getattr(mujoco.mjtRndFlag, name)] = int(value)
+            if self._infinite_floor:
+                model = self.env.unwrapped.model
+                planes = model.geom_type == mujoco.mjtGeom.mjGEOM_PLANE
+                model.geom_size[planes, :2] = 0.0  # zero half-sizes: drawn without an edge
             self._configured = True
         return self.env.render()
 
@@ -69,6 +79,8 @@ def make_mujoco(
     shadows: bool = False,
     reflections: bool = False,
     skybox: bool = False,
+    camera_name: str | None = "track",
+    infinite_floor: bool = True,
     **kwargs: Any,
 ) -> gym.Env:
     """Make a Gymnasium MuJoCo env rendering ``(render_height, render_width, 3)`` frames.
@@ -81,8 +93,14 @@ def make_mujoco(
         shadows: Render shadows (slow without a GPU).
         reflections: Render floor reflections (slow without a GPU).
         skybox: Render the skybox.
+        camera_name: Camera of the model's XML; ``"track"`` (every v5 locomotion model has one)
+            follows the robot, which Gymnasium's default free camera does not: a trained
+            HalfCheetah leaves its view within seconds. ``None``: Gymnasium's default camera.
+        infinite_floor: Draw the ground plane to the horizon (rendering only).
         **kwargs: Passed to ``gymnasium.make`` (env parameters such as ``ctrl_cost_weight``).
     """
     with _mujoco_warnings_as_python():
+        if camera_name is not None and "camera_id" not in kwargs:
+            kwargs["camera_name"] = camera_name
         env = gym.make(base_id, render_mode=render_mode, width=int(render_width), height=int(render_height), **kwargs)
-    return MujocoRenderFlags(env, shadows=shadows, reflections=reflections, skybox=skybox)
+    return MujocoRenderFlags(env, shadows=shadows, reflections=reflections, skybox=skybox, infinite_floor=infinite_floor)

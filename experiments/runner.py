@@ -311,6 +311,8 @@ class Runner:
         log.info("resumed %s from %s (step %d of %d)", self.run_dir, checkpoint.name, self.state.step, self.cfg.steps)
 
     def _open_progress(self) -> None:
+        if not self.agent.learns:
+            return  # nothing to count: a solver's work is one call
         show = self.cfg.progress
         if show == "auto":
             show = sys.stderr.isatty()
@@ -415,8 +417,9 @@ class Runner:
             self.state.next_eval += self.eval_every
         self.state.time_eval += time.time() - t
         success = "" if stats["success"] is None else f" | success {stats['success']:.2f}"
+        where = f"step {step}/{self.cfg.steps}" if self.agent.learns else "evaluation"
         message = (
-            f"step {step}/{self.cfg.steps} | true return {stats['true_return']:.2f} ± {stats['true_return_std']:.2f} "
+            f"{where} | true return {stats['true_return']:.2f} ± {stats['true_return_std']:.2f} "
             f"| proxy return {stats['proxy_return']:.2f}{success} | {self.wall_time():.0f}s"
         )
         if self.pbar is not None:

@@ -93,6 +93,46 @@ def test_mujoco_fast_render_flags_are_applied() -> None:
         pretty.close()
 
 
+def _robot_pixels(frame: np.ndarray) -> float:
+    """Fraction of orange/pink pixels (the robot; floor and background are grey, green, black)."""
+    f = frame.astype(int)
+    return float(((f[..., 0] - f[..., 2]) > 60).mean())
+
+
+@pytest.mark.parametrize("env_id", [f"rewardlab/{i}" for i in envs.MUJOCO])
+def test_mujoco_camera_follows_the_robot(env_id: str) -> None:
+    env = gym.make(env_id, render_mode="rgb_array", render_width=96, render_height=96)
+    try:
+        env.reset(seed=0)
+        at_start = _robot_pixels(env.render())
+        assert at_start > 0.0005
+        base = env.unwrapped
+        for _ in range(100):  # carry the robot 50 m forward, as a fast policy would
+            qpos = base.data.qpos.copy()
+            qpos[0] += 0.5
+            base.set_state(qpos, base.data.qvel.copy())
+            frame = env.render()
+        assert _robot_pixels(frame) > 0.5 * at_start  # Gymnasium's own camera would show empty floor
+        assert (frame[-10:] > 0).mean() > 0.5  # and the floor is still drawn under it
+    finally:
+        env.close()
+
+
+def test_render_options_do_not_change_the_physics() -> None:
+    def trajectory(**kwargs: object) -> np.ndarray:
+        env = gym.make("rewardlab/HalfCheetah-v5", render_mode="rgb_array", render_width=32, render_height=32, **kwargs)
+        env.reset(seed=0)
+        env.action_space.seed(0)
+        out = []
+        for _ in range(30):
+            out.append(env.step(env.action_space.sample())[0])
+            env.render()
+        env.close()
+        return np.array(out)
+
+    np.testing.assert_array_equal(trajectory(), trajectory(infinite_floor=False, camera_name=None, shadows=True))
+
+
 def test_minigrid_one_hot_matches_the_dict_observation() -> None:
     raw = gym.make("MiniGrid-DoorKey-5x5-v0")
     wrapped = OneHotObs(gym.make("MiniGrid-DoorKey-5x5-v0"))
