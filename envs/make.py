@@ -8,6 +8,7 @@ An env config is a mapping with these keys::
     max_episode_steps: null        # override the registered time limit
     render: {width: 384, height: 256}
     vec: dummy                     # dummy (one process) or subproc (one process per env)
+    true_reward: null              # envs.true_rewards:NAME, the env's reward in closed form (if any)
 
 Any other key is passed to ``gymnasium.make`` as well, so that an env's main parameters can sit
 at the top of its config and be overridden as ``env.<key>=...`` (e.g. ``env.instance=ta01``).
@@ -26,7 +27,7 @@ from envs.errors import ConfigError
 from envs.rendering import FrameInInfo
 
 VEC_KINDS = ("dummy", "subproc")
-RESERVED = {"name", "id", "kwargs", "render", "max_episode_steps", "vec"}
+RESERVED = {"name", "id", "kwargs", "render", "max_episode_steps", "vec", "true_reward"}
 
 
 def _make_kwargs(env_cfg: Mapping[str, Any]) -> dict[str, Any]:

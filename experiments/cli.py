@@ -77,8 +77,10 @@ def _compose_overrides(argv: Sequence[str]) -> list[str] | None:
     return [a for a in argv if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
 
 
-def check_composes(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> Any:
+def check_composes(argv: Sequence[str], conf_dir: Path = CONF_DIR, config_name: str = "config") -> Any:
     """Compose the config of a single run; raise :class:`ConfigError` if Hydra cannot.
+
+    ``config_name`` selects the entry point's primary config (``conf/<config_name>.yaml``).
 
     Returns:
         The composed config, or ``None`` for sweeps and flag invocations (not composed here).
@@ -91,7 +93,7 @@ def check_composes(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> Any:
 
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            return compose(config_name="config", overrides=overrides)
+            return compose(config_name=config_name, overrides=overrides)
     except (ConfigCompositionException, OverrideParseException) as exc:
         lines = str(exc).splitlines()
         message = lines[0].rstrip(".")

@@ -57,3 +57,24 @@ def halfcheetah_backwards(obs: np.ndarray, action: np.ndarray, next_obs: np.ndar
     backward = -next_obs[:, 8]
     control = 0.1 * np.sum(np.square(action), axis=1)
     return (backward - control).astype(np.float32), {"backward_velocity": backward, "control_cost": -control}
+
+
+def cartpole_potential(obs: np.ndarray) -> np.ndarray:
+    """A shaping potential for CartPole: minus the pole's angle and the cart's offset, normalised.
+
+    Args:
+        obs: ``(batch, 4)``.
+
+    Returns:
+        ``(batch,)`` potentials in [-2, 0].
+    """
+    return -(np.abs(obs[:, 2]) / CARTPOLE_ANGLE_LIMIT + np.abs(obs[:, 0]) / CARTPOLE_X_LIMIT).astype(np.float32)
+
+
+def pendulum_potential(obs: np.ndarray) -> np.ndarray:
+    """A shaping potential for Pendulum: the height of the tip, ``cos theta``.
+
+    Args:
+        obs: ``(batch, 3)`` = [cos theta, sin theta, angular velocity].
+    """
+    return obs[:, 0].astype(np.float32)

@@ -1,0 +1,285 @@
+#!/usr/bin/env python
+"""How well does a reward provider agree with the env's own reward? Correlations and EPIC.
+
+    python experiments/reward_eval.py env=E reward=R [policy=random|RUN_DIR] [samples=N] [out=DIR]
+                                      [epic.transitions=N epic.samples=M epic.gamma=G] [seed=S]
+
+Collects ``samples`` transitions (uniform random actions, or a saved run's policy), scores each
+with the provider (proxy) and keeps the env's reward (true), and writes to ``DIR``:
+
+* ``reward_eval.json``: Pearson and Spearman correlation of proxy and true reward on the samples,
+  the EPIC distance (:mod:`rewards.distance`; 0 = the same reward up to potential shaping and
+  positive rescaling, 1 = its negation), the settings, and a ``notes`` list saying why a figure is
+  missing (a constant reward, an env without a closed-form reward);
+* ``reward_eval.png``: proxy vs true reward per transition (and the canonicalised rewards).
+
+EPIC evaluates both rewards on transitions that never happened, so the env's reward must exist in
+closed form (``true_reward`` in the env config, e.g. cartpole, pendulum); the collected samples are
+the coverage distribution.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+
+import numpy as np
+
+from envs.errors import ConfigError
+from experiments.cli import check_composes, check_group_choices, user_errors
+from rewards.base import RewardProvider, TransitionBatch
+
+REPO = Path(__file__).resolve().parents[1]
+TRUE_TOLERANCE = 1e-3  # a closed-form true reward must reproduce the env's within this (float32 obs)
+
+
+class Recorder(RewardProvider):
+    """Passes batches to the provider and keeps them (frames included) for the analysis."""
+
+    def __init__(self, inner: RewardProvider) -> None:
+        self.inner = inner
+        self.needs_frames = inner.needs_frames
+        self.batches: list[TransitionBatch] = []
+        self.proxies: list[np.ndarray] = []
+
+    def bind(self, observation_space: Any, action_space: Any) -> None:
+        super().bind(observation_space, action_space)
+        self.inner.bind(observation_space, action_space)
+
+    def reward(self, batch: TransitionBatch) -> np.ndarray:
+        proxy = self.inner.reward(batch)
+        self.batches.append(batch)
+        self.proxies.append(np.asarray(proxy, dtype=np.float32))
+        return proxy
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _validate(cfg: Any) -> None:
+    for key, low in (("samples", 2), ("n_envs", 1), ("epic.transitions", 2), ("epic.samples", 1)):
+        value = cfg
+        for part in key.split("."):
+            value = value[part]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{key}={value!r} must be an integer >= {low}")
+    if not 0.0 <= float(cfg.epic.gamma) <= 1.0:
+        raise ConfigError(f"epic.gamma={cfg.epic.gamma} must lie in [0, 1]")
+
+
+def _true_reward_fn(env_cfg: dict[str, Any]) -> Any:
+    """The env's closed-form reward as ``f(obs, action, next_obs)``, or ``None``."""
+    from envs.make import _make_kwargs
+    from rewards.fn import resolve_target
+
+    target = env_cfg.get("true_reward")
+    if not target:
+        return None
+    fn = resolve_target(target, "env.true_reward")
+    accepted = inspect.signature(fn).parameters
+    kwargs = {k: v for k, v in _make_kwargs(env_cfg).items() if k in accepted}
+    return lambda obs, action, next_obs: np.asarray(fn(obs, action, next_obs, **kwargs), dtype=np.float64)
+
+
+def collect(cfg: Any, env_cfg: dict[str, Any], provider: RewardProvider, policy_dir: Path | None, device: str) -> Recorder:
+    """Step the env until ``cfg.samples`` transitions are recorded (module docstring)."""
+    from tqdm import tqdm
+
+    from envs.make import make_vec_env
+    from rewards.wrapper import RewardVecEnv
+
+    recorder = Recorder(provider)
+    n_envs, run_cfg = int(cfg.n_envs), None
+    if policy_dir is not None:
+        from omegaconf import OmegaConf
+
+        run_cfg = OmegaConf.load(policy_dir / "config.yaml")
+        n_envs = int(run_cfg.agent.get("n_envs", 1))  # the agent restores per-env state (replay buffers)
+    venv = RewardVecEnv(make_vec_env(env_cfg, n_envs, int(cfg.seed), frames_in_info=provider.needs_frames), recorder)
+    agent = None
+    if run_cfg is not None:
+        from experiments.rundir import latest_checkpoint
+        from experiments.runner import build_agent
+
+        agent = build_agent(run_cfg.agent, env=venv, seed=int(cfg.seed), device=device)
+        agent.load(latest_checkpoint(policy_dir) / "agent")
+    space = venv.action_space
+    space.seed(int(cfg.seed))
+    obs = venv.reset()
+    collected = 0
+    with tqdm(total=int(cfg.samples), desc="collecting", unit="transition", disable=not sys.stderr.isatty()) as bar:
+        while collected < int(cfg.samples):
+            if agent is None:
+                actions = np.stack([space.sample() for _ in range(venv.num_envs)])
+            else:
+                actions = agent.act(obs, deterministic=bool(cfg.deterministic))
+            obs, _, _, _ = venv.step(actions)
+            collected += venv.num_envs
+            bar.update(venv.num_envs)
+    if agent is not None:
+        agent.close()
+    venv.close()
+    return recorder
+
+
+def _concat(recorder: Recorder, n: int) -> dict[str, Any]:
+    def cat(name: str) -> Any:
+        parts = [getattr(b, name) for b in recorder.batches]
+        return None if parts[0] is None else np.concatenate(parts)[:n]
+
+    data = {k: cat(k) for k in ("obs", "action", "next_obs", "env_reward", "terminated", "frames")}
+    data["proxy"] = np.concatenate(recorder.proxies)[:n]
+    return data
+
+
+def _plot(path: Path, true: np.ndarray, proxy: np.ndarray, canon: tuple[np.ndarray, np.ndarray] | None, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = 2 if canon is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.2), squeeze=False)
+    ax = axes[0, 0]
+    ax.scatter(true, proxy, s=6, alpha=0.4)
+    ax.set_xlabel("true reward (env)")
+    ax.set_ylabel("proxy reward (provider)")
+    ax.set_title("per transition")
+    if canon is not None:
+        ax = axes[0, 1]
+        ax.scatter(canon[0], canon[1], s=6, alpha=0.4, color="tab:orange")
+        ax.set_xlabel("canonicalised true reward")
+        ax.set_ylabel("canonicalised proxy reward")
+        ax.set_title("EPIC canonicalisation")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    check_group_choices(argv)
+    cfg = check_composes(argv, config_name="reward_eval")
+    if cfg is None:
+        raise ConfigError("reward_eval.py takes key=value overrides only (no -m sweeps or flags)")
+    _validate(cfg)
+    import torch
+    from omegaconf import OmegaConf
+
+    from experiments.cli import resolve_device
+    from experiments.rundir import latest_checkpoint, write_json_atomic
+    from experiments.runner import build_reward
+    from rewards import distance
+
+    torch.set_num_threads(1)
+    device = resolve_device(str(cfg.device))
+    policy_dir = None
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    if str(cfg.policy) != "random":
+        policy_dir = Path(str(cfg.policy)).expanduser()
+        if not (policy_dir / "config.yaml").exists():
+            raise ConfigError(f"policy={cfg.policy} is neither 'random' nor a rewardlab run directory (no config.yaml)")
+        if latest_checkpoint(policy_dir) is None:
+            raise ConfigError(f"policy={policy_dir} has no checkpoint to act with")
+        run_env = OmegaConf.to_container(OmegaConf.load(policy_dir / "config.yaml").env, resolve=True)
+        if run_env.get("id") != env_cfg.get("id"):
+            raise ConfigError(f"policy={policy_dir} was trained on {run_env.get('id')}, not on env={env_cfg.get('name')} ({env_cfg.get('id')}); pass env={run_env.get('name')}")
+    reward_name = str(cfg.reward.get("name", "reward"))
+    out = Path(str(cfg.out)).expanduser() if cfg.out else REPO / "runs" / "reward_eval" / f"{env_cfg['name']}_{reward_name}_{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    out.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.time()
+    provider = build_reward(cfg.reward)
+    recorder = collect(cfg, env_cfg, provider, policy_dir, device)
+    data = _concat(recorder, int(cfg.samples))
+    true, proxy = data["env_reward"].astype(np.float64), data["proxy"].astype(np.float64)
+    notes: list[str] = []
+    result: dict[str, Any] = {
+        "env": env_cfg["name"],
+        "reward": reward_name,
+        "reward_config": OmegaConf.to_container(cfg.reward, resolve=True),
+        "policy": "random" if policy_dir is None else str(policy_dir),
+        "samples": len(true),
+        "seed": int(cfg.seed),
+        "true_reward": {"mean": float(true.mean()), "std": float(true.std()), "min": float(true.min()), "max": float(true.max())},
+        "proxy_reward": {"mean": float(proxy.mean()), "std": float(proxy.std()), "min": float(proxy.min()), "max": float(proxy.max())},
+        "pearson": distance.pearson(true, proxy),
+        "spearman": distance.spearman(true, proxy),
+    }
+    for name, values in (("true", true), ("proxy", proxy)):
+        if values.std() == 0.0:
+            notes.append(f"the {name} reward is constant ({values[0]:g}) on these samples: correlations are undefined")
+
+    epic_result, canon = _epic(cfg, env_cfg, provider, data, notes)
+    result["epic"] = epic_result
+    result["epic_distance"] = epic_result["distance"]
+    result["notes"] = notes
+    result["wall_time_s"] = round(time.time() - t0, 3)
+    provider.close()
+    write_json_atomic(out / "reward_eval.json", result)
+    _plot(out / "reward_eval.png", true, proxy, canon, f"{env_cfg['name']}: {reward_name} vs true ({result['policy']} policy)")
+
+    def fmt(x: float | None) -> str:
+        return "undefined" if x is None else f"{x:.4f}"
+
+    print(f"{env_cfg['name']} / {reward_name}: {len(true)} transitions | pearson {fmt(result['pearson'])} | "
+          f"spearman {fmt(result['spearman'])} | EPIC {fmt(result['epic_distance'])} | {result['wall_time_s']:.1f} s")
+    for note in notes:
+        print(f"note: {note}")
+    print(f"wrote {out / 'reward_eval.json'} and {out / 'reward_eval.png'}")
+    return result
+
+
+def _epic(cfg: Any, env_cfg: dict[str, Any], provider: RewardProvider, data: dict[str, Any], notes: list[str]) -> tuple[dict[str, Any], Any]:
+    """EPIC distance between the provider and the env's closed-form reward (module docstring)."""
+    from rewards import distance
+
+    settings = {"gamma": float(cfg.epic.gamma), "transitions": int(cfg.epic.transitions), "samples": int(cfg.epic.samples),
+                "true_reward": env_cfg.get("true_reward"), "distance": None}
+    true_fn = _true_reward_fn(env_cfg)
+    if true_fn is None:
+        notes.append(f"EPIC needs the env's reward in closed form; env {env_cfg['name']} has no true_reward "
+                     "(envs/true_rewards.py lists those that exist)")
+        return settings, None
+    error = float(np.max(np.abs(true_fn(data["obs"], data["action"], data["next_obs"]) - data["env_reward"])))
+    settings["true_reward_max_error"] = error
+    if error > TRUE_TOLERANCE:
+        notes.append(f"env.true_reward={env_cfg['true_reward']} does not reproduce the env's reward on the samples "
+                     f"(max error {error:.3g}); EPIC skipped")
+        return settings, None
+
+    def proxy_fn(obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, frames: np.ndarray | None) -> np.ndarray:
+        n = len(obs)
+        batch = TransitionBatch(obs=obs, action=action, next_obs=next_obs,
+                                env_reward=true_fn(obs, action, next_obs).astype(np.float32),
+                                terminated=np.zeros(n, bool), truncated=np.zeros(n, bool), frames=frames)
+        return provider.reward(batch)
+
+    rng = np.random.default_rng(int(cfg.seed))
+    n = min(int(cfg.epic.transitions), len(data["obs"]))
+    idx = rng.choice(len(data["obs"]), size=n, replace=False)
+    frames = data["frames"]
+    coverage = distance.Transitions(data["obs"], data["action"], data["next_obs"], frames)
+    evaluation = distance.Transitions(data["obs"][idx], data["action"][idx], data["next_obs"][idx], None if frames is None else frames[idx])
+    kwargs = dict(gamma=settings["gamma"], samples=settings["samples"])
+    no_frames = distance.Transitions(coverage.obs, coverage.action, coverage.next_obs)  # the true reward reads none
+    c_true = distance.canonicalize(lambda o, a, n_, f: true_fn(o, a, n_), evaluation, no_frames, rng=np.random.default_rng(int(cfg.seed) + 1), **kwargs)
+    c_proxy = distance.canonicalize(proxy_fn, evaluation, coverage, rng=np.random.default_rng(int(cfg.seed) + 1),
+                                    state_only=bool(getattr(provider, "state_only", False)), **kwargs)
+    rho = distance.pearson(c_true, c_proxy)
+    if rho is None:
+        notes.append("a canonicalised reward is constant (a constant or purely shaping reward): EPIC is undefined")
+    else:
+        settings["distance"] = float(np.sqrt(max(0.0, (1.0 - rho) / 2.0)))
+    return settings, (c_true, c_proxy)
+
+
+if __name__ == "__main__":
+    with user_errors():
+        main(sys.argv[1:])
