@@ -30,7 +30,8 @@ VEC_KINDS = ("dummy", "subproc")
 RESERVED = {"name", "id", "kwargs", "render", "max_episode_steps", "vec", "true_reward"}
 
 
-def _make_kwargs(env_cfg: Mapping[str, Any]) -> dict[str, Any]:
+def make_kwargs(env_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments ``gymnasium.make`` gets for an env config (module docstring)."""
     kwargs = dict(env_cfg.get("kwargs") or {})
     kwargs.update({k: v for k, v in env_cfg.items() if k not in RESERVED})
     render = env_cfg.get("render") or {}
@@ -57,7 +58,7 @@ def make_env(env_cfg: Mapping[str, Any], frames_in_info: bool = False) -> gym.En
     if env_id not in gym.registry:
         known = ", ".join(envs.registered_ids())
         raise ConfigError(f"env id {env_id!r} is not registered; rewardlab registers: {known}")
-    kwargs = _make_kwargs(env_cfg)
+    kwargs = make_kwargs(env_cfg)
     try:
         env = gym.make(env_id, render_mode="rgb_array", **kwargs)
     except TypeError as exc:

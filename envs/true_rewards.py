@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-CARTPOLE_X_LIMIT = 2.4
+CARTPOLE_X_LIMIT = 2.4  # CartPole-v1 terminates at |x| > 2.4 or |angle| > 12 degrees
 CARTPOLE_ANGLE_LIMIT = 12 * 2 * np.pi / 360
 PENDULUM_MAX_TORQUE = 2.0
 

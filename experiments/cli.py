@@ -129,7 +129,8 @@ def user_errors() -> Iterator[None]:
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
-def _int(cfg: Any, key: str, minimum: int, allow_none: bool = False) -> None:
+def check_int(cfg: Any, key: str, minimum: int, allow_none: bool = False) -> None:
+    """Raise :class:`ConfigError` unless ``cfg.<key>`` (dotted) is an integer >= ``minimum`` (or null if allowed)."""
     value = cfg
     for part in key.split("."):
         value = value.get(part) if hasattr(value, "get") else None
@@ -146,18 +147,18 @@ def validate(cfg: Any) -> None:
     Raises:
         ConfigError: The first problem found.
     """
-    _int(cfg, "steps", 1)
-    _int(cfg, "seed", 0)
-    _int(cfg, "torch_threads", 1)
-    _int(cfg, "eval.every", 1, allow_none=True)
-    _int(cfg, "eval.episodes", 1)
-    _int(cfg, "eval.final_episodes", 1)
-    _int(cfg, "eval.n_envs", 1)
-    _int(cfg, "checkpoint.every", 1, allow_none=True)
-    _int(cfg, "checkpoint.keep", 1)
-    _int(cfg, "video.final_episodes", 0)
-    _int(cfg, "video.every", 1, allow_none=True)
-    _int(cfg, "video.max_frames", 1)
+    check_int(cfg, "steps", 1)
+    check_int(cfg, "seed", 0)
+    check_int(cfg, "torch_threads", 1)
+    check_int(cfg, "eval.every", 1, allow_none=True)
+    check_int(cfg, "eval.episodes", 1)
+    check_int(cfg, "eval.final_episodes", 1)
+    check_int(cfg, "eval.n_envs", 1)
+    check_int(cfg, "checkpoint.every", 1, allow_none=True)
+    check_int(cfg, "checkpoint.keep", 1)
+    check_int(cfg, "video.final_episodes", 0)
+    check_int(cfg, "video.every", 1, allow_none=True)
+    check_int(cfg, "video.max_frames", 1)
     if not isinstance(cfg.device, str) or not _DEVICE.match(cfg.device):
         raise ConfigError(f"device={cfg.device!r} must be auto, cpu, cuda or cuda:N")
     if cfg.progress not in ("auto", True, False):

@@ -154,7 +154,7 @@ def main(argv: list[str]) -> list[dict[str, Any]]:
             "machines": instance.n_machines,
             "makespan": makespan,
             "best_known": best,
-            "gap_percent": round(100.0 * (makespan - best) / best, 3) if best else None,
+            "gap_percent": round(instance.gap_percent(makespan), 3) if best else None,
             "seconds": round(seconds, 3),
         }
         if agent_info.get("status"):

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 import numpy as np
 
 from envs.errors import ConfigError
-from experiments.cli import check_composes, check_group_choices, user_errors
+from experiments.cli import check_composes, check_group_choices, check_int, user_errors
 from rewards.base import RewardProvider, TransitionBatch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,18 +64,14 @@ class Recorder(RewardProvider):
 
 def _validate(cfg: Any) -> None:
     for key, low in (("samples", 2), ("n_envs", 1), ("epic.transitions", 2), ("epic.samples", 1)):
-        value = cfg
-        for part in key.split("."):
-            value = value[part]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{key}={value!r} must be an integer >= {low}")
+        check_int(cfg, key, low)
     if not 0.0 <= float(cfg.epic.gamma) <= 1.0:
         raise ConfigError(f"epic.gamma={cfg.epic.gamma} must lie in [0, 1]")
 
 
 def _true_reward_fn(env_cfg: dict[str, Any]) -> Any:
     """The env's closed-form reward as ``f(obs, action, next_obs)``, or ``None``."""
-    from envs.make import _make_kwargs
+    from envs.make import make_kwargs
     from rewards.fn import resolve_target
 
     target = env_cfg.get("true_reward")
@@ -83,7 +79,7 @@ def _true_reward_fn(env_cfg: dict[str, Any]) -> Any:
         return None
     fn = resolve_target(target, "env.true_reward")
     accepted = inspect.signature(fn).parameters
-    kwargs = {k: v for k, v in _make_kwargs(env_cfg).items() if k in accepted}
+    kwargs = {k: v for k, v in make_kwargs(env_cfg).items() if k in accepted}
     return lambda obs, action, next_obs: np.asarray(fn(obs, action, next_obs, **kwargs), dtype=np.float64)
 
 
@@ -272,11 +268,9 @@ def _epic(cfg: Any, env_cfg: dict[str, Any], provider: RewardProvider, data: dic
     c_true = distance.canonicalize(lambda o, a, n_, f: true_fn(o, a, n_), evaluation, no_frames, rng=np.random.default_rng(int(cfg.seed) + 1), **kwargs)
     c_proxy = distance.canonicalize(proxy_fn, evaluation, coverage, rng=np.random.default_rng(int(cfg.seed) + 1),
                                     state_only=bool(getattr(provider, "state_only", False)), **kwargs)
-    rho = distance.pearson(c_true, c_proxy)
-    if rho is None:
+    settings["distance"] = distance.pearson_distance(c_true, c_proxy)
+    if settings["distance"] is None:
         notes.append("a canonicalised reward is constant (a constant or purely shaping reward): EPIC is undefined")
-    else:
-        settings["distance"] = float(np.sqrt(max(0.0, (1.0 - rho) / 2.0)))
     return settings, (c_true, c_proxy)
 
 

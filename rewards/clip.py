@@ -29,6 +29,7 @@ clips (RL-VLM-F's labelling idea with CLIP as the VLM), for preference learning.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import urllib.parse
@@ -254,8 +255,6 @@ class ClipScorer:
         self.baseline = self.embed_text(baselines) if baselines else None
 
     def _autocast(self) -> Any:
-        import contextlib
-
         import torch
 
         if self.autocast_dtype is None:

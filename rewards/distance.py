@@ -51,6 +51,12 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(np.clip((a * b).sum() / denom, -1.0, 1.0))
 
 
+def pearson_distance(a: np.ndarray, b: np.ndarray) -> float | None:
+    """``sqrt((1 - rho) / 2)`` in [0, 1] for the Pearson correlation ``rho``; ``None`` if either is constant."""
+    rho = pearson(a, b)
+    return None if rho is None else float(np.sqrt(max(0.0, (1.0 - rho) / 2.0)))
+
+
 def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
     """Spearman rank correlation of two ``(n,)`` arrays; ``None`` if either is constant."""
     return pearson(_rank(np.asarray(a)), _rank(np.asarray(b)))
@@ -167,5 +173,4 @@ def epic_distance(
     coverage = data if coverage is None else coverage
     ca = canonicalize(reward_a, data, coverage, gamma, samples, np.random.default_rng(seed), state_only[0])
     cb = canonicalize(reward_b, data, coverage, gamma, samples, np.random.default_rng(seed), state_only[1])
-    rho = pearson(ca, cb)
-    return None if rho is None else float(np.sqrt(max(0.0, (1.0 - rho) / 2.0)))
+    return pearson_distance(ca, cb)

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-# CartPole-v1 observation: [cart x, cart velocity, pole angle (rad), pole angular velocity];
-# the episode terminates at |x| > 2.4 or |angle| > 12 degrees.
-CARTPOLE_X_LIMIT = 2.4
-CARTPOLE_ANGLE_LIMIT = 12 * 2 * np.pi / 360
+# CartPole-v1 observation: [cart x, cart velocity, pole angle (rad), pole angular velocity]
+from envs.true_rewards import CARTPOLE_ANGLE_LIMIT, CARTPOLE_X_LIMIT
 
 
 def cartpole_upright(obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:

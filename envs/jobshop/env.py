@@ -226,7 +226,7 @@ class JobShopEnv(gym.Env):
         metrics: dict[str, float] = {"makespan": float(schedule["makespan"])}
         if inst.best_known:
             metrics["best_known"] = float(inst.best_known)
-            metrics["gap"] = 100.0 * (schedule["makespan"] - inst.best_known) / inst.best_known
+            metrics["gap"] = inst.gap_percent(schedule["makespan"])
         return {
             "schedule": schedule,
             "episode_metrics": metrics,

@@ -88,6 +88,11 @@ class JobShopInstance:
         """The optimum where proven, else the best known upper bound."""
         return self.optimum if self.optimum is not None else self.upper_bound
 
+    def gap_percent(self, makespan: float) -> float | None:
+        """``100 * (makespan - best_known) / best_known``, or ``None`` without a best-known makespan."""
+        best = self.best_known
+        return 100.0 * (makespan - best) / best if best else None
+
     def to_json(self) -> dict:
         return {
             "name": self.name,
