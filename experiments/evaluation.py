@@ -54,7 +54,8 @@ def summarize(episodes: Sequence[EpisodeStats]) -> dict[str, Any]:
     """Means over episodes: true/proxy return (with std), length, success rate, env figures.
 
     ``success`` is ``None`` when the env defines no success; env-specific figures
-    (``info["episode_metrics"]``) are averaged under their own names; ``artifacts`` maps the
+    (``info["episode_metrics"]``) are averaged under their own names; ``components`` holds the
+    mean per-episode sum of each named reward component the provider reports; ``artifacts`` maps the
     episodes' file paths to their contents (one per path).
     """
     true = np.array([e.true_return for e in episodes], dtype=np.float64)
@@ -73,6 +74,8 @@ def summarize(episodes: Sequence[EpisodeStats]) -> dict[str, Any]:
     for key in keys:
         values = [e.metrics[key] for e in episodes if key in e.metrics]
         out[key] = float(np.mean(values))
+    names = sorted({k for e in episodes for k in e.components})
+    out["components"] = {k: float(np.mean([e.components[k] for e in episodes if k in e.components])) for k in names}
     out["artifacts"] = {path: obj for e in episodes for path, obj in e.artifacts.items()}
     return out
 

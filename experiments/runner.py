@@ -273,6 +273,8 @@ class Runner:
     def _start(self) -> None:
         (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
         (self.run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(self.overrides)))
+        for rel, text in self.provider.files().items():  # e.g. the reward program, with its provenance
+            (self.run_dir / rel).write_text(text)
         self.scalars = Scalars(self.run_dir / "tensorboard")
         log.info(
             "run %s: env=%s reward=%s agent=%s seed=%s steps=%s device=%s",
@@ -402,13 +404,16 @@ class Runner:
         self.train_episodes = []
         row = {
             "step": step,
-            **{k: v for k, v in stats.items() if k not in ("episodes", "artifacts")},
+            **{k: v for k, v in stats.items() if k not in ("episodes", "artifacts", "components")},
             "eval_episodes": stats["episodes"],
             "train_true_return": float(np.mean([e.true_return for e in train])) if train else None,
             "train_proxy_return": float(np.mean([e.proxy_return for e in train])) if train else None,
             "train_episodes": len(train),
             "wall_time": round(self.wall_time(), 3),
         }
+        row.update({f"component/{k}": v for k, v in stats["components"].items()})
+        if train:
+            row.update({f"train_component/{k}": v for k, v in summarize(train)["components"].items()})
         self.metrics_log.write(row)
         self.scalars.write("metrics", row)
         if self.state.best_true_return is None or stats["true_return"] > self.state.best_true_return:

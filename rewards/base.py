@@ -59,6 +59,9 @@ class RewardProvider(abc.ABC):
     """
 
     needs_frames: bool = False
+    #: Named parts of the last batch's reward, ``{name: (batch,)}`` (providers that have them set it
+    #: in :meth:`reward`; the wrapper sums them per episode and the runner logs them).
+    last_components: dict[str, np.ndarray] = {}  # noqa: RUF012  (replaced, never mutated)
 
     def bind(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         """Called once with the env's spaces before the first batch; validate or size here."""
@@ -68,6 +71,10 @@ class RewardProvider(abc.ABC):
     @abc.abstractmethod
     def reward(self, batch: TransitionBatch) -> np.ndarray:
         """Return the proxy rewards, float32 of shape ``(batch,)``."""
+
+    def files(self) -> dict[str, str]:
+        """Text files to keep in the run directory (relative path -> content), e.g. a reward program."""
+        return {}
 
     def close(self) -> None:
         """Release workers, models or files held by the provider (may be called more than once)."""

@@ -7,7 +7,8 @@ frames) in one batch. Per step it
   ends (SB3 vector envs auto-reset and keep it in ``info["terminal_observation"]``),
 * returns the proxy reward to the agent and puts the env's own reward in ``info["true_reward"]``,
 * keeps ``terminated`` and ``truncated`` apart (``info["TimeLimit.truncated"]``),
-* counts true and proxy return per episode; finished episodes are collected as
+* counts true and proxy return per episode (and the provider's named reward components, summed
+  per episode, when it reports them in ``last_components``); finished episodes are collected as
   :class:`EpisodeStats` (:meth:`RewardVecEnv.pop_episodes`) and also exposed as SB3's
   ``info["episode"]`` (proxy return: what the agent is trained on). Envs may add figures
   (``info["episode_metrics"]``, averaged into ``summary.json``) and files
@@ -38,6 +39,7 @@ class EpisodeStats:
     success: bool | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, object] = field(default_factory=dict)
+    components: dict[str, float] = field(default_factory=dict)
 
 
 class RewardVecEnv(VecEnvWrapper):
@@ -60,6 +62,7 @@ class RewardVecEnv(VecEnvWrapper):
         self._length = np.zeros(self.num_envs, dtype=np.int64)
         self._t0 = time.time()
         self._finished: list[EpisodeStats] = []
+        self._components: dict[str, np.ndarray] = {}
 
     def reset(self) -> np.ndarray:
         obs = self.venv.reset()
@@ -69,6 +72,7 @@ class RewardVecEnv(VecEnvWrapper):
         self._true_return[:] = 0.0
         self._proxy_return[:] = 0.0
         self._length[:] = 0
+        self._components = {}
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
@@ -99,6 +103,10 @@ class RewardVecEnv(VecEnvWrapper):
 
         self._true_return += true_reward
         self._proxy_return += proxy
+        for name, values in self.provider.last_components.items():
+            if name not in self._components:
+                self._components[name] = np.zeros(self.num_envs, dtype=np.float64)
+            self._components[name] += values
         self._length += 1
         for i, info in enumerate(infos):
             info["true_reward"] = float(true_reward[i])
@@ -112,11 +120,14 @@ class RewardVecEnv(VecEnvWrapper):
                 success=info.get("success"),
                 metrics=dict(info.get("episode_metrics", {})),
                 artifacts=dict(info.get("episode_artifacts", {})),
+                components={name: float(sums[i]) for name, sums in self._components.items()},
             )
             self._finished.append(stats)
             info["episode"] = {"r": stats.proxy_return, "l": stats.length, "t": round(time.time() - self._t0, 6)}
             self._true_return[i] = self._proxy_return[i] = 0.0
             self._length[i] = 0
+            for sums in self._components.values():
+                sums[i] = 0.0
         self._obs = obs
         return obs, proxy, dones, infos
 

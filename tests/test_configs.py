@@ -24,7 +24,7 @@ def _compose(*overrides: str):
 
 def test_groups() -> None:
     assert AGENTS == ["a2c", "cpsat", "dqn", "maskable_ppo", "pdr", "ppo", "sac", "td3"]
-    assert group_choices("reward") == ["clip", "env", "fn", "shaped"]
+    assert group_choices("reward") == ["clip", "code", "env", "fn", "shaped"]
     assert group_choices("preset") == ["smoke"]
 
 

@@ -1,0 +1,320 @@
+#!/usr/bin/env python
+"""Searching over language-model-written reward programs: Eureka and ICPL.
+
+    python experiments/reward_search.py env=cartpole reward.task="balance the pole" \\
+        reward.backend=local iterations=2 samples=4 [mode=eureka|icpl] [teacher=synthetic|terminal]
+
+Each iteration asks the model (``reward.backend``, ``reward.model``, ...) for ``samples`` programs
+(:func:`rewards.code.generate.propose`; failures of the static/load/smoke checks are recorded with
+their reason), trains every accepted program for ``steps`` with ``experiments/run.py env=E
+reward=code reward.source=PROGRAM agent=A`` (``workers`` at a time), and builds the next prompt:
+
+* ``mode=eureka`` (Ma et al.): the best program so far by the true return of its final
+  evaluation, with Eureka's reward reflection: each component's per-episode value over training,
+  the true return and success over training, and the correlation of the program's reward with
+  the env's on random transitions;
+* ``mode=icpl`` (In-Context Preference Learning): a teacher ranks the programs' rollout videos —
+  ``teacher=synthetic`` prefers the higher true return (a simulated human), ``teacher=terminal``
+  asks you, showing the video paths — and the prompt gets the most and least preferred programs
+  with their component statistics, but no true-reward numbers.
+
+Everything lands in ``out``: per candidate ``iter_I/sample_J/`` with ``program.py`` and
+``candidate.json`` (messages, backend, model, sampling, raw response, code hash, checks,
+results) and the training run directory; ``search.json`` and ``summary.md`` with one table per
+iteration; ``best_program.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+
+from envs.errors import ConfigError
+from experiments.cli import check_composes, check_group_choices, check_int, user_errors
+
+REPO = Path(__file__).resolve().parents[1]
+MODES = ("eureka", "icpl")
+TEACHERS = ("synthetic", "terminal")
+FORWARDED = ("env", "agent", "tuned")  # overrides passed on to every training run
+
+
+def _validate(cfg: Any) -> None:
+    for key in ("iterations", "samples", "steps", "workers", "eval_episodes"):
+        check_int(cfg, key, 1)
+    if cfg.mode not in MODES:
+        raise ConfigError(f"mode={cfg.mode!r}; accepted: {', '.join(MODES)}")
+    if cfg.teacher not in TEACHERS:
+        raise ConfigError(f"teacher={cfg.teacher!r}; accepted: {', '.join(TEACHERS)}")
+    if cfg.reward.get("name") != "code":
+        raise ConfigError("reward_search.py searches over reward programs: use reward=code (the default)")
+    if not cfg.reward.get("task"):
+        raise ConfigError('reward_search.py needs reward.task="what the agent should do"')
+
+
+def _train_args(argv: list[str], cfg: Any, program: Path, run_dir: Path) -> list[str]:
+    forwarded = [a for a in argv if a.split("=", 1)[0].split(".", 1)[0].lstrip("+~") in FORWARDED]
+    forwarded += [a for a in argv if a.startswith("reward.limits.")]
+    given = {a.split("=", 1)[0].lstrip("+~") for a in argv}
+    chosen = [f"{group}={cfg[group].name}" for group in ("env", "agent") if group not in given]
+    return [
+        sys.executable, str(REPO / "experiments" / "run.py"), *chosen, *forwarded, "reward=code",
+        f"reward.source={program}", f"steps={cfg.steps}", f"seed={cfg.seed}", "device=cpu", "progress=false",
+        f"eval.final_episodes={cfg.eval_episodes}", f"video.final_episodes={1 if cfg.mode == 'icpl' else 0}",
+        f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+
+
+def _train(args: list[str], run_dir: Path, timeout: float) -> dict[str, Any]:
+    """One training run; its summary, metrics over training and component traces."""
+    t = time.time()
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    except subprocess.TimeoutExpired:
+        return {"trained": False, "error": f"training took longer than train_timeout_s={timeout}"}
+    if proc.returncode != 0 or not (run_dir / "summary.json").exists():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"trained": False, "error": " | ".join(tail)[-600:], "train_s": round(time.time() - t, 1)}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    with (run_dir / "metrics.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    traces: dict[str, list[float | None]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key in ("true_return", "success") or key.startswith("component/"):
+                traces.setdefault(key, []).append(round(float(value), 3) if value not in ("", None) else None)
+    return {
+        "trained": True,
+        "true_return": summary["true_return_mean"],
+        "success": summary["success_rate"],
+        "proxy_return": summary["proxy_return_mean"],
+        "components": summary.get("components", {}),
+        "traces": traces,
+        "steps_at": [int(r["step"]) for r in rows],
+        "videos": [str(run_dir / v) for v in summary.get("videos", [])],
+        "train_s": round(time.time() - t, 1),
+    }
+
+
+def _reflection(cand: dict[str, Any], with_true: bool) -> str:
+    """Eureka's reward reflection for one trained program (component traces over training)."""
+    res = cand["results"]
+    lines = [
+        f"Trained for {res['steps_at'][-1] if res.get('steps_at') else '?'} steps; values at evaluations {res.get('steps_at')}:"
+    ]
+    for key, values in res.get("traces", {}).items():
+        if key.startswith("component/"):
+            lines.append(f"- component {key.split('/', 1)[1]} (sum per episode): {values}")
+    if with_true:
+        lines.append(f"- task score (true return per episode): {res['traces'].get('true_return')}")
+        if res.get("success") is not None:
+            lines.append(f"- success rate: {res['traces'].get('success')}")
+        corr = cand["check"].get("pearson_true")
+        lines.append(
+            f"- correlation of your reward with the task's reward on random transitions: {corr if corr is None else round(corr, 3)}"
+        )
+    return "\n".join(lines)
+
+
+def _rank_icpl(trained: list[dict[str, Any]], teacher: str) -> list[dict[str, Any]]:
+    """Most preferred first. The synthetic teacher prefers the higher true return of the rollouts."""
+    if teacher == "synthetic":
+        return sorted(trained, key=lambda c: c["results"]["true_return"], reverse=True)
+    print("\nICPL: watch the rollout videos and rank the programs.")
+    for i, cand in enumerate(trained):
+        print(f"  [{i}] {cand['name']}: {', '.join(cand['results']['videos']) or '(no video)'}")
+    while True:
+        answer = input("indices from most to least preferred (e.g. 2 0 1): ").split()
+        try:
+            order = [int(a) for a in answer]
+        except ValueError:
+            order = []
+        if sorted(order) == list(range(len(trained))):
+            return [trained[i] for i in order]
+        print(f"please give each of 0..{len(trained) - 1} once")
+
+
+def _table(iteration: int, cands: list[dict[str, Any]]) -> str:
+    head = "| iter | sample | check | code | true return | success | proxy return | corr. (random) | train s |\n"
+    head += "|---|---|---|---|---|---|---|---|---|\n"
+    rows = []
+    for c in cands:
+        res, check = c.get("results", {}), c["check"]
+        status = "passed" if check["ok"] else f"{check['stage']}: {check['message'][:60]}"
+        if check["ok"] and not res.get("trained", False):
+            status = f"train failed: {res.get('error', '')[:60]}"
+
+        def f(x: Any) -> str:
+            return "-" if x is None else f"{x:.3g}" if isinstance(x, float) else str(x)
+
+        rows.append(
+            f"| {iteration} | {c['sample']} | {status.replace('|', '/').replace(chr(10), ' ')} | {c['code_hash'] or '-'} | "
+            f"{f(res.get('true_return'))} | {f(res.get('success'))} | {f(res.get('proxy_return'))} | "
+            f"{f(check.get('pearson_true'))} | {f(res.get('train_s'))} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    check_group_choices(argv)
+    cfg = check_composes(argv, config_name="reward_search")
+    if cfg is None:
+        raise ConfigError("reward_search.py takes key=value overrides only (no -m sweeps or flags)")
+    _validate(cfg)
+    import torch
+    from omegaconf import OmegaConf
+
+    from envs.make import make_env
+    from experiments.rundir import write_json_atomic
+    from rewards.code.generate import propose
+    from rewards.code.llm import LLMError, Sampling, make_backend
+    from rewards.code.prompts import describe_env
+    from rewards.code.provider import read_program, sandbox_limits
+    from rewards.code.validate import CheckResult, sample_transitions
+
+    torch.set_num_threads(int(cfg.torch_threads))
+    rc = cfg.reward
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    out = (
+        Path(str(cfg.out)).expanduser()
+        if cfg.out
+        else REPO / "runs" / "reward_search" / f"{env_cfg['name']}_{cfg.mode}_{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    limits = sandbox_limits(OmegaConf.to_container(rc.limits, resolve=True))
+    backend = make_backend(
+        str(rc.backend), rc.model, rc.base_url, rc.api_key_env, rc.cache_dir, float(rc.timeout_s), int(rc.max_retries)
+    )
+    sampling = Sampling(float(rc.temperature), float(rc.top_p), int(rc.max_tokens))
+    probe = make_env(env_cfg)
+    try:
+        description = describe_env(probe, str(env_cfg["name"]))
+    finally:
+        probe.close()
+    sample = sample_transitions(env_cfg, int(rc.smoke_samples), int(cfg.seed))
+    examples = [read_program(REPO / "rewards" / "code" / "programs" / f"{n}.py") for n in rc.examples or []]
+    print(
+        f"reward search ({cfg.mode}) on {env_cfg['name']}: {cfg.iterations} iterations x {cfg.samples} programs, "
+        f"backend {backend.name} ({backend.model}); writing to {out}",
+        flush=True,
+    )
+
+    t0 = time.time()
+    record: dict[str, Any] = {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "iterations": [],
+        "env_description": description,
+    }
+    best: dict[str, Any] | None = None
+    feedback, previous = None, None
+    tables = []
+    for it in range(int(cfg.iterations)):
+        cands: list[dict[str, Any]] = []
+        for j in range(int(cfg.samples)):
+            cdir = out / f"iter_{it}" / f"sample_{j}"
+            cdir.mkdir(parents=True, exist_ok=True)
+            base = {"iteration": it, "sample": j, "name": f"iter_{it}/sample_{j}", "dir": str(cdir)}
+            try:
+                calls = propose(backend, str(rc.task), description, sample, sampling, it * int(cfg.samples) + j,
+                                int(rc.attempts), feedback, previous, examples, limits)  # fmt: skip
+            except LLMError as error:  # the model call itself failed (after its retries): a lost sample
+                cands.append(base | {"code": None, "code_hash": "", "attempts": [], "response": None,
+                                     "check": CheckResult(False, "model", str(error)).to_dict()})  # fmt: skip
+                print(f"  iter {it} sample {j}: model call failed: {str(error)[:200]}", flush=True)
+                continue
+            final = calls[-1]
+            if final.code:
+                (cdir / "program.py").write_text(final.code)
+            cands.append(final.to_dict() | base | {"attempts": [c.to_dict() for c in calls[:-1]]})
+            verdict = "accepted" if final.check.ok else f"rejected at {final.check.stage}: {final.check.message[:120]}"
+            print(
+                f"  iter {it} sample {j}: {verdict} ({final.seconds:.1f} s{', cached' if final.cached else ''})",
+                flush=True,
+            )
+        if all(c["check"]["stage"] == "model" for c in cands):
+            raise LLMError(f"every model call of iteration {it} failed; the first: {cands[0]['check']['message']}")
+
+        accepted = [c for c in cands if c["check"]["ok"]]
+        jobs = {
+            c["name"]: _train_args(argv, cfg, Path(c["dir"]) / "program.py", Path(c["dir"]) / "run") for c in accepted
+        }
+        with ThreadPoolExecutor(max_workers=int(cfg.workers)) as pool:
+            futures = {
+                c["name"]: pool.submit(_train, jobs[c["name"]], Path(c["dir"]) / "run", float(cfg.train_timeout_s))
+                for c in accepted
+            }
+            for c in accepted:
+                c["results"] = futures[c["name"]].result()
+                c["results"]["command"] = " ".join(jobs[c["name"]][1:])
+        for c in cands:
+            write_json_atomic(Path(c["dir"]) / "candidate.json", c)
+        trained = [c for c in accepted if c["results"].get("trained")]
+
+        if trained:
+            if cfg.mode == "eureka":
+                top = max(trained, key=lambda c: c["results"]["true_return"])
+                if best is None or top["results"]["true_return"] > best["results"]["true_return"]:
+                    best = top
+                feedback = ("We trained a policy with the best reward program so far. " + _reflection(best, with_true=True)
+                            + "\nAnalyse each component, then write an improved reward function.")  # fmt: skip
+                previous = best["code"]
+            else:
+                ranked = _rank_icpl(trained, str(cfg.teacher))
+                best = ranked[0]
+                worst = ranked[-1]
+                feedback = ("A person watched the policies' rollouts and preferred the policy trained with the program below. "
+                            + _reflection(best, with_true=False)
+                            + (f"\nThe least preferred program was:\n```python\n{worst['code']}\n```" if worst is not best else "")
+                            + "\nWrite a reward function that improves on the preferred one.")  # fmt: skip
+                previous = best["code"]
+        elif accepted or cands:
+            reasons = "\n".join(
+                f"- {c['check']['stage']}: {c['check']['message'][:300]}" for c in cands if not c["check"]["ok"]
+            )
+            feedback = (
+                f"None of the programs could be trained. Their errors:\n{reasons}\nWrite a program that avoids them."
+            )
+
+        counts = {"asked": len(cands), "accepted": len(accepted), "trained": len(trained)}
+        rejected: dict[str, int] = {}
+        for c in cands:
+            if not c["check"]["ok"]:
+                rejected[c["check"]["stage"]] = rejected.get(c["check"]["stage"], 0) + 1
+        record["iterations"].append({"iteration": it, "counts": counts, "rejected_by_stage": rejected,
+                                     "best_so_far": best["name"] if best else None, "candidates": cands})  # fmt: skip
+        tables.append(_table(it, cands))
+        print(tables[-1], flush=True)
+        write_json_atomic(out / "search.json", record)
+
+    record["best"] = None if best is None else {k: best[k] for k in ("name", "code_hash", "code", "results")}
+    record["wall_time_s"] = round(time.time() - t0, 1)
+    write_json_atomic(out / "search.json", record)
+    if best is not None:
+        (out / "best_program.py").write_text(best["code"])
+    totals = {k: sum(i["counts"][k] for i in record["iterations"]) for k in ("asked", "accepted", "trained")}
+    summary = [f"# reward search: {env_cfg['name']}, mode {cfg.mode}, backend {backend.name} ({backend.model})\n",
+               f"task: {rc.task}\n", f"programs asked {totals['asked']}, accepted {totals['accepted']}, trained {totals['trained']}; "
+               f"wall {record['wall_time_s']} s\n", *tables]  # fmt: skip
+    if best is not None:
+        summary.append(
+            f"\nbest: {best['name']} ({best['code_hash']}), true return {best['results']['true_return']:.3g}\n"
+        )
+    (out / "summary.md").write_text("\n".join(summary))
+    print(summary[2].strip())
+    print(
+        f"best: {record['best']['name'] if best else 'none (no program could be trained)'}; wrote {out / 'search.json'} and {out / 'summary.md'}"
+    )
+    return record
+
+
+if __name__ == "__main__":
+    with user_errors():
+        main(sys.argv[1:])

@@ -1,0 +1,189 @@
+"""``reward=code``: a reward program (a user's file, or one a language model writes) run in the sandbox.
+
+    python experiments/run.py env=cartpole reward=code reward.source=rewards/code/programs/cartpole.py
+    python experiments/run.py env=cartpole reward=code reward.task="balance the pole" \\
+        reward.backend=openai reward.base_url=http://127.0.0.1:8000/v1 reward.model=NAME
+
+The program is checked before training starts (:mod:`rewards.code.validate`); with a task, the
+model is asked again with the error until a program passes or ``reward.attempts`` calls are spent.
+Every batch goes through one sandbox worker (:mod:`rewards.code.sandbox`); if the program breaks a
+limit during training, the run stops with the program's error (the checkpoint is kept). The run
+directory gets ``reward_program.py`` and ``reward_program.json`` (where the program came from, its
+hash, the check, and the sandbox layers in force). Components are logged per episode.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.errors import ConfigError
+from rewards.base import RewardProvider, TransitionBatch
+from rewards.code.contract import check_source, feedback
+from rewards.code.generate import code_hash, propose
+from rewards.code.sandbox import Sandbox, SandboxLimits
+
+log = logging.getLogger("rewardlab")
+
+
+def sandbox_limits(limits: Mapping[str, Any] | None) -> SandboxLimits:
+    """``reward.limits`` (a mapping) as :class:`SandboxLimits`, refusing unknown keys."""
+    limits = dict(limits or {})
+    known = {f.name for f in fields(SandboxLimits)}
+    unknown = sorted(set(limits) - known)
+    if unknown:
+        raise ConfigError(f"reward.limits: unknown key(s) {unknown}; accepted: {', '.join(sorted(known))}")
+    return SandboxLimits(**limits)
+
+
+def read_program(source: str | Path) -> str:
+    """The text of a program file, with the shipped programs listed when it is missing."""
+    path = Path(source).expanduser()
+    if not path.is_file():
+        from rewards.code.programs import PROGRAMS, program_path
+
+        shipped = ", ".join(str(program_path(name)) for name in sorted(PROGRAMS))
+        raise ConfigError(f"reward.source={source!s}: no such file. Shipped programs: {shipped}")
+    return path.read_text()
+
+
+class CodeReward(RewardProvider):
+    """Runs a reward program in a sandbox worker (module docstring).
+
+    Args:
+        source: Path of a program file (takes precedence over ``task``).
+        task: The task in words, for a language model to write the program.
+        backend: ``openai`` | ``local`` | ``replay`` (see :mod:`rewards.code.llm`).
+        model: Model name (backend-specific; ``local`` defaults to the shipped SmolLM2).
+        base_url: OpenAI-compatible server URL (``openai`` backend).
+        api_key_env: Environment variable holding the API key.
+        cache_dir: Response cache directory (default ``~/.cache/rewardlab/llm``).
+        timeout_s: Seconds per model request.
+        max_retries: Retries on 429/5xx/timeouts (exponential backoff).
+        temperature, top_p, max_tokens: Sampling settings.
+        attempts: Model calls allowed to reach a program that passes the checks.
+        examples: Names of shipped programs given to the model as examples (few-shot).
+        limits: Sandbox limits (:class:`SandboxLimits` fields).
+        env: The run's env config (``${env}``), for the prompt and the smoke test.
+        smoke_samples: Transitions sampled for the smoke test.
+        seed: Seeds the smoke-test sampling.
+    """
+
+    def __init__(
+        self,
+        source: str | None = None,
+        task: str | None = None,
+        backend: str = "openai",
+        model: str | None = None,
+        base_url: str | None = None,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        cache_dir: str | None = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 4,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        max_tokens: int = 768,
+        attempts: int = 4,
+        examples: list[str] | None = None,
+        limits: Mapping[str, Any] | None = None,
+        env: Mapping[str, Any] | None = None,
+        smoke_samples: int = 256,
+        seed: int = 0,
+    ) -> None:
+        self.limits = sandbox_limits(limits)
+        self.meta: dict[str, Any] = {}
+        self.last_components: dict[str, np.ndarray] = {}
+        if source:
+            self.source_text = read_program(source)
+            problems = check_source(self.source_text)
+            if problems:
+                raise ConfigError(f"reward.source={source} breaks the reward-code contract:\n{feedback(problems)}")
+            self.filename = Path(source).name
+            self.meta = {"origin": "file", "source": str(source)}
+        elif task:
+            if env is None:
+                raise ConfigError("reward=code with reward.task needs the env config (reward.env=${env})")
+            self.source_text, self.meta = self._generate(
+                task, backend, model, base_url, api_key_env, cache_dir, timeout_s, max_retries,
+                temperature, top_p, max_tokens, attempts, examples, env, smoke_samples, seed,
+            )  # fmt: skip
+            self.filename = "reward_program.py"
+        else:
+            raise ConfigError(
+                "reward=code needs reward.source=FILE.py (e.g. rewards/code/programs/cartpole.py) "
+                'or reward.task="what the agent should do" with reward.backend=openai|local|replay'
+            )
+        self.meta["code_hash"] = code_hash(self.source_text)
+        self.sandbox = Sandbox(self.limits)
+        self.sandbox.load(self.source_text, self.filename)
+        self.meta["sandbox_layers"] = list(self.sandbox.layers)
+
+    def _generate(self, task: str, backend_name: str, model: str | None, base_url: str | None,
+                  api_key_env: str | None, cache_dir: str | None, timeout_s: float, max_retries: int,
+                  temperature: float, top_p: float, max_tokens: int, attempts: int, examples: list[str] | None,
+                  env: Mapping[str, Any], smoke_samples: int, seed: int) -> tuple[str, dict[str, Any]]:  # fmt: skip
+        from envs.make import make_env
+        from rewards.code.llm import Sampling, make_backend
+        from rewards.code.prompts import describe_env
+        from rewards.code.validate import sample_transitions
+
+        backend = make_backend(backend_name, model, base_url, api_key_env, cache_dir, timeout_s, max_retries)
+        probe = make_env(env)
+        try:
+            description = describe_env(probe, str(env.get("name", env.get("id"))))
+        finally:
+            probe.close()
+        sample = sample_transitions(env, smoke_samples, seed)
+        shots = [read_program(_shipped(name)) for name in examples or []]
+        sampling = Sampling(float(temperature), float(top_p), int(max_tokens))
+        log.info("asking %s (%s) for a reward program: %s", backend.name, backend.model, task)
+        candidates = propose(
+            backend, task, description, sample, sampling, 0, attempts, examples=shots, limits=self.limits
+        )
+        last = candidates[-1]
+        meta = {
+            "origin": "model",
+            "task": task,
+            "backend": last.backend,
+            "model": last.model,
+            "calls": [c.to_dict() for c in candidates],
+        }
+        if not last.check.ok:
+            reasons = "\n".join(f"  call {c.index}: [{c.check.stage}] {c.check.message[:300]}" for c in candidates)
+            raise ConfigError(
+                f"reward=code: no program passed the checks in {len(candidates)} model call(s) "
+                f"(raise reward.attempts, or use a stronger model):\n{reasons}"
+            )
+        log.info("reward program accepted after %d call(s): %s", len(candidates), code_hash(last.code or ""))
+        return str(last.code), meta
+
+    def reward(self, batch: TransitionBatch) -> np.ndarray:
+        out = self.sandbox.call(batch.obs, batch.action, batch.next_obs)
+        self.last_components = out.components
+        return out.reward.astype(np.float32)
+
+    def files(self) -> dict[str, str]:
+        return {
+            "reward_program.py": self.source_text,
+            "reward_program.json": json.dumps(self.meta, indent=2, default=str),
+        }
+
+    def close(self) -> None:
+        sandbox = getattr(self, "sandbox", None)
+        if sandbox is not None:
+            sandbox.close()
+
+
+def _shipped(name: str) -> Path:
+    from rewards.code.programs import program_path
+
+    try:
+        return program_path(name)
+    except ValueError as exc:
+        raise ConfigError(f"reward.examples: {exc}") from exc

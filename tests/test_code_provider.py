@@ -1,0 +1,178 @@
+"""``reward=code`` end to end: shipped programs, an OpenAI-compatible server on loopback (with 429s,
+timeouts and bad answers), replay, a program that breaks a limit mid-training, and the Eureka search."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from rewards.code.programs import program_path
+from tests.fake_openai import Reply, chat_reply, fake_openai, status_reply
+
+FAST = ["preset=smoke", "video.final_episodes=0"]
+CARTPOLE = program_path("cartpole").read_text()
+NAN_PROGRAM = (
+    "import numpy as np\n\ndef compute_reward(obs, action, next_obs):\n"
+    "    r = np.log(obs[:, 0] - 10.0)\n    return r, {'log': r}\n"
+)
+
+
+def _fenced(code: str) -> str:
+    return f"Here is the reward function:\n```python\n{code}```\n"
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _llm_args(base_url: str, cache: Path) -> list[str]:
+    return [
+        "reward=code", 'reward.task="balance the pole"', "reward.backend=openai", f"reward.base_url={base_url}",
+        "reward.model=fake-model", f"reward.cache_dir={cache}", "reward.timeout_s=1", "reward.max_retries=3",
+        "reward.attempts=4", "reward.smoke_samples=64",
+    ]  # fmt: skip
+
+
+def test_shipped_program_run_keeps_the_program_and_logs_components(run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "D"
+    source = program_path("cartpole")
+    out = run_cli(
+        "run.py", ["env=cartpole", "reward=code", f"reward.source={source}", "agent=ppo", f"hydra.run.dir={run}", *FAST]
+    )
+    assert out.returncode == 0, out.stderr
+    assert (run / "reward_program.py").read_text() == CARTPOLE
+    meta = json.loads((run / "reward_program.json").read_text())
+    assert meta["origin"] == "file" and len(meta["code_hash"]) == 12 and "seccomp" in meta["sandbox_layers"]
+    rows = _rows(run / "metrics.csv")
+    assert {"component/alive", "component/upright", "component/centred"} <= set(rows[0])
+    summary = json.loads((run / "summary.json").read_text())
+    parts = summary["components"]
+    assert sum(parts.values()) == pytest.approx(summary["proxy_return_mean"], rel=1e-3)
+    assert parts["alive"] <= summary["true_return_mean"]  # 1 per step except the failing one
+
+
+def test_openai_backend_survives_429_timeout_and_bad_answers_then_replays_for_free(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")  # sent to the server, never written to the run
+    replies = [
+        status_reply(429, "rate limited", headers={"retry-after-ms": "10"}),
+        Reply(delay_s=3.0, body="too late"),  # longer than reward.timeout_s=1: the client retries
+        chat_reply("I would reward the agent for balancing the pole."),  # no code: fed back
+        chat_reply(_fenced(NAN_PROGRAM)),  # NaN on every state: fed back with the line
+        chat_reply(_fenced(CARTPOLE)),
+    ]
+    cache = tmp_path / "llm-cache"
+    run = tmp_path / "D"
+    with fake_openai(replies) as (base_url, state):
+        out = run_cli(
+            "run.py", ["env=cartpole", *_llm_args(base_url, cache), "agent=ppo", f"hydra.run.dir={run}", *FAST]
+        )
+        requests = state.chat_requests()
+    assert out.returncode == 0, out.stderr
+    assert len(requests) == 5
+    assert (run / "reward_program.py").read_text() == CARTPOLE
+    meta = json.loads((run / "reward_program.json").read_text())
+    assert meta["origin"] == "model" and meta["backend"] == "openai" and meta["model"] == "fake-model"
+    assert [c["check"]["stage"] for c in meta["calls"]] == ["extract", "smoke", "passed"]
+    # The failures went back to the model: the last prompt quotes the NaN program and the error.
+    last_prompt = requests[-1]["json"]["messages"][-1]["content"]
+    assert "np.log(obs[:, 0] - 10.0)" in last_prompt and "smoke" in last_prompt
+    assert "balance the pole" in last_prompt and "obs[:, 2]  pole angle" in last_prompt
+    assert not any("sk-test-secret" in p.read_text(errors="replace") for p in run.rglob("*") if p.is_file())
+
+    # The same command with backend=replay: no server, the identical program.
+    again = tmp_path / "E"
+    args = [
+        a.replace("reward.backend=openai", "reward.backend=replay") for a in _llm_args("http://127.0.0.1:9/v1", cache)
+    ]
+    out = run_cli("run.py", ["env=cartpole", *args, "agent=ppo", f"hydra.run.dir={again}", *FAST])
+    assert out.returncode == 0, out.stderr
+    replayed = json.loads((again / "reward_program.json").read_text())
+    assert replayed["code_hash"] == meta["code_hash"] and all(c["cached"] for c in replayed["calls"])
+
+
+def test_malformed_server_response_ends_the_run_before_training_with_the_reason(run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "D"
+    with fake_openai([Reply(body='{"choices": [')]) as (base_url, _):
+        out = run_cli("run.py", ["env=cartpole", *_llm_args(base_url, tmp_path / "c"), f"hydra.run.dir={run}", *FAST])
+    assert out.returncode != 0
+    assert "malformed response" in out.stderr and "Traceback" not in out.stderr
+    assert not (run / "summary.json").exists()
+
+
+def test_no_passing_program_within_the_attempts_lists_every_failure(run_cli, tmp_path: Path) -> None:
+    replies = [
+        chat_reply("no idea"),
+        chat_reply(_fenced("import os\n\ndef compute_reward(obs, action, next_obs):\n    return 0\n")),
+    ]
+    with fake_openai(replies) as (base_url, _):
+        args = [a if a != "reward.attempts=4" else "reward.attempts=2" for a in _llm_args(base_url, tmp_path / "c")]
+        out = run_cli("run.py", ["env=cartpole", *args, f"hydra.run.dir={tmp_path / 'D'}", *FAST])
+    assert out.returncode != 0
+    assert "no program passed the checks in 2 model call(s)" in out.stderr
+    assert "[extract]" in out.stderr and "[static]" in out.stderr and "os" in out.stderr
+
+
+def test_program_that_hangs_mid_training_ends_the_run_cleanly(run_cli, tmp_path: Path) -> None:
+    program = tmp_path / "late_hang.py"
+    program.write_text(
+        "import numpy as np\n\nCALLS = [0]\n\n\ndef compute_reward(obs, action, next_obs):\n"
+        "    CALLS[0] += 1\n    while CALLS[0] > 300:\n        pass\n"
+        "    return np.ones(len(obs)), {}\n"
+    )
+    run = tmp_path / "D"
+    args = [
+        "env=cartpole",
+        "reward=code",
+        f"reward.source={program}",
+        "reward.limits.cpu_s_per_call=0.5",
+        f"hydra.run.dir={run}",
+        *FAST,
+    ]
+    out = run_cli("run.py", args)
+    assert out.returncode != 0
+    assert "CPU" in out.stderr and "line 8" in out.stderr and "Traceback" not in out.stderr
+    assert (run / "config.yaml").exists() and (run / "reward_program.py").exists()
+    assert not (run / "summary.json").exists()  # no half-finished run passed off as a result
+
+
+def test_eureka_search_against_a_fake_server(run_cli, tmp_path: Path) -> None:
+    variant = CARTPOLE.replace("0.5 * (1.0", "1.0 * (1.0")
+    replies = [
+        chat_reply(_fenced(CARTPOLE)),  # iteration 0
+        chat_reply("sorry"),
+        Reply(body="not json at all"),  # iteration 1: a failed model call is a lost sample, not a lost search
+        chat_reply(_fenced(variant)),
+    ]
+    out_dir = tmp_path / "S"
+    args = [
+        "env=cartpole", 'reward.task="balance the pole"', "reward.backend=openai", "reward.model=fake-model",
+        f"reward.cache_dir={tmp_path / 'c'}", "reward.max_retries=0", "reward.smoke_samples=64", "iterations=2",
+        "samples=2", "steps=1000", "eval_episodes=2", f"out={out_dir}",
+    ]  # fmt: skip
+    with fake_openai(replies) as (base_url, state):
+        out = run_cli("reward_search.py", [*args, f"reward.base_url={base_url}"], timeout=600)
+        requests = state.chat_requests()
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert len(requests) == 4
+    record = json.loads((out_dir / "search.json").read_text())
+    first, second = record["iterations"]
+    assert first["counts"] == second["counts"] == {"asked": 2, "accepted": 1, "trained": 1}
+    assert first["rejected_by_stage"] == {"extract": 1} and second["rejected_by_stage"] == {"model": 1}
+    # Iteration 1's prompts carry Eureka's reflection on the best program of iteration 0.
+    reflection = requests[2]["json"]["messages"][-1]["content"]
+    assert "component alive" in reflection and "true return" in reflection and "alive + upright" in reflection
+    trained = [c for it in record["iterations"] for c in it["candidates"] if c.get("results", {}).get("trained")]
+    for cand in trained:
+        saved = json.loads((Path(cand["dir"]) / "candidate.json").read_text())
+        assert saved["backend"] == "openai" and saved["model"] == "fake-model" and saved["response"]
+        assert saved["messages"] and len(saved["code_hash"]) == 12
+        assert (Path(cand["dir"]) / "run" / "summary.json").exists()
+    assert record["best"]["code"] == (out_dir / "best_program.py").read_text()
+    summary = (out_dir / "summary.md").read_text()
+    assert summary.count("| iter |") == 2 and "extract" in summary
