@@ -176,3 +176,41 @@ def test_eureka_search_against_a_fake_server(run_cli, tmp_path: Path) -> None:
     assert record["best"]["code"] == (out_dir / "best_program.py").read_text()
     summary = (out_dir / "summary.md").read_text()
     assert summary.count("| iter |") == 2 and "extract" in summary
+
+
+def test_icpl_search_feeds_back_preferences_without_true_reward_numbers(run_cli, tmp_path: Path) -> None:
+    weak = CARTPOLE.replace("alive = np.where(failed, 0.0, 1.0)", "alive = np.where(failed, 0.0, 0.0)")
+    replies = [chat_reply(_fenced(CARTPOLE)), chat_reply(_fenced(weak)), chat_reply(_fenced(CARTPOLE))]
+    out_dir = tmp_path / "S"
+    args = [
+        "env=cartpole", 'reward.task="balance the pole"', "reward.backend=openai", "reward.model=fake-model",
+        f"reward.cache_dir={tmp_path / 'c'}", "reward.max_retries=0", "reward.smoke_samples=64", "mode=icpl",
+        "iterations=2", "samples=2", "steps=1000", "eval_episodes=2", f"out={out_dir}",
+    ]  # fmt: skip
+    with fake_openai(replies[:2] + replies[2:] * 2) as (base_url, state):
+        out = run_cli("reward_search.py", [*args, f"reward.base_url={base_url}"], timeout=600)
+        requests = state.chat_requests()
+    assert out.returncode == 0, out.stderr + out.stdout
+    record = json.loads((out_dir / "search.json").read_text())
+    first = record["iterations"][0]["candidates"]
+    assert all(c["results"]["videos"] and Path(c["results"]["videos"][0]).exists() for c in first)
+    prompt = requests[2]["json"]["messages"][-1]["content"]
+    assert "preferred" in prompt and "least preferred" in prompt and "component alive" in prompt
+    assert "true return" not in prompt and "task score" not in prompt
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("via", ["file", "openai"])
+def test_cartpole_learns_with_the_shipped_program(run_cli, tmp_path: Path, via: str) -> None:
+    """Acceptance: PPO on the program's reward for 20k steps; the true return ends far above random (~22)."""
+    run = tmp_path / "D"
+    args = ["env=cartpole", "agent=ppo", "steps=20000", "video.final_episodes=0", f"hydra.run.dir={run}"]
+    if via == "file":
+        out = run_cli("run.py", [*args, "reward=code", f"reward.source={program_path('cartpole')}"])
+    else:
+        replies = [status_reply(429, "rate limited", headers={"retry-after-ms": "10"}), chat_reply(_fenced(CARTPOLE))]
+        with fake_openai(replies) as (base_url, _):
+            out = run_cli("run.py", [*args, *_llm_args(base_url, tmp_path / "c")])
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["true_return_mean"] > 150, summary
