@@ -105,6 +105,19 @@ def check_composes(argv: Sequence[str], conf_dir: Path = CONF_DIR, config_name: 
         raise ConfigError(message) from None
 
 
+def compose_script(argv: Sequence[str], config_name: str, script: str) -> Any:
+    """The config of a single-invocation entry point (``reward_eval.py``, ...): group names checked, composed.
+
+    Raises:
+        ConfigError: An unknown group choice, a composition error, or a sweep / flag invocation.
+    """
+    check_group_choices(argv)
+    cfg = check_composes(argv, config_name=config_name)
+    if cfg is None:
+        raise ConfigError(f"{script} takes key=value overrides only (no -m sweeps or flags)")
+    return cfg
+
+
 def precheck(argv: Sequence[str]) -> None:
     """All checks that can run before Hydra creates a run directory (module docstring)."""
     check_group_choices(argv)

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 import numpy as np
 
 from envs.errors import ConfigError
-from experiments.cli import check_composes, check_group_choices, check_int, user_errors
+from experiments.cli import check_int, compose_script, user_errors
 from rewards.base import RewardProvider, TransitionBatch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,10 +160,7 @@ def _plot(path: Path, true: np.ndarray, proxy: np.ndarray, canon: tuple[np.ndarr
 
 
 def main(argv: list[str]) -> dict[str, Any]:
-    check_group_choices(argv)
-    cfg = check_composes(argv, config_name="reward_eval")
-    if cfg is None:
-        raise ConfigError("reward_eval.py takes key=value overrides only (no -m sweeps or flags)")
+    cfg = compose_script(argv, "reward_eval", "reward_eval.py")
     _validate(cfg)
     import torch
     from omegaconf import OmegaConf

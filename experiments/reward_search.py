@@ -26,7 +26,6 @@ iteration; ``best_program.py``.
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
 from envs.errors import ConfigError
-from experiments.cli import check_composes, check_group_choices, check_int, user_errors
+from experiments.cli import check_int, compose_script, user_errors
 
 REPO = Path(__file__).resolve().parents[1]
 MODES = ("eureka", "icpl")
@@ -83,9 +82,10 @@ def _train(args: list[str], run_dir: Path, timeout: float) -> dict[str, Any]:
     if proc.returncode != 0 or not (run_dir / "summary.json").exists():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {"trained": False, "error": " | ".join(tail)[-600:], "train_s": round(time.time() - t, 1)}
+    from experiments.rundir import CsvLog
+
     summary = json.loads((run_dir / "summary.json").read_text())
-    with (run_dir / "metrics.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = CsvLog(run_dir / "metrics.csv").read()
     traces: dict[str, list[float | None]] = {}
     for row in rows:
         for key, value in row.items():
@@ -164,10 +164,7 @@ def _table(iteration: int, cands: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str]) -> dict[str, Any]:
-    check_group_choices(argv)
-    cfg = check_composes(argv, config_name="reward_search")
-    if cfg is None:
-        raise ConfigError("reward_search.py takes key=value overrides only (no -m sweeps or flags)")
+    cfg = compose_script(argv, "reward_search", "reward_search.py")
     _validate(cfg)
     import torch
     from omegaconf import OmegaConf
@@ -177,7 +174,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     from rewards.code.generate import propose
     from rewards.code.llm import LLMError, Sampling, make_backend
     from rewards.code.prompts import describe_env
-    from rewards.code.provider import read_program, sandbox_limits
+    from rewards.code.provider import example_programs, sandbox_limits
     from rewards.code.validate import CheckResult, sample_transitions
 
     torch.set_num_threads(int(cfg.torch_threads))
@@ -200,7 +197,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     finally:
         probe.close()
     sample = sample_transitions(env_cfg, int(rc.smoke_samples), int(cfg.seed))
-    examples = [read_program(REPO / "rewards" / "code" / "programs" / f"{n}.py") for n in rc.examples or []]
+    examples = example_programs(rc.examples)
     print(
         f"reward search ({cfg.mode}) on {env_cfg['name']}: {cfg.iterations} iterations x {cfg.samples} programs, "
         f"backend {backend.name} ({backend.model}); writing to {out}",

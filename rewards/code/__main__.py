@@ -18,18 +18,11 @@ def env_config(name: str) -> dict[str, Any]:
     Raises:
         ConfigError: Unknown name (the message lists the known ones).
     """
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    import experiments
-    from envs.errors import ConfigError
+    from experiments.cli import compose_script
 
-    conf = Path(experiments.__file__).resolve().parent / "conf"
-    known = sorted(p.stem for p in (conf / "env").glob("*.yaml"))
-    if name not in known:
-        raise ConfigError(f"unknown env {name!r}; known: {', '.join(known)}")
-    with initialize_config_dir(config_dir=str(conf), version_base=None):
-        cfg = compose("config", overrides=[f"env={name}"])
+    cfg = compose_script([f"env={name}"], "config", "--env")
     return OmegaConf.to_container(cfg.env, resolve=True)  # type: ignore[return-value]
 
 

@@ -212,8 +212,6 @@ def _send(fd: int, header: dict, payload: bytes = b"") -> None:
         view = view[os.write(fd, view) :]
 
 
-
-
 # --- lockdown ----------------------------------------------------------------------------------
 
 

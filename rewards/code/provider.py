@@ -140,7 +140,7 @@ class CodeReward(RewardProvider):
         finally:
             probe.close()
         sample = sample_transitions(env, smoke_samples, seed)
-        shots = [read_program(_shipped(name)) for name in examples or []]
+        shots = example_programs(examples)
         sampling = Sampling(float(temperature), float(top_p), int(max_tokens))
         log.info("asking %s (%s) for a reward program: %s", backend.name, backend.model, task)
         candidates = propose(
@@ -180,10 +180,14 @@ class CodeReward(RewardProvider):
             sandbox.close()
 
 
-def _shipped(name: str) -> Path:
+def example_programs(names: list[str] | None) -> list[str]:
+    """The sources of shipped programs by name (``reward.examples``), for few-shot prompts."""
     from rewards.code.programs import program_path
 
-    try:
-        return program_path(name)
-    except ValueError as exc:
-        raise ConfigError(f"reward.examples: {exc}") from exc
+    out = []
+    for name in names or []:
+        try:
+            out.append(read_program(program_path(name)))
+        except ValueError as exc:
+            raise ConfigError(f"reward.examples: {exc}") from exc
+    return out

@@ -339,12 +339,7 @@ class Sandbox:
             deadline = deadline or time.monotonic() + self.limits.wall_s_per_call
             left = deadline - time.monotonic()
             if left <= 0:
-                self._kill()
-                raise SandboxError(
-                    f"{self._filename}: call took longer than {self.limits.wall_s_per_call} s of wall time; the "
-                    "worker was stopped (raise reward.limits.wall_s_per_call if the program is slow but correct)",
-                    "wall",
-                )
+                self._too_slow("call")
             if select.select([self._r], [], [], min(left, nap))[0]:  # a pipe reply on its way, or the worker died
                 try:
                     chunk = os.read(self._r, 1 << 16)
@@ -434,19 +429,23 @@ class Sandbox:
                     continue
                 left = deadline - time.monotonic()
                 if left <= 0 or not select.select([self._r], [], [], left)[0]:
-                    self._kill()
-                    limit = self.limits.start_s if what == "start" else self.limits.wall_s_per_call
-                    raise SandboxError(
-                        f"{self._filename}: {what} took longer than {limit} s of wall time; the worker was stopped "
-                        "(raise reward.limits.wall_s_per_call if the program is slow but correct)",
-                        "wall",
-                    )
+                    self._too_slow(what)
                 continue
             if not chunk:
                 self._died(what)
             self._buf += chunk
         out, self._buf = self._buf[:n], self._buf[n:]
         return out
+
+    def _too_slow(self, what: str) -> None:
+        """Stop a worker that outran its wall-clock limit and say so."""
+        self._kill()
+        limit = self.limits.start_s if what == "start" else self.limits.wall_s_per_call
+        raise SandboxError(
+            f"{self._filename}: {what} took longer than {limit} s of wall time; the worker was stopped "
+            "(raise reward.limits.wall_s_per_call if the program is slow but correct)",
+            "wall",
+        )
 
     def _kill(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
