@@ -91,20 +91,17 @@ def collect(cfg: Any, env_cfg: dict[str, Any], provider: RewardProvider, policy_
     from rewards.wrapper import RewardVecEnv
 
     recorder = Recorder(provider)
-    n_envs, run_cfg = int(cfg.n_envs), None
+    n_envs = int(cfg.n_envs)
     if policy_dir is not None:
-        from omegaconf import OmegaConf
+        from experiments.policies import run_n_envs
 
-        run_cfg = OmegaConf.load(policy_dir / "config.yaml")
-        n_envs = int(run_cfg.agent.get("n_envs", 1))  # the agent restores per-env state (replay buffers)
+        n_envs = run_n_envs(policy_dir)  # the agent restores per-env state (replay buffers)
     venv = RewardVecEnv(make_vec_env(env_cfg, n_envs, int(cfg.seed), frames_in_info=provider.needs_frames), recorder)
     agent = None
-    if run_cfg is not None:
-        from experiments.rundir import latest_checkpoint
-        from experiments.runner import build_agent
+    if policy_dir is not None:
+        from experiments.policies import load_agent, run_checkpoint
 
-        agent = build_agent(run_cfg.agent, env=venv, seed=int(cfg.seed), device=device)
-        agent.load(latest_checkpoint(policy_dir) / "agent")
+        agent = load_agent(policy_dir, run_checkpoint(str(policy_dir), env_cfg)[1], venv, int(cfg.seed), device)
     space = venv.action_space
     space.seed(int(cfg.seed))
     obs = venv.reset()
@@ -166,7 +163,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from experiments.cli import resolve_device
-    from experiments.rundir import latest_checkpoint, write_json_atomic
+    from experiments.rundir import write_json_atomic
     from experiments.runner import build_reward
     from rewards import distance
 
@@ -175,14 +172,9 @@ def main(argv: list[str]) -> dict[str, Any]:
     policy_dir = None
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     if str(cfg.policy) != "random":
-        policy_dir = Path(str(cfg.policy)).expanduser()
-        if not (policy_dir / "config.yaml").exists():
-            raise ConfigError(f"policy={cfg.policy} is neither 'random' nor a rewardlab run directory (no config.yaml)")
-        if latest_checkpoint(policy_dir) is None:
-            raise ConfigError(f"policy={policy_dir} has no checkpoint to act with")
-        run_env = OmegaConf.to_container(OmegaConf.load(policy_dir / "config.yaml").env, resolve=True)
-        if run_env.get("id") != env_cfg.get("id"):
-            raise ConfigError(f"policy={policy_dir} was trained on {run_env.get('id')}, not on env={env_cfg.get('name')} ({env_cfg.get('id')}); pass env={run_env.get('name')}")
+        from experiments.policies import run_checkpoint
+
+        policy_dir, _ = run_checkpoint(str(cfg.policy), env_cfg)
     reward_name = str(cfg.reward.get("name", "reward"))
     out = Path(str(cfg.out)).expanduser() if cfg.out else REPO / "runs" / "reward_eval" / f"{env_cfg['name']}_{reward_name}_{datetime.now():%Y-%m-%d_%H-%M-%S}"
     out.mkdir(parents=True, exist_ok=True)

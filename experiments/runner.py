@@ -71,6 +71,15 @@ METRICS_COLUMNS = [
 ]
 
 
+def normalized_score(agent: Agent, true_return: float | None) -> float | None:
+    """D4RL's normalised score, ``100 (R - random) / (expert - random)``, for agents whose data defines both references."""
+    refs = getattr(agent, "reference_scores", None)
+    lo, hi = refs() if callable(refs) else (None, None)
+    if true_return is None or lo is None or hi is None or hi == lo:
+        return None
+    return 100.0 * (true_return - lo) / (hi - lo)
+
+
 # --- building components ----------------------------------------------------------------------
 
 
@@ -411,6 +420,9 @@ class Runner:
             "train_episodes": len(train),
             "wall_time": round(self.wall_time(), 3),
         }
+        score = normalized_score(self.agent, stats["true_return"])
+        if score is not None:
+            row["normalized_score"] = score
         row.update({f"component/{k}": v for k, v in stats["components"].items()})
         if train:
             row.update({f"train_component/{k}": v for k, v in summarize(train)["components"].items()})
@@ -494,6 +506,7 @@ class Runner:
             "success_rate": stats["success"],
             "eval_episodes": stats["episodes"],
             "episode_length_mean": stats["episode_length"],
+            # the maximum over periodic evaluations: optimistic (chosen on the evaluation episodes themselves)
             "best_eval_true_return": self.state.best_true_return,
             "best_eval_step": self.state.best_step,
             "wall_time_s": round(wall, 3),
@@ -514,6 +527,10 @@ class Runner:
             "git_commit": _git_commit(),
         }
         summary.update({k: v for k, v in stats.items() if k not in _CORE_STATS})  # env-specific figures
+        score = normalized_score(self.agent, stats["true_return"])
+        if score is not None:  # offline data with random and expert references (last and best evaluation)
+            summary["normalized_score"] = score
+            summary["best_eval_normalized_score"] = normalized_score(self.agent, self.state.best_true_return)
         return summary
 
 

@@ -16,6 +16,7 @@ ENVS = group_choices("env")
 AGENTS = group_choices("agent")
 DISCRETE_ONLY, CONTINUOUS_ONLY = {"dqn"}, {"sac", "td3"}
 JOBSHOP_ONLY = {"pdr", "cpsat", "maskable_ppo"}  # need the job table observation or action masks
+OFFLINE = {"iql", "bc"}  # need dataset= (tests/test_offline.py)
 
 
 def _compose(*overrides: str):
@@ -23,7 +24,7 @@ def _compose(*overrides: str):
 
 
 def test_groups() -> None:
-    assert AGENTS == ["a2c", "cpsat", "dqn", "maskable_ppo", "pdr", "ppo", "sac", "td3"]
+    assert AGENTS == ["a2c", "bc", "cpsat", "dqn", "iql", "maskable_ppo", "pdr", "ppo", "sac", "td3"]
     assert group_choices("reward") == ["clip", "code", "env", "fn", "shaped"]
     assert group_choices("preset") == ["smoke"]
 
@@ -61,10 +62,16 @@ def test_every_compatible_agent_builds_on_every_env(env: str) -> None:
     for agent in AGENTS:
         if (discrete and agent in CONTINUOUS_ONLY) or (not discrete and agent in DISCRETE_ONLY):
             continue
-        cfg = _compose(*env_overrides, f"agent={agent}", "agent.n_envs=1")
+        cfg = _compose(*env_overrides, f"agent={agent}", *([] if agent in OFFLINE else ["agent.n_envs=1"]))
         if agent in JOBSHOP_ONLY and env != "jobshop":
             venv = RewardVecEnv(make_vec_env(env_cfg, 1, 0), build_reward(cfg.reward))
             with pytest.raises(ConfigError, match="jobshop|action space"):  # refused with a pointer, not a crash later
+                build_agent(cfg.agent, env=venv, seed=0, device="cpu")
+            venv.close()
+            continue
+        if agent in OFFLINE:
+            venv = RewardVecEnv(make_vec_env(env_cfg, 1, 0), build_reward(cfg.reward))
+            with pytest.raises(ConfigError, match="learns from a dataset: give dataset="):
                 build_agent(cfg.agent, env=venv, seed=0, device="cpu")
             venv.close()
             continue

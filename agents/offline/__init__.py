@@ -1,0 +1,5 @@
+"""Offline agents: learn from a fixed Minari dataset (``dataset=<id>``), evaluated in the env.
+
+``agent=iql`` (:mod:`agents.offline.iql`), ``agent=bc`` (:mod:`agents.offline.bc`); datasets in
+:mod:`agents.offline.dataset`, what the agents share in :mod:`agents.offline.base`.
+"""

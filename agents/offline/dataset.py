@@ -1,0 +1,457 @@
+"""Offline datasets in the Minari format: where they live, writing them, loading them flat.
+
+Datasets are ordinary Minari datasets (``minari.load_dataset`` opens them too), kept under a
+*root* directory: ``dataset_root=`` on the command line, else ``$MINARI_DATASETS_PATH``, else
+Minari's own default ``~/.minari/datasets``. An id names a directory below the root, e.g.
+``local/pendulum/random-v0`` -> ``<root>/local/pendulum/random-v0/data/``.
+
+What rewardlab adds, in the dataset's ``metadata.json`` under ``"rewardlab"``: the env config
+it was collected on, the collection recipe (policy, preset), and, for a relabelled dataset, which
+reward provider wrote its ``rewards`` (the env's own reward is then kept in
+``infos["true_reward"]``, so true and proxy stay side by side). The standard Minari keys
+``ref_min_score`` / ``ref_max_score`` (random policy mean return / expert dataset mean return)
+give normalised scores.
+
+:func:`load` reads a dataset into one flat :class:`OfflineData` (one observation array of
+``steps + episodes`` rows: ``s_{t+1}`` is the row after ``s_t``, so observations are stored once,
+not twice as ``obs`` + ``next_obs``), after checking that it is complete and consistent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from envs.errors import ConfigError
+
+TRUE_REWARD = "true_reward"  # infos key of the env's reward in a relabelled dataset
+FRAME = "frame"  # infos key of the frame after each step (collected with frames=true)
+META = "rewardlab"  # our key in the dataset's metadata.json
+DEFAULT_ROOT = Path("~/.minari/datasets")
+
+
+def dataset_root(root: str | Path | None = None) -> Path:
+    """The directory datasets live under (module docstring)."""
+    if root:
+        return Path(str(root)).expanduser().resolve()
+    env = os.environ.get("MINARI_DATASETS_PATH")
+    return Path(env).expanduser().resolve() if env else DEFAULT_ROOT.expanduser().resolve()
+
+
+def _import_minari() -> Any:
+    try:
+        import minari
+    except ImportError as exc:
+        raise ConfigError(
+            f"offline datasets need Minari ({exc}); install the offline extra: pip install -e '.[offline]'"
+        ) from exc
+    return minari
+
+
+@contextlib.contextmanager
+def _minari_root(root: Path) -> Iterator[None]:
+    """Point Minari at ``root`` for the duration (Minari reads ``MINARI_DATASETS_PATH`` at each call)."""
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def check_id(dataset_id: str) -> str:
+    """Validate a dataset id: ``[namespace/]...name-v<N>`` as Minari parses it."""
+    minari = _import_minari()
+    from minari.dataset.minari_dataset import parse_dataset_id
+
+    if not dataset_id or not isinstance(dataset_id, str):
+        raise ConfigError("a dataset id is required, e.g. local/pendulum/random-v0")
+    try:
+        parse_dataset_id(dataset_id)
+    except (ValueError, AssertionError) as exc:
+        raise ConfigError(
+            f"dataset id {dataset_id!r} is not a Minari id ([namespace/]name-v<N>, e.g. local/pendulum/random-v0): {exc}"
+        ) from None
+    del minari
+    if ".." in dataset_id.split("/") or dataset_id.startswith("/"):
+        raise ConfigError(f"dataset id {dataset_id!r} must be a relative name below the dataset root")
+    return dataset_id
+
+
+def list_datasets(root: str | Path | None = None) -> list[str]:
+    """Ids of the datasets under ``root`` (directories holding ``data/metadata.json``)."""
+    base = dataset_root(root)
+    if not base.is_dir():
+        return []
+    return sorted(str(p.parent.parent.relative_to(base)) for p in base.rglob("data/metadata.json"))
+
+
+def dataset_path(dataset_id: str, root: str | Path | None = None) -> Path:
+    """The directory of a dataset (it may not exist)."""
+    return dataset_root(root) / dataset_id
+
+
+def _missing(dataset_id: str, root: Path) -> ConfigError:
+    local = list_datasets(root)
+    listing = ", ".join(local) if local else "none"
+    return ConfigError(
+        f"dataset {dataset_id!r} not found under {root}; local datasets: {listing} "
+        "(make one with python experiments/collect.py env=E policy=random episodes=N name=<id>, "
+        "or point dataset_root= / MINARI_DATASETS_PATH at another root)"
+    )
+
+
+def read_metadata(dataset_id: str, root: str | Path | None = None) -> dict[str, Any]:
+    """The dataset's ``metadata.json`` (raises a :class:`ConfigError` listing local datasets if absent)."""
+    base = dataset_root(root)
+    file = dataset_path(dataset_id, base) / "data" / "metadata.json"
+    if not file.exists():
+        raise _missing(dataset_id, base)
+    try:
+        return json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"dataset {dataset_id!r}: {file} cannot be read ({exc}); the dataset is corrupted") from None
+
+
+# --- the flat, in-memory form ------------------------------------------------------------------
+
+
+@dataclass
+class OfflineData:
+    """A dataset as flat arrays (module docstring).
+
+    Attributes:
+        observations: ``(steps + episodes, *obs_shape)``: each episode's ``T + 1`` observations in turn.
+        obs_index: ``(steps,)`` int64 row of ``s_t`` in ``observations``; ``s_{t+1}`` is the next row.
+        actions: ``(steps, *action_shape)``.
+        true_rewards: ``(steps,)`` float32, the env's own reward.
+        rewards: ``(steps,)`` float32, the stored rewards (the proxy of a relabelled dataset, else the true reward).
+        terminations: ``(steps,)`` bool. truncations: ``(steps,)`` bool.
+        episode_starts: ``(episodes + 1,)`` int64 offsets of each episode's first transition.
+        observation_space, action_space: The dataset's spaces.
+        metadata: The dataset's ``metadata.json``.
+        frames: ``(steps, H, W, 3)`` uint8 frames after each step, when loaded with ``frames=True``.
+    """
+
+    dataset_id: str
+    observations: np.ndarray
+    obs_index: np.ndarray
+    actions: np.ndarray
+    true_rewards: np.ndarray
+    rewards: np.ndarray
+    terminations: np.ndarray
+    truncations: np.ndarray
+    episode_starts: np.ndarray
+    observation_space: gym.Space
+    action_space: gym.Space
+    metadata: dict[str, Any]
+    frames: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.actions.shape[0])
+
+    @property
+    def num_episodes(self) -> int:
+        return int(self.episode_starts.shape[0] - 1)
+
+    def next_observations(self, index: np.ndarray) -> np.ndarray:
+        """``s_{t+1}`` of the transitions ``index``."""
+        return self.observations[self.obs_index[index] + 1]
+
+    def episode_returns(self, rewards: np.ndarray | None = None) -> np.ndarray:
+        """``(episodes,)`` sums of ``rewards`` (default: the true reward) per episode."""
+        r = self.true_rewards if rewards is None else rewards
+        return np.add.reduceat(r.astype(np.float64), self.episode_starts[:-1]) if len(r) else np.zeros(0)
+
+    @property
+    def reference_scores(self) -> tuple[float | None, float | None]:
+        """``(ref_min_score, ref_max_score)``: random-policy and expert mean returns, where known."""
+        lo, hi = self.metadata.get("ref_min_score"), self.metadata.get("ref_max_score")
+        return (None if lo is None else float(lo)), (None if hi is None else float(hi))
+
+    def episodes(
+        self, rewards: np.ndarray | None = None, infos: Mapping[str, np.ndarray] | None = None
+    ) -> list[Episode]:
+        """The data as writable :class:`Episode` s (views, not copies).
+
+        Args:
+            rewards: ``(steps,)`` rewards to store (default: the true reward).
+            infos: ``{key: (steps, ...)}`` per-step arrays to store in each episode's ``infos``.
+        """
+        r = self.true_rewards if rewards is None else rewards
+        out = []
+        for e in range(self.num_episodes):
+            a, b = int(self.episode_starts[e]), int(self.episode_starts[e + 1])
+            row = int(self.obs_index[a])
+            out.append(
+                Episode(
+                    observations=self.observations[row : row + b - a + 1],
+                    actions=self.actions[a:b],
+                    rewards=np.asarray(r[a:b], dtype=np.float64),
+                    terminations=self.terminations[a:b],
+                    truncations=self.truncations[a:b],
+                    infos={k: v[a:b] for k, v in (infos or {}).items()} or None,
+                )
+            )
+        return out
+
+    def transition_batches(self, chunk: int) -> Iterator[tuple[slice, Any]]:
+        """``(slice, TransitionBatch)`` over the dataset in chunks (for reward providers); env_reward is the true reward."""
+        from rewards.base import TransitionBatch
+
+        for start in range(0, len(self), chunk):
+            sl = slice(start, min(start + chunk, len(self)))
+            rows = self.obs_index[sl]
+            yield (
+                sl,
+                TransitionBatch(
+                    obs=self.observations[rows],
+                    action=self.actions[sl],
+                    next_obs=self.observations[rows + 1],
+                    env_reward=self.true_rewards[sl],
+                    terminated=self.terminations[sl],
+                    truncated=self.truncations[sl],
+                    frames=None if self.frames is None else self.frames[sl],
+                ),
+            )
+
+
+def _flat_dim(space: gym.Space, what: str, dataset_id: str) -> None:
+    if not isinstance(space, (gym.spaces.Box, gym.spaces.Discrete)):
+        raise ConfigError(
+            f"dataset {dataset_id!r}: {what} space {space} is not supported (Box or Discrete; "
+            "Dict/Tuple observations must be flattened by the env)"
+        )
+
+
+def load(dataset_id: str, root: str | Path | None = None, frames: bool = False) -> OfflineData:
+    """Read a whole dataset into an :class:`OfflineData`, checking it on the way.
+
+    Args:
+        dataset_id: The dataset's id below the root.
+        root: The dataset root (module docstring).
+        frames: Also load the frames (``infos["frame"]``); a dataset without them is refused.
+
+    Raises:
+        ConfigError: Missing dataset (the message lists the local ones), unsupported spaces, or a
+            dataset that cannot be read completely (corrupted or partly written).
+    """
+    check_id(dataset_id)
+    base = dataset_root(root)
+    metadata = read_metadata(dataset_id, base)
+    minari = _import_minari()
+    where = dataset_path(dataset_id, base)
+
+    def corrupted(detail: str) -> ConfigError:
+        return ConfigError(
+            f"dataset {dataset_id!r} at {where} cannot be read completely ({detail}); it is corrupted or was "
+            "not fully written: delete it and collect it again"
+        )
+
+    try:
+        with _minari_root(base), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = minari.load_dataset(dataset_id)
+            obs_space, act_space = ds.observation_space, ds.action_space
+            _flat_dim(obs_space, "observation", dataset_id)
+            _flat_dim(act_space, "action", dataset_id)
+            total = int(ds.total_steps)
+            n_eps = int(ds.total_episodes)
+            obs_dtype = np.float32 if isinstance(obs_space, gym.spaces.Box) else np.int64
+            act_dtype = np.float32 if isinstance(act_space, gym.spaces.Box) else np.int64
+            observations = np.empty((total + n_eps, *obs_space.shape), dtype=obs_dtype)
+            actions = np.empty((total, *act_space.shape), dtype=act_dtype)
+            true_rewards = np.empty(total, dtype=np.float32)
+            rewards = np.empty(total, dtype=np.float32)
+            terminations = np.empty(total, dtype=bool)
+            truncations = np.empty(total, dtype=bool)
+            obs_index = np.empty(total, dtype=np.int64)
+            starts = np.empty(n_eps + 1, dtype=np.int64)
+            frame_rows: list[np.ndarray] | None = [] if frames else None
+            t, e = 0, -1
+            for e, ep in enumerate(ds.iterate_episodes()):
+                n = len(ep.rewards)
+                if n == 0 or len(ep.observations) != n + 1 or len(ep.actions) != n:
+                    raise corrupted(
+                        f"episode {e} has {len(ep.observations)} observations, {len(ep.actions)} actions, {n} rewards"
+                    )
+                if t + n > total:
+                    raise corrupted(f"episodes hold more than the {total} steps the metadata declares")
+                starts[e] = t
+                row = t + e
+                observations[row : row + n + 1] = ep.observations
+                obs_index[t : t + n] = np.arange(row, row + n)
+                actions[t : t + n] = ep.actions
+                rewards[t : t + n] = ep.rewards
+                infos = ep.infos or {}
+                true_rewards[t : t + n] = infos[TRUE_REWARD] if TRUE_REWARD in infos else ep.rewards
+                terminations[t : t + n] = ep.terminations
+                truncations[t : t + n] = ep.truncations
+                if frame_rows is not None:
+                    if FRAME not in infos:
+                        raise ConfigError(
+                            f"dataset {dataset_id!r} has no frames, which this reward provider needs; "
+                            "collect it with frames=true"
+                        )
+                    frame_rows.append(np.asarray(infos[FRAME], dtype=np.uint8))
+                t += n
+            if e + 1 != n_eps or t != total:
+                raise corrupted(f"read {e + 1} episodes / {t} steps, the metadata declares {n_eps} / {total}")
+            starts[n_eps] = total
+    except ConfigError:
+        raise
+    except (OSError, KeyError, ValueError, AssertionError, TypeError, json.JSONDecodeError) as exc:
+        raise corrupted(f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
+    for name, arr in (
+        ("observations", observations),
+        ("actions", actions),
+        ("rewards", rewards),
+        ("true rewards", true_rewards),
+    ):
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise corrupted(f"non-finite {name}")
+    return OfflineData(
+        dataset_id=dataset_id,
+        observations=observations,
+        obs_index=obs_index,
+        actions=actions,
+        true_rewards=true_rewards,
+        rewards=rewards,
+        terminations=terminations,
+        truncations=truncations,
+        episode_starts=starts,
+        observation_space=obs_space,
+        action_space=act_space,
+        metadata=metadata,
+        frames=None if frame_rows is None else np.concatenate(frame_rows),
+    )
+
+
+def check_spaces(data: OfflineData, observation_space: gym.Space, action_space: gym.Space) -> None:
+    """Refuse a dataset whose spaces differ from the env's, printing both."""
+    for what, theirs, ours in (
+        ("observation", data.observation_space, observation_space),
+        ("action", data.action_space, action_space),
+    ):
+        same = type(theirs) is type(ours) and theirs.shape == ours.shape
+        if same and isinstance(ours, gym.spaces.Discrete):
+            same = int(theirs.n) == int(ours.n)
+        if same and isinstance(ours, gym.spaces.Box):
+            same = np.allclose(theirs.low, ours.low) and np.allclose(theirs.high, ours.high)
+        if not same:
+            raise ConfigError(
+                f"dataset {data.dataset_id!r} does not match this env: the dataset's {what} space is {theirs}, "
+                f"the env's is {ours}; use a dataset collected on this env (its recipe: {(data.metadata.get(META) or {}).get('env')})"
+            )
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Episode:
+    """One episode to write: ``T + 1`` observations, ``T`` of everything else, optional infos arrays."""
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminations: np.ndarray
+    truncations: np.ndarray
+    infos: dict[str, np.ndarray] | None = None
+    seed: int | None = None
+
+
+def write(
+    dataset_id: str,
+    episodes: Sequence[Episode],
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    root: str | Path | None = None,
+    env_spec: Any = None,
+    algorithm: str = "",
+    description: str = "",
+    ref_scores: tuple[float | None, float | None] = (None, None),
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a Minari dataset atomically: it appears under the root complete, or not at all.
+
+    Args:
+        dataset_id: The new dataset's id (must not exist).
+        episodes: The episodes.
+        observation_space, action_space: The env's spaces.
+        root: The dataset root.
+        env_spec: The env's ``EnvSpec`` (lets ``MinariDataset.recover_environment`` rebuild it).
+        algorithm: How the data was produced (Minari's ``algorithm_name``).
+        description: One paragraph for humans.
+        ref_scores: ``(ref_min_score, ref_max_score)`` where known.
+        extra: rewardlab's metadata (stored under ``"rewardlab"``).
+
+    Returns:
+        The dataset's directory.
+    """
+    check_id(dataset_id)
+    minari = _import_minari()
+    from minari.data_collector import EpisodeBuffer
+
+    base = dataset_root(root)
+    final = dataset_path(dataset_id, base)
+    if final.exists():
+        raise ConfigError(f"dataset {dataset_id!r} already exists at {final}; choose another name (or version -v<N+1>)")
+    if not episodes:
+        raise ConfigError(f"dataset {dataset_id!r}: no episodes to write")
+    base.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".incomplete-", dir=base))
+    buffers = [
+        EpisodeBuffer(
+            id=i,
+            seed=ep.seed,
+            observations=ep.observations,
+            actions=ep.actions,
+            rewards=np.asarray(ep.rewards, dtype=np.float64),
+            terminations=np.asarray(ep.terminations, dtype=bool),
+            truncations=np.asarray(ep.truncations, dtype=bool),
+            infos=dict(ep.infos or {}),
+        )
+        for i, ep in enumerate(episodes)
+    ]
+    try:
+        with _minari_root(staging), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Minari warns about unset eval_env, permalinks...
+            ds = minari.create_dataset_from_buffers(
+                dataset_id=dataset_id,
+                buffer=buffers,
+                env=env_spec,
+                observation_space=observation_space,
+                action_space=action_space,
+                algorithm_name=algorithm or "unknown",
+                author="rewardlab",
+                author_email="rewardlab@localhost",
+                code_permalink="rewardlab (experiments/collect.py)",
+                description=description or dataset_id,
+            )
+            lo, hi = ref_scores
+            meta: dict[str, Any] = {META: dict(extra or {})}
+            if lo is not None:
+                meta["ref_min_score"] = float(lo)
+            if hi is not None:
+                meta["ref_max_score"] = float(hi)
+            ds.storage.update_metadata(meta)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / dataset_id, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final

@@ -1,0 +1,157 @@
+"""Networks shared by the offline agents: MLPs, a twin Q ensemble, Gaussian and categorical policies.
+
+Actions are handled in a normalised form: Box actions are mapped to ``[-1, 1]`` by the agent
+(:class:`ActionScaler`) and discrete actions are integer indices. Twin critics are one module
+with stacked weights (:class:`EnsembleLinear`), so both are evaluated with one batched matmul.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, dropout: float | None = None) -> nn.Sequential:
+    """``in -> hidden... -> out`` with ReLU (and dropout after each hidden layer when given)."""
+    layers: list[nn.Module] = []
+    dims = [in_dim, *hidden]
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(dims[-1], out_dim))
+    return nn.Sequential(*layers)
+
+
+class EnsembleLinear(nn.Module):
+    """``k`` independent linear layers applied to ``(k, batch, in)`` in one ``baddbmm``."""
+
+    def __init__(self, k: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(k, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(k, 1, out_dim))
+        bound = 1.0 / math.sqrt(in_dim)  # nn.Linear's default initialisation, per member
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class TwinQ(nn.Module):
+    """``k`` Q functions (default 2) in one module.
+
+    Continuous actions: ``Q(s, a)`` from ``cat(s, a)``. Discrete actions: one output per action,
+    the taken action's value gathered.
+
+    Args:
+        obs_dim: Observation size.
+        action_space: The env's action space (Box or Discrete).
+        hidden: Hidden layer sizes.
+        k: Number of critics.
+    """
+
+    def __init__(self, obs_dim: int, action_space: gym.Space, hidden: Sequence[int], k: int = 2) -> None:
+        super().__init__()
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        in_dim = obs_dim if self.discrete else obs_dim + int(np.prod(action_space.shape))
+        out_dim = int(action_space.n) if self.discrete else 1
+        dims = [in_dim, *hidden]
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [EnsembleLinear(k, a, b), nn.ReLU()]
+        layers.append(EnsembleLinear(k, dims[-1], out_dim))
+        self.net = nn.Sequential(*layers)
+        self.k = k
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """``(k, batch)`` values of ``(batch, obs_dim)`` observations and ``(batch, ...)`` actions."""
+        if self.discrete:
+            out = self.net(obs.unsqueeze(0).expand(self.k, -1, -1))
+            return out.gather(2, action.long().view(1, -1, 1).expand(self.k, -1, 1)).squeeze(-1)
+        x = torch.cat([obs, action], dim=-1)
+        return self.net(x.unsqueeze(0).expand(self.k, -1, -1)).squeeze(-1)
+
+
+class GaussianPolicy(nn.Module):
+    """``N(tanh(f(s)), diag(exp(log_std)))`` over actions in ``[-1, 1]`` with a state-independent std (IQL/CORL)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], dropout: float | None = None) -> None:
+        super().__init__()
+        self.net = mlp(obs_dim, hidden, act_dim, dropout)
+        self.log_std = nn.Parameter(torch.zeros(act_dim))
+
+    def log_prob(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """``(batch,)`` log-densities of ``(batch, act_dim)`` actions."""
+        mean = torch.tanh(self.net(obs))
+        log_std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        z = (action - mean) * torch.exp(-log_std)
+        return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+        mean = torch.tanh(self.net(obs))
+        if deterministic:
+            return mean
+        std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return (mean + std * noise).clamp(-1.0, 1.0)
+
+
+class CategoricalPolicy(nn.Module):
+    """A softmax policy over ``n`` discrete actions."""
+
+    def __init__(self, obs_dim: int, n: int, hidden: Sequence[int], dropout: float | None = None) -> None:
+        super().__init__()
+        self.net = mlp(obs_dim, hidden, n, dropout)
+
+    def log_prob(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """``(batch,)`` log-probabilities of ``(batch,)`` integer actions."""
+        return F.log_softmax(self.net(obs), dim=-1).gather(1, action.long().view(-1, 1)).squeeze(1)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+        logits = self.net(obs)
+        if deterministic:
+            return logits.argmax(-1)
+        return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
+
+
+def make_policy(
+    obs_dim: int, action_space: gym.Space, hidden: Sequence[int], dropout: float | None = None
+) -> nn.Module:
+    """A Gaussian policy for Box actions, a categorical one for Discrete actions."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        return CategoricalPolicy(obs_dim, int(action_space.n), hidden, dropout)
+    return GaussianPolicy(obs_dim, int(np.prod(action_space.shape)), hidden, dropout)
+
+
+class ActionScaler:
+    """Maps Box actions between the env's bounds and ``[-1, 1]`` (identity for Discrete)."""
+
+    def __init__(self, space: gym.Space) -> None:
+        self.box = isinstance(space, gym.spaces.Box)
+        if self.box:
+            low, high = np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
+            if not (np.isfinite(low).all() and np.isfinite(high).all()):
+                raise ValueError(f"offline agents need bounded Box actions, got {space}")
+            self.center = ((high + low) / 2).astype(np.float32)
+            self.half = np.maximum((high - low) / 2, 1e-8).astype(np.float32)
+
+    def to_unit(self, actions: np.ndarray) -> np.ndarray:
+        if not self.box:
+            return actions
+        return np.clip((actions - self.center) / self.half, -1.0, 1.0).astype(np.float32)
+
+    def to_env(self, actions: np.ndarray) -> np.ndarray:
+        if not self.box:
+            return actions
+        return (actions * self.half + self.center).astype(np.float32)

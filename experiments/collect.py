@@ -1,0 +1,352 @@
+#!/usr/bin/env python
+"""Record an offline dataset (Minari format) from an env and a policy.
+
+    python experiments/collect.py env=E policy=random|RUN_DIR|pkg.module:fn episodes=N|steps=N name=<id>
+                                  [recipe=random|medium|expert|medium-replay|medium-expert] [dataset_root=DIR]
+
+Every transition keeps the env's own (true) reward, ``terminations`` and ``truncations`` apart,
+and the real final observation of each episode. Recipes (``recipe=``) follow D4RL's recipe on our envs:
+
+* ``random``: uniform random actions (``policy=random``);
+* ``medium`` / ``expert``: rollouts of a trained run's policy (``policy=RUN_DIR``, sampled actions);
+  a medium policy is a run stopped early, or an earlier checkpoint (``checkpoint=step_N``) at
+  roughly a third of the expert's return. ``expert`` stores its own mean return as ``ref_max_score``;
+* ``medium-replay``: the replay buffer of a run (``policy=RUN_DIR``, an off-policy agent trained
+  with ``reward=env``), i.e. everything it saw while learning up to that checkpoint;
+* ``medium-expert``: the concatenation of ``sources=[medium id, expert id]``.
+
+Normalised scores need ``ref_min_score`` (the mean return of random actions, measured here over
+``ref_episodes`` episodes) and ``ref_max_score`` (the expert dataset's mean return: ``recipe=expert``,
+or ``expert=<expert dataset id>`` for the others).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+
+import numpy as np
+
+from envs.errors import ConfigError
+from experiments.cli import check_int, compose_script, user_errors
+
+RECIPES = ("random", "medium", "expert", "medium-replay", "medium-expert")
+
+
+def _validate(cfg: Any) -> None:
+    from agents.offline.dataset import check_id
+
+    if not cfg.name:
+        raise ConfigError("collect.py needs name=<dataset id>, e.g. name=local/pendulum/random-v0")
+    check_id(str(cfg.name))
+    if cfg.recipe is not None and cfg.recipe not in RECIPES:
+        raise ConfigError(f"recipe={cfg.recipe!r} must be one of {', '.join(RECIPES)} (or null)")
+    if cfg.recipe == "medium-expert":
+        if not cfg.sources or len(cfg.sources) < 2:
+            raise ConfigError("recipe=medium-expert needs sources=[<medium id>,<expert id>]")
+        return
+    if cfg.recipe == "medium-replay":
+        if str(cfg.policy) == "random":
+            raise ConfigError("recipe=medium-replay reads a run's replay buffer: give policy=<run dir>")
+        return
+    if (cfg.episodes is None) == (cfg.steps is None):
+        raise ConfigError("give exactly one of episodes=N or steps=N")
+    check_int(cfg, "episodes", 1, allow_none=True)
+    check_int(cfg, "steps", 1, allow_none=True)
+    check_int(cfg, "n_envs", 1)
+    check_int(cfg, "seed", 0)
+    check_int(cfg, "ref_episodes", 0)
+    if cfg.recipe == "random" and str(cfg.policy) != "random":
+        raise ConfigError("recipe=random records uniform random actions: policy=random")
+    if cfg.recipe in ("medium", "expert") and str(cfg.policy) == "random":
+        raise ConfigError(f"recipe={cfg.recipe} records a trained policy: give policy=<run dir>")
+
+
+class _Policy:
+    """Batched actions from random sampling, a scripted function, or a run's agent."""
+
+    def __init__(self, cfg: Any, env_cfg: dict[str, Any], device: str) -> None:
+        self.kind, self.fn, self.agent, self.run_dir = "random", None, None, None
+        self.n_envs = int(cfg.n_envs)
+        self.deterministic = bool(cfg.deterministic)
+        policy = str(cfg.policy)
+        if policy == "random":
+            return
+        if ":" in policy and not Path(policy).expanduser().exists():
+            from rewards.fn import resolve_target
+
+            self.kind, self.fn = "scripted", resolve_target(policy, what="policy")
+            return
+        from experiments.policies import run_checkpoint, run_n_envs
+
+        self.kind = "run"
+        self.run_dir, self.checkpoint = run_checkpoint(policy, env_cfg, str(cfg.checkpoint))
+        self.n_envs = run_n_envs(self.run_dir)
+        self.device = device
+
+    def bind(self, venv: Any, seed: int) -> None:
+        self.space = venv.action_space
+        self.space.seed(seed)
+        if self.kind == "run":
+            from experiments.policies import load_agent
+
+            self.agent = load_agent(self.run_dir, self.checkpoint, venv, seed, self.device)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        if self.kind == "random":
+            return np.stack([self.space.sample() for _ in range(len(obs))])
+        if self.kind == "scripted":
+            return np.asarray(self.fn(obs))
+        return self.agent.act(obs, deterministic=self.deterministic)
+
+    def describe(self) -> str:
+        if self.kind == "run":
+            return f"{self.run_dir} ({self.checkpoint.name})"
+        return "random" if self.kind == "random" else str(self.fn.__module__ + ":" + self.fn.__name__)
+
+
+def rollouts(
+    env_cfg: dict[str, Any], policy: _Policy, episodes: int | None, steps: int | None, seed: int, frames: bool
+) -> list[Any]:
+    """Episodes of ``policy`` on vector envs (module docstring); the env's reward is the reward."""
+    from tqdm import tqdm
+
+    from agents.offline.dataset import FRAME, Episode
+    from envs.make import make_vec_env
+    from rewards.env import EnvReward
+    from rewards.wrapper import RewardVecEnv
+
+    venv = RewardVecEnv(make_vec_env(env_cfg, policy.n_envs, seed, frames_in_info=frames), EnvReward())
+    policy.bind(venv, seed)
+    n = venv.num_envs
+    bufs: list[dict[str, list]] = [
+        {"obs": [], "act": [], "rew": [], "term": [], "trunc": [], "frame": []} for _ in range(n)
+    ]
+    out: list[Episode] = []
+
+    def finish(i: int, last_obs: np.ndarray, cut: bool = False) -> None:
+        b = bufs[i]
+        if cut:
+            b["trunc"][-1] = True
+        infos = {FRAME: np.stack(b["frame"])} if frames else None
+        out.append(
+            Episode(
+                observations=np.stack([*b["obs"], last_obs]),
+                actions=np.stack(b["act"]),
+                rewards=np.asarray(b["rew"], dtype=np.float64),
+                terminations=np.asarray(b["term"], dtype=bool),
+                truncations=np.asarray(b["trunc"], dtype=bool),
+                infos=infos,
+            )
+        )
+        bufs[i] = {k: [] for k in b}
+
+    total = episodes if episodes is not None else steps
+    recorded = 0
+    obs = venv.reset()
+    with tqdm(
+        total=total, desc="collecting", unit="episode" if episodes else "step", disable=not sys.stderr.isatty()
+    ) as bar:
+        while True:
+            actions = policy(obs)
+            next_obs, _, dones, infos = venv.step(actions)
+            for i in range(n):
+                b = bufs[i]
+                b["obs"].append(obs[i])
+                b["act"].append(actions[i])
+                b["rew"].append(infos[i]["true_reward"])
+                truncated = bool(infos[i].get("TimeLimit.truncated", False))
+                b["term"].append(bool(dones[i]) and not truncated)
+                b["trunc"].append(truncated)
+                if frames:
+                    b["frame"].append(infos[i]["frame"])
+            recorded += n if steps is not None else 0
+            for i in np.flatnonzero(dones):
+                finish(int(i), infos[i]["terminal_observation"])
+                if episodes is not None:
+                    bar.update(1)
+                    if len(out) >= episodes:
+                        break
+            if steps is not None:
+                bar.update(n)
+            if (episodes is not None and len(out) >= episodes) or (steps is not None and recorded >= steps):
+                break
+            obs = next_obs
+        if steps is not None:  # episodes still running: cut by the budget, marked truncated
+            for i in range(n):
+                if bufs[i]["obs"]:
+                    finish(i, next_obs[i], cut=True)
+    if policy.agent is not None:
+        policy.agent.close()
+    venv.close()
+    return out[:episodes] if episodes is not None else out
+
+
+def replay_episodes(run_dir: Path, checkpoint: Path, action_space: Any) -> list[Any]:
+    """The episodes in a run's saved replay buffer (oldest first; a wrapped buffer's first, partial one dropped)."""
+    import gymnasium as gym
+    from omegaconf import OmegaConf
+
+    from agents.offline.dataset import Episode
+
+    reward = OmegaConf.load(run_dir / "config.yaml").reward.get("name")
+    if reward != "env":
+        raise ConfigError(
+            f"recipe=medium-replay: {run_dir} was trained with reward={reward}, so its replay buffer holds that "
+            "proxy, not the true reward; collect replay data from a reward=env run"
+        )
+    file = checkpoint / "agent" / "replay_buffer.npz"
+    if not file.exists():
+        raise ConfigError(
+            f"recipe=medium-replay: {checkpoint} has no replay buffer (off-policy agents with save_replay_buffer=true)"
+        )
+    import json
+
+    with np.load(file) as data:
+        meta = json.loads(data["meta"].tobytes().decode())
+        arrays = {k: data[k] for k in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")}
+    if meta["full"]:  # oldest first
+        arrays = {k: np.roll(v, -meta["pos"], axis=0) for k, v in arrays.items()}
+    actions = arrays["actions"]
+    if isinstance(action_space, gym.spaces.Box):  # SB3 stores squashed actions in [-1, 1]
+        low, high = action_space.low, action_space.high
+        actions = low + (actions + 1.0) * 0.5 * (high - low)
+    out: list[Episode] = []
+    for j in range(arrays["dones"].shape[1]):
+        ends = np.flatnonzero(arrays["dones"][:, j])
+        start = 0
+        for k, end in enumerate(ends):
+            if not (meta["full"] and k == 0):
+                sl = slice(start, end + 1)
+                timeouts = arrays["timeouts"][sl, j].astype(bool)
+                done = arrays["dones"][sl, j].astype(bool)
+                out.append(
+                    Episode(
+                        observations=np.concatenate(
+                            [arrays["observations"][sl, j], arrays["next_observations"][end : end + 1, j]]
+                        ),
+                        actions=actions[sl, j],
+                        rewards=arrays["rewards"][sl, j].astype(np.float64),
+                        terminations=done & ~timeouts,
+                        truncations=done & timeouts,
+                    )
+                )
+            start = end + 1
+    if not out:
+        raise ConfigError(f"recipe=medium-replay: the replay buffer of {checkpoint} holds no finished episode")
+    return out
+
+
+def random_score(env_cfg: dict[str, Any], episodes: int, seed: int) -> float:
+    """Mean true return of uniform random actions over ``episodes`` episodes (D4RL's ``ref_min_score``)."""
+    from omegaconf import OmegaConf
+
+    policy = _Policy(
+        OmegaConf.create({"policy": "random", "n_envs": min(4, episodes), "deterministic": False}), env_cfg, "cpu"
+    )
+    eps = rollouts(env_cfg, policy, episodes, None, seed + 10_000, frames=False)
+    return float(np.mean([e.rewards.sum() for e in eps]))
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    cfg = compose_script(argv, "collect", "collect.py")
+    _validate(cfg)
+    import torch
+    from omegaconf import OmegaConf
+
+    from agents.offline import dataset as ds
+    from envs.make import make_env
+    from experiments.cli import resolve_device
+
+    torch.set_num_threads(1)
+    t0 = time.time()
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    name, root = str(cfg.name), cfg.dataset_root
+    if ds.dataset_path(name, root).exists():
+        raise ConfigError(
+            f"dataset {name!r} already exists under {ds.dataset_root(root)}; choose another name (or version -v<N+1>)"
+        )
+    probe = make_env(env_cfg)
+    obs_space, act_space, spec = probe.observation_space, probe.action_space, probe.spec
+    probe.close()
+    recipe: dict[str, Any] = {"recipe": cfg.recipe, "policy": str(cfg.policy), "seed": int(cfg.seed)}
+    lo = hi = None
+    if cfg.recipe == "medium-expert":
+        sources = [str(s) for s in cfg.sources]
+        episodes = []
+        for sid in sources:
+            part = ds.load(sid, root)
+            ds.check_spaces(part, obs_space, act_space)
+            episodes += part.episodes()
+            lo_s, hi_s = part.reference_scores
+            lo, hi = lo if lo is not None else lo_s, hi if hi is not None else hi_s
+        recipe["sources"] = sources
+        policy_name = "+".join(sources)
+    elif cfg.recipe == "medium-replay":
+        from experiments.policies import run_checkpoint
+
+        run_dir, ckpt = run_checkpoint(str(cfg.policy), env_cfg, str(cfg.checkpoint))
+        episodes = replay_episodes(run_dir, ckpt, act_space)
+        recipe["checkpoint"] = ckpt.name
+        policy_name = f"replay buffer of {run_dir} ({ckpt.name})"
+    else:
+        policy = _Policy(cfg, env_cfg, resolve_device(str(cfg.device)))
+        policy_name = policy.describe()
+        if policy.kind == "run":
+            recipe["checkpoint"] = policy.checkpoint.name
+        episodes = rollouts(env_cfg, policy, cfg.episodes, cfg.steps, int(cfg.seed), bool(cfg.frames))
+    returns = np.array([e.rewards.sum() for e in episodes])
+    if cfg.recipe != "medium-expert":
+        if str(cfg.policy) == "random":
+            lo = float(returns.mean())
+        elif int(cfg.ref_episodes) > 0:
+            lo = random_score(env_cfg, int(cfg.ref_episodes), int(cfg.seed))
+        if cfg.recipe == "expert":
+            hi = float(returns.mean())
+    if cfg.expert:
+        hi = ds.read_metadata(str(cfg.expert), root).get("ref_max_score")
+        if hi is None:
+            raise ConfigError(f"expert={cfg.expert}: that dataset has no ref_max_score (collect it with recipe=expert)")
+    recipe["deterministic"] = bool(cfg.deterministic)
+    path = ds.write(
+        name,
+        episodes,
+        obs_space,
+        act_space,
+        root=root,
+        env_spec=spec,
+        algorithm=f"{cfg.recipe or 'custom'}: {policy_name}",
+        description=f"rewardlab {cfg.recipe or 'custom'} dataset on {env_cfg['name']} ({env_cfg['id']}), policy {policy_name}",
+        ref_scores=(lo, hi),
+        extra={"env": env_cfg, "recipe": recipe, "frames": bool(cfg.frames), "labels": None},
+    )
+    steps = int(sum(len(e.rewards) for e in episodes))
+    result = {
+        "dataset": name,
+        "path": str(path),
+        "episodes": len(episodes),
+        "steps": steps,
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "ref_min_score": lo,
+        "ref_max_score": hi,
+        "seconds": round(time.time() - t0, 1),
+    }
+    norm = ""
+    if lo is not None and hi is not None and hi != lo:
+        norm = f", normalised {100 * (returns.mean() - lo) / (hi - lo):.1f}"
+    print(
+        f"{name}: {len(episodes)} episodes, {steps} steps, return {returns.mean():.2f} ± {returns.std():.2f}{norm} "
+        f"(ref_min {lo}, ref_max {hi}) -> {path} in {result['seconds']} s",
+        file=sys.stderr,
+    )
+    return result
+
+
+if __name__ == "__main__":
+    with user_errors():
+        main(sys.argv[1:])
