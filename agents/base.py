@@ -10,9 +10,11 @@ evaluation, checkpoints and resume:
 * ``save(path)`` / ``load(path)``: everything needed to resume exactly (weights, optimiser
   state, replay buffer, normalisation statistics) into / from a directory.
 
-Two optional members: ``learns`` (``False`` for solvers and fixed rules: the runner then skips
-the evaluation before training, which would only repeat the final one) and ``describe()``
-(facts about the agent for ``summary.json``, e.g. a solver's status).
+Optional members: ``learns`` (``False`` for solvers and fixed rules: the runner then skips
+the evaluation before training, which would only repeat the final one), ``describe()``
+(facts about the agent for ``summary.json``, e.g. a solver's status) and ``reference_scores()``
+(``(random, expert)`` mean returns, e.g. of an offline dataset: the runner then reports D4RL's
+normalised score).
 """
 
 from __future__ import annotations

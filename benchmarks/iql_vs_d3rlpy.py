@@ -241,22 +241,20 @@ def main() -> None:
         v = np.array([r.get(key, np.nan) for r in results[impl]], dtype=float)
         return float(v.mean()), float(v.std())
 
-    n_tr = int(sum(int(x) for x in [meta.get("total_steps", 0)]))
     print(
-        f"\n{args.dataset}: {n_tr} transitions, {args.steps} gradient steps, batch {args.batch}, hidden {args.hidden}, "
+        f"\n{args.dataset}: {meta.get('total_steps')} transitions, {args.steps} gradient steps, batch {args.batch}, hidden {args.hidden}, "
         f"{args.threads} thread(s), device {args.device}, seeds {args.seeds}"
     )
-    print("| implementation | gradient steps/s | true return | normalised score | peak RSS (MB) |")
-    print("|---|---|---|---|---|")
+    print(
+        "| implementation | gradient steps/s | true return | normalised score | RSS after loading (MB) | peak RSS (MB) |"
+    )
+    print("|---|---|---|---|---|---|")
     for impl in args.impls:
-        sps, ret, nrm, rss = (
-            stat(impl, "steps_per_s"),
-            stat(impl, "return"),
-            stat(impl, "normalized"),
-            stat(impl, "peak_rss_mb"),
-        )
+        sps, ret, nrm = stat(impl, "steps_per_s"), stat(impl, "return"), stat(impl, "normalized")
+        loaded, rss = stat(impl, "rss_after_load_mb"), stat(impl, "peak_rss_mb")
         print(
-            f"| {impl} | {sps[0]:.1f} ± {sps[1]:.1f} | {ret[0]:.1f} ± {ret[1]:.1f} | {nrm[0]:.1f} ± {nrm[1]:.1f} | {rss[0]:.0f} |"
+            f"| {impl} | {sps[0]:.1f} ± {sps[1]:.1f} | {ret[0]:.1f} ± {ret[1]:.1f} | {nrm[0]:.1f} ± {nrm[1]:.1f} "
+            f"| {loaded[0]:.0f} | {rss[0]:.0f} |"
         )
     if set(args.impls) == {"ours", "d3rlpy"}:
         ratio = stat("ours", "steps_per_s")[0] / stat("d3rlpy", "steps_per_s")[0]

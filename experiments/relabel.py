@@ -50,8 +50,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from agents.offline import dataset as ds
+    from agents.offline.base import label
     from experiments.runner import build_reward
-    from rewards.base import check_rewards
 
     torch.set_num_threads(1)
     t0 = time.time()
@@ -78,11 +78,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         )
     provider.bind(data.observation_space, data.action_space)
     components: dict[str, np.ndarray] = {}
-    proxy = np.empty(len(data), dtype=np.float32)
-    for sl, part in data.transition_batches(int(cfg.chunk)):
-        proxy[sl] = check_rewards(provider.reward(part), len(part), source=type(provider).__name__)
-        for k, v in provider.last_components.items():
-            components.setdefault(k, np.zeros(len(data), dtype=np.float32))[sl] = v
+    proxy = label(data, provider, int(cfg.chunk), components)
     provider.close()
     infos: dict[str, Any] = {ds.TRUE_REWARD: data.true_rewards}
     if data.frames is not None:

@@ -1,11 +1,12 @@
 #!/usr/bin/env python
-"""A table of finished runs: mean ± std over seeds of each env x reward x agent x steps group.
+"""A table of finished runs: mean ± std over seeds of each env x reward x agent x steps (x dataset) group.
 
     python experiments/summarize.py runs/multirun/2026-11-23_10-00-00 [more dirs ...] [--csv out.csv]
 
 Reads every ``summary.json`` below the given directories (runs without one did not finish and
 are counted separately). The standard deviation is across seeds (one number per run: its final
-evaluation mean), which is what a claim about a method depends on.
+evaluation mean), which is what a claim about a method depends on. Offline runs are grouped by
+their dataset too, and their normalised scores (final and best periodic evaluation) are shown.
 """
 
 from __future__ import annotations
@@ -21,8 +22,15 @@ from typing import Any
 
 import numpy as np
 
-KEY = ("env", "reward", "agent", "steps")
-FIGURES = ("true_return_mean", "proxy_return_mean", "success_rate", "wall_time_s")
+KEY = ("env", "reward", "agent", "steps", "dataset")
+FIGURES = (
+    "true_return_mean",
+    "proxy_return_mean",
+    "success_rate",
+    "normalized_score",
+    "best_eval_normalized_score",
+    "wall_time_s",
+)
 
 
 def collect(dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], list[Path]]:
@@ -35,7 +43,9 @@ def collect(dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], list[Path]]:
         for config in sorted(root.rglob("config.yaml")):
             run = config.parent
             if (run / "summary.json").exists():
-                summaries.append({"run": str(run), **json.loads((run / "summary.json").read_text())})
+                summary = json.loads((run / "summary.json").read_text())
+                dataset = ((summary.get("agent_info") or {}).get("dataset") or {}).get("id")
+                summaries.append({"run": str(run), "dataset": dataset, **summary})
             elif (run / "metrics.csv").exists():
                 unfinished.append(run)
     return summaries, unfinished
@@ -73,16 +83,26 @@ def main(argv: Sequence[str]) -> int:
         print(f"error: no finished runs (summary.json) below {' '.join(map(str, args.dirs))}", file=sys.stderr)
         return 2
     rows = table(summaries)
+    offline = any(r["dataset"] for r in rows)
+    width = max([len(str(r["dataset"])) for r in rows] + [7]) if offline else 0
     header = f"{'env':<22} {'reward':<8} {'agent':<6} {'steps':>8} {'n':>2}  {'true return':>18} {'proxy return':>18} {'success':>13}"
+    if offline:
+        header += f"  {'dataset':<{width}} {'normalised':>13} {'best normalised':>15}"
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(
+        line = (
             f"{r['env']:<22} {r['reward']:<8} {r['agent']:<6} {r['steps']:>8} {r['n']:>2}  "
             f"{_fmt(r['true_return_mean_mean'], r['true_return_mean_std']):>18} "
             f"{_fmt(r['proxy_return_mean_mean'], r['proxy_return_mean_std']):>18} "
             f"{_fmt(r['success_rate_mean'], r['success_rate_std'], 2):>13}"
         )
+        if offline:
+            line += (
+                f"  {str(r['dataset'] or '-'):<{width}} {_fmt(r['normalized_score_mean'], r['normalized_score_std']):>13} "
+                f"{_fmt(r['best_eval_normalized_score_mean'], r['best_eval_normalized_score_std']):>15}"
+            )
+        print(line)
     if unfinished:
         print(f"\n{len(unfinished)} unfinished run(s) left out (no summary.json): {', '.join(map(str, unfinished))}")
     if args.csv:

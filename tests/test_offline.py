@@ -279,3 +279,59 @@ def test_run_reports_normalised_scores_and_refuses_bad_input(root: Path, run_cli
     res = run_cli("run.py", ["env=cartpole", "agent=iql", f"hydra.run.dir={bad}"])  # type: ignore[operator]
     assert res.returncode == 2 and "give dataset=<id>" in res.stderr and "local/cartpole/expert-v0" in res.stderr
     assert os.environ["MINARI_DATASETS_PATH"] == str(root)
+
+
+def test_frames_are_collected_and_feed_frame_based_relabelling(root: Path) -> None:
+    small = ["env.render.width=32", "env.render.height=24"]
+    collect.main(
+        ["env=cartpole", "policy=random", "episodes=2", "frames=true", "name=local/cartpole/frames-v0", *small]
+    )
+    data = ds.load("local/cartpole/frames-v0", frames=True)
+    assert data.frames is not None and data.frames.shape == (len(data), 24, 32, 3) and data.frames.dtype == np.uint8
+    relabel.main(
+        [
+            "dataset=local/cartpole/frames-v0",
+            "reward=fn",
+            "reward.target=tests.helpers:brightness",
+            "reward.frames=true",
+            *small,
+        ]
+    )
+    new = ds.load("local/cartpole/frames-fn-v0")
+    expected = data.frames.reshape(len(data), -1).mean(axis=1) / 255.0
+    np.testing.assert_allclose(new.rewards, expected, rtol=1e-5)
+    collect.main(["env=cartpole", "policy=random", "episodes=1", "name=local/cartpole/noframes-v0"])
+    with pytest.raises(ConfigError, match="has no frames.*frames=true"):
+        ds.load("local/cartpole/noframes-v0", frames=True)
+
+
+def test_stored_labels_are_used_only_with_the_provider_that_wrote_them(root: Path) -> None:
+    from rewards.fn import FnReward
+
+    collect.main(["env=pendulum", "policy=random", "episodes=2", "name=local/pendulum/random-v0"])
+    relabel.main(["dataset=local/pendulum/random-v0", "reward=fn", "reward.target=rewards.examples:pendulum_upright"])
+    stored = ds.load("local/pendulum/random-fn-v0").rewards
+    kw = {"dataset": "local/pendulum/random-fn-v0", "hidden": (16,), "reward_scale": 1.0}
+    env = RewardVecEnv(_venv("pendulum").venv, FnReward("rewards.examples:pendulum_upright"))
+    agent = IQL(env, labels="stored", **kw)
+    np.testing.assert_allclose(agent._rewards.numpy(), stored)
+    true_env = _venv("pendulum")
+    with pytest.raises(ConfigError, match="labelled by FnReward.*evaluates the proxy with EnvReward"):
+        IQL(true_env, labels="stored", **kw)
+    by_provider = IQL(true_env, **kw)  # default: labelled by the run's provider (here the env's reward)
+    np.testing.assert_allclose(by_provider._rewards.numpy(), ds.load("local/pendulum/random-v0").true_rewards)
+
+
+def test_network_initialisation_follows_the_seed_not_the_global_rng(root: Path) -> None:
+    collect.main(["env=cartpole", "policy=random", "episodes=2", "name=local/cartpole/random-v0"])
+    env = _venv("cartpole")
+    torch.manual_seed(1)
+    state = torch.get_rng_state()
+    a = IQL(env, seed=5, dataset="local/cartpole/random-v0", hidden=(16,))
+    assert torch.equal(torch.get_rng_state(), state)  # building an agent does not consume the global RNG
+    torch.manual_seed(2)
+    b = IQL(env, seed=5, dataset="local/cartpole/random-v0", hidden=(16,))
+    c = IQL(env, seed=6, dataset="local/cartpole/random-v0", hidden=(16,))
+    same = [torch.equal(x, y) for x, y in zip(a.actor.state_dict().values(), b.actor.state_dict().values())]
+    other = [torch.equal(x, y) for x, y in zip(a.actor.state_dict().values(), c.actor.state_dict().values())]
+    assert all(same) and not all(other)

@@ -36,7 +36,7 @@ def test_groups_across_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main([str(tmp_path), "--csv", str(tmp_path / "t.csv")]) == 0
     out = capsys.readouterr().out
     assert "200.0 ± 81.6" in out and "1 unfinished run(s)" in out
-    assert (tmp_path / "t.csv").read_text().startswith("env,reward,agent,steps,n,seeds")
+    assert (tmp_path / "t.csv").read_text().startswith("env,reward,agent,steps,dataset,n,seeds")
 
 
 def test_no_finished_runs_is_an_error(tmp_path: Path) -> None:

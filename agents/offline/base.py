@@ -19,8 +19,9 @@ Subclasses implement :meth:`OfflineAgent.update` (one gradient step on a :class:
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,12 +70,31 @@ def adam(params: Any, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=float(lr), fused=True)
 
 
-def label(data: ds.OfflineData, provider: RewardProvider, chunk: int = 65536) -> np.ndarray:
-    """``(steps,)`` float32 rewards from ``provider`` over the whole dataset, in chunks."""
+def label(
+    data: ds.OfflineData, provider: RewardProvider, chunk: int = 65536, components: dict[str, np.ndarray] | None = None
+) -> np.ndarray:
+    """``(steps,)`` float32 rewards from ``provider`` over the whole dataset, in chunks.
+
+    Args:
+        data: The dataset (its true reward is the batches' ``env_reward``).
+        provider: The reward provider, already bound to the dataset's spaces.
+        chunk: Transitions per provider call.
+        components: If given, filled with the provider's named components, ``{name: (steps,)}``.
+    """
+    import sys
+
+    from tqdm import tqdm
+
     out = np.empty(len(data), dtype=np.float32)
     source = type(provider).__name__
-    for sl, batch in data.transition_batches(chunk):
-        out[sl] = check_rewards(provider.reward(batch), len(batch), source=source)
+    show = sys.stderr.isatty() and len(data) > 4 * chunk
+    with tqdm(total=len(data), desc=f"labelling with {source}", unit="transition", disable=not show) as bar:
+        for sl, batch in data.transition_batches(chunk):
+            out[sl] = check_rewards(provider.reward(batch), len(batch), source=source)
+            if components is not None:
+                for k, v in provider.last_components.items():
+                    components.setdefault(k, np.zeros(len(data), dtype=np.float32))[sl] = v
+            bar.update(len(batch))
     return out
 
 
@@ -163,7 +183,7 @@ class OfflineAgent(Agent):
         self.generator.manual_seed(int(seed))
         self.act_generator = torch.Generator(device=self.device)
         self.act_generator.manual_seed(int(seed) + 1)
-        torch.manual_seed(int(seed))  # network initialisation below (the runner seeded too)
+        self.seed = int(seed)
         self._step = 0
 
     # --- data ----------------------------------------------------------------------------------
@@ -201,6 +221,13 @@ class OfflineAgent(Agent):
     def scale_rewards(self, data: ds.OfflineData, rewards: np.ndarray) -> np.ndarray:
         """Rewards as the algorithm trains on them (subclasses rescale, e.g. IQL); float32 ``(steps,)``."""
         return np.ascontiguousarray(rewards, dtype=np.float32)
+
+    @contextlib.contextmanager
+    def seeded_init(self) -> Iterator[None]:
+        """Build networks inside this: their initialisation follows ``seed`` without touching the global RNG."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            yield
 
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         return (obs - self.obs_mean) / self.obs_std

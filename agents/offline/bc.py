@@ -36,7 +36,8 @@ class BC(OfflineAgent):
         **data: Any,
     ) -> None:
         super().__init__(env, seed, device, **data)
-        self.actor = make_policy(self.obs_dim, self.action_space, self.hidden, dropout).to(self.device)
+        with self.seeded_init():
+            self.actor = make_policy(self.obs_dim, self.action_space, self.hidden, dropout).to(self.device)
         self.modules = {"actor": self.actor}
         self.optimizers = {"actor": adam(self.actor.parameters(), learning_rate)}
 

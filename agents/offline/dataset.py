@@ -75,7 +75,7 @@ def _minari_root(root: Path) -> Iterator[None]:
 
 def check_id(dataset_id: str) -> str:
     """Validate a dataset id: ``[namespace/]...name-v<N>`` as Minari parses it."""
-    minari = _import_minari()
+    _import_minari()
     from minari.dataset.minari_dataset import parse_dataset_id
 
     if not dataset_id or not isinstance(dataset_id, str):
@@ -86,7 +86,6 @@ def check_id(dataset_id: str) -> str:
         raise ConfigError(
             f"dataset id {dataset_id!r} is not a Minari id ([namespace/]name-v<N>, e.g. local/pendulum/random-v0): {exc}"
         ) from None
-    del minari
     if ".." in dataset_id.split("/") or dataset_id.startswith("/"):
         raise ConfigError(f"dataset id {dataset_id!r} must be a relative name below the dataset root")
     return dataset_id

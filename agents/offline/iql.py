@@ -80,10 +80,11 @@ class IQL(OfflineAgent):
         super().__init__(env, seed, device, **data)
         self.expectile, self.beta, self.gamma, self.polyak = float(expectile), float(beta), float(gamma), float(polyak)
         hidden: Sequence[int] = self.hidden
-        self.critic = TwinQ(self.obs_dim, self.action_space, hidden).to(self.device)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.value = mlp(self.obs_dim, hidden, 1).to(self.device)
-        self.actor = make_policy(self.obs_dim, self.action_space, hidden, actor_dropout).to(self.device)
+        with self.seeded_init():
+            self.critic = TwinQ(self.obs_dim, self.action_space, hidden).to(self.device)
+            self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+            self.value = mlp(self.obs_dim, hidden, 1).to(self.device)
+            self.actor = make_policy(self.obs_dim, self.action_space, hidden, actor_dropout).to(self.device)
         self.modules = {
             "actor": self.actor,
             "critic": self.critic,
