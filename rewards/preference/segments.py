@@ -1,0 +1,203 @@
+"""Trajectory segments and labelled pairs of them.
+
+A *segment* is ``length`` consecutive transitions of one episode. A *pair* is two segments and a
+label saying which one the teacher prefers. Labels are small integers (``LEFT``, ``RIGHT``,
+``EQUAL``, ``SKIP``); the Bradley-Terry target of a label is 1 (left preferred), 0 (right), 0.5
+(equal), and skipped pairs carry no target (they are stored, because a skip is an answer too, and
+left out of training).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.errors import ConfigError
+
+LEFT, RIGHT, EQUAL, SKIP = 0, 1, 2, 3
+LABEL_NAMES = {LEFT: "left", RIGHT: "right", EQUAL: "equal", SKIP: "skip"}
+#: Probability that the left segment is preferred, per label (NaN: no target).
+TARGET = np.array([1.0, 0.0, 0.5, np.nan], dtype=np.float32)
+
+
+@dataclass
+class Segments:
+    """``n`` segments of ``length`` transitions.
+
+    Attributes:
+        obs: ``(n, length, *obs_shape)`` observations before each action.
+        actions: ``(n, length, *action_shape)``.
+        next_obs: ``(n, length, *obs_shape)``.
+        true_rewards: ``(n, length)`` float32, the env's reward.
+        components: ``{name: (n, length)}`` named reward components where known (HERON's teacher reads them).
+        episode: ``(n,)`` int64 index of the source episode. start: ``(n,)`` int64 first step in that episode.
+        frames: ``(n, length, H, W, 3)`` uint8 frames after each step, when the source has them.
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    next_obs: np.ndarray
+    true_rewards: np.ndarray
+    episode: np.ndarray
+    start: np.ndarray
+    components: dict[str, np.ndarray] = field(default_factory=dict)
+    frames: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.true_rewards.shape[0])
+
+    @property
+    def length(self) -> int:
+        return int(self.true_rewards.shape[1])
+
+    def take(self, index: np.ndarray) -> Segments:
+        """The segments ``index`` (a copy)."""
+        return Segments(
+            obs=self.obs[index],
+            actions=self.actions[index],
+            next_obs=self.next_obs[index],
+            true_rewards=self.true_rewards[index],
+            episode=self.episode[index],
+            start=self.start[index],
+            components={k: v[index] for k, v in self.components.items()},
+            frames=None if self.frames is None else self.frames[index],
+        )
+
+
+def cut_segments(
+    data: Any,
+    length: int,
+    n: int,
+    rng: np.random.Generator,
+    components: dict[str, np.ndarray] | None = None,
+) -> Segments:
+    """``n`` segments drawn uniformly from the episodes of an offline dataset that are long enough.
+
+    Args:
+        data: An :class:`agents.offline.dataset.OfflineData`.
+        length: Transitions per segment.
+        n: Number of segments.
+        rng: Randomness for the start positions.
+        components: ``{name: (steps,)}`` per-transition reward components to cut alongside.
+
+    Raises:
+        ConfigError: No episode has ``length`` transitions.
+    """
+    starts, ends = data.episode_starts[:-1], data.episode_starts[1:]
+    room = ends - starts - int(length) + 1  # valid start positions per episode
+    ok = np.flatnonzero(room > 0)
+    if len(ok) == 0:
+        longest = int((ends - starts).max()) if len(starts) else 0
+        raise ConfigError(
+            f"segments of {length} steps: no episode of {data.dataset_id!r} is that long (longest {longest}); "
+            "give a smaller segment length"
+        )
+    # uniform over all valid (episode, start) positions
+    weights = room[ok].astype(np.float64)
+    ep = ok[rng.choice(len(ok), size=int(n), p=weights / weights.sum())]
+    offset = (rng.random(int(n)) * room[ep]).astype(np.int64)
+    first = starts[ep] + offset  # transition index of each segment's first step
+    idx = first[:, None] + np.arange(int(length))[None, :]  # (n, length)
+    rows = data.obs_index[idx]
+    return Segments(
+        obs=data.observations[rows],
+        actions=data.actions[idx],
+        next_obs=data.observations[rows + 1],
+        true_rewards=data.true_rewards[idx].astype(np.float32),
+        episode=ep.astype(np.int64),
+        start=offset,
+        components={k: np.asarray(v)[idx].astype(np.float32) for k, v in (components or {}).items()},
+        frames=None if data.frames is None else data.frames[idx],
+    )
+
+
+@dataclass
+class PreferencePairs:
+    """Labelled pairs of segments: ``left[i]`` against ``right[i]`` with ``labels[i]``.
+
+    Attributes:
+        left, right: :class:`Segments` of equal length.
+        labels: ``(pairs,)`` int8, one of ``LEFT, RIGHT, EQUAL, SKIP``.
+        teacher: Who labelled them (a short description, stored with the pairs).
+        source: Where the segments came from (a dataset id or a run directory).
+    """
+
+    left: Segments
+    right: Segments
+    labels: np.ndarray
+    teacher: str = ""
+    source: str = ""
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def targets(self) -> np.ndarray:
+        """``(pairs,)`` float32 probability that left is preferred (NaN for skipped pairs)."""
+        return TARGET[self.labels.astype(np.int64)]
+
+    def answered(self) -> np.ndarray:
+        """Indices of the pairs that were not skipped."""
+        return np.flatnonzero(self.labels != SKIP)
+
+    def subset(self, index: np.ndarray) -> PreferencePairs:
+        return PreferencePairs(
+            self.left.take(index), self.right.take(index), self.labels[index], self.teacher, self.source
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write to ``path`` (``.npz``) atomically: a crash leaves the previous file or none."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {"labels": self.labels.astype(np.int8)}
+        for side, seg in (("left", self.left), ("right", self.right)):
+            for name in ("obs", "actions", "next_obs", "true_rewards", "episode", "start"):
+                arrays[f"{side}/{name}"] = getattr(seg, name)
+            for name, v in seg.components.items():
+                arrays[f"{side}/components/{name}"] = v
+            if seg.frames is not None:
+                arrays[f"{side}/frames"] = seg.frames
+        arrays["meta/teacher"] = np.array(self.teacher)
+        arrays["meta/source"] = np.array(self.source)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> PreferencePairs:
+        """Read pairs written by :meth:`save`.
+
+        Raises:
+            ConfigError: The file is missing or not a preference file.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"preference file {path} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except Exception as e:  # zip or format errors: say which file
+            raise ConfigError(f"preference file {path} is unreadable ({type(e).__name__}: {e})") from e
+        if "labels" not in arrays:
+            raise ConfigError(f"{path} is not a preference file (no 'labels' array)")
+
+        def side(name: str) -> Segments:
+            comp = {k.split("/", 2)[2]: v for k, v in arrays.items() if k.startswith(f"{name}/components/")}
+            return Segments(
+                obs=arrays[f"{name}/obs"],
+                actions=arrays[f"{name}/actions"],
+                next_obs=arrays[f"{name}/next_obs"],
+                true_rewards=arrays[f"{name}/true_rewards"],
+                episode=arrays[f"{name}/episode"],
+                start=arrays[f"{name}/start"],
+                components=comp,
+                frames=arrays.get(f"{name}/frames"),
+            )
+
+        return cls(
+            side("left"), side("right"), arrays["labels"], str(arrays["meta/teacher"]), str(arrays["meta/source"])
+        )

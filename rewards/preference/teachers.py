@@ -1,0 +1,169 @@
+"""Teachers: who says which of two segments is better.
+
+:class:`SyntheticTeacher` is B-Pref's simulated human (Lee et al. 2021, "B-Pref: Benchmarking
+Preference-Based Reinforcement Learning"). With segment returns weighted myopically,
+``R(σ) = Σ_t γ^(H-1-t) r_t`` (γ = 1: the plain return; γ < 1: later steps count more), it
+
+1. skips the query when both segments are uninformative: ``max(R(σ0), R(σ1)) < skip_below``;
+2. calls the pair equal when ``|R(σ0) - R(σ1)| < equal_within``;
+3. otherwise prefers σ0 with probability ``exp(β R(σ0)) / (exp(β R(σ0)) + exp(β R(σ1)))``
+   (β = None: always the larger return, the "oracle" teacher);
+4. then flips the answer with probability ``mistake`` (ε).
+
+:class:`HierarchicalTeacher` is HERON's (Bukharin et al. 2023, "Deep Reinforcement Learning from
+Hierarchical Weak Preference Feedback"): the user only ranks reward components by importance; a
+pair is decided by the most important component whose segment sums differ by more than its margin,
+falling to the next one on a near-tie, and is equal when every component ties.
+
+Both label whole batches of pairs at once and take their randomness from a ``np.random.Generator``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from envs.errors import ConfigError
+from rewards.preference.segments import EQUAL, LEFT, RIGHT, SKIP, Segments
+
+
+def myopic_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
+    """``(n,)`` returns of ``(n, H)`` segment rewards, step ``t`` weighted by ``gamma ** (H - 1 - t)``."""
+    h = rewards.shape[1]
+    w = float(gamma) ** np.arange(h - 1, -1, -1, dtype=np.float64)
+    return rewards.astype(np.float64) @ w
+
+
+class SyntheticTeacher:
+    """B-Pref's simulated teacher on the env's true reward (module docstring).
+
+    Args:
+        beta: Rationality of the Boltzmann choice; None: perfectly rational (deterministic).
+        gamma: Myopic discount of the segment return (1: none).
+        mistake: Probability ε of flipping an answer.
+        skip_below: Skip when both segments' returns are below this (None: never skip).
+        equal_within: Equal when the returns differ by less than this (None: never equal).
+    """
+
+    def __init__(
+        self,
+        beta: float | None = None,
+        gamma: float = 1.0,
+        mistake: float = 0.0,
+        skip_below: float | None = None,
+        equal_within: float | None = None,
+    ) -> None:
+        if beta is not None and float(beta) < 0:
+            raise ConfigError(f"teacher beta={beta!r} must be >= 0 or null (perfectly rational)")
+        if not 0.0 < float(gamma) <= 1.0:
+            raise ConfigError(f"teacher gamma={gamma!r} must be in (0, 1]")
+        if not 0.0 <= float(mistake) <= 0.5:
+            raise ConfigError(f"teacher mistake={mistake!r} must be in [0, 0.5] (a probability of flipping the answer)")
+        if equal_within is not None and float(equal_within) < 0:
+            raise ConfigError(f"teacher equal_within={equal_within!r} must be >= 0 or null")
+        self.beta = None if beta is None else float(beta)
+        self.gamma = float(gamma)
+        self.mistake = float(mistake)
+        self.skip_below = None if skip_below is None else float(skip_below)
+        self.equal_within = None if equal_within is None else float(equal_within)
+
+    def describe(self) -> str:
+        return (
+            f"synthetic(beta={self.beta}, gamma={self.gamma}, mistake={self.mistake}, "
+            f"skip_below={self.skip_below}, equal_within={self.equal_within})"
+        )
+
+    def label(self, left: Segments, right: Segments, rng: np.random.Generator) -> np.ndarray:
+        """``(pairs,)`` int8 labels for ``left[i]`` vs ``right[i]``."""
+        r0 = myopic_returns(left.true_rewards, self.gamma)
+        r1 = myopic_returns(right.true_rewards, self.gamma)
+        return self._decide(r0, r1, rng)
+
+    def _decide(self, r0: np.ndarray, r1: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        n = len(r0)
+        if self.beta is None:
+            prefer_left = r0 > r1
+            # exact ties are broken at random (an oracle has no reason to pick a side)
+            tie = r0 == r1
+            prefer_left = np.where(tie, rng.random(n) < 0.5, prefer_left)
+        else:
+            p_left = 1.0 / (1.0 + np.exp(np.clip(self.beta * (r1 - r0), -500, 500)))
+            prefer_left = rng.random(n) < p_left
+        flip = rng.random(n) < self.mistake
+        prefer_left = prefer_left ^ flip
+        labels = np.where(prefer_left, LEFT, RIGHT).astype(np.int8)
+        if self.equal_within is not None:
+            labels[np.abs(r0 - r1) < self.equal_within] = EQUAL
+        if self.skip_below is not None:
+            labels[np.maximum(r0, r1) < self.skip_below] = SKIP
+        return labels
+
+
+class HierarchicalTeacher:
+    """HERON's teacher: reward components compared in order of importance (module docstring).
+
+    Args:
+        ranking: Component names, most important first (each must be in the segments' ``components``).
+        margins: Per component, the difference of segment sums below which it is a tie, as a
+            fraction of that component's spread (std of segment sums) over the batch; one number
+            applies to all.
+        higher_is_better: Per component, whether a larger sum is preferred (default: all True).
+        mistake: Probability of flipping a decided answer.
+    """
+
+    def __init__(
+        self,
+        ranking: Sequence[str],
+        margins: float | Sequence[float] = 0.1,
+        higher_is_better: Sequence[bool] | None = None,
+        mistake: float = 0.0,
+    ) -> None:
+        self.ranking = [str(c) for c in ranking]
+        if not self.ranking:
+            raise ConfigError("teacher ranking is empty: name the reward components, most important first")
+        m = [float(margins)] * len(self.ranking) if np.isscalar(margins) else [float(x) for x in margins]  # type: ignore[arg-type]
+        if len(m) != len(self.ranking) or min(m) < 0:
+            raise ConfigError(f"teacher margins={margins!r}: give one number >= 0, or one per ranked component")
+        self.margins = m
+        self.higher = [True] * len(self.ranking) if higher_is_better is None else [bool(h) for h in higher_is_better]
+        if len(self.higher) != len(self.ranking):
+            raise ConfigError("teacher higher_is_better needs one entry per ranked component")
+        if not 0.0 <= float(mistake) <= 0.5:
+            raise ConfigError(f"teacher mistake={mistake!r} must be in [0, 0.5]")
+        self.mistake = float(mistake)
+
+    def describe(self) -> str:
+        return f"hierarchical(ranking={self.ranking}, margins={self.margins}, mistake={self.mistake})"
+
+    def label(self, left: Segments, right: Segments, rng: np.random.Generator) -> np.ndarray:
+        """``(pairs,)`` int8 labels; EQUAL where every component ties."""
+        sums = self._sums(left, right)
+        n = len(left)
+        labels = np.full(n, EQUAL, dtype=np.int8)
+        undecided = np.ones(n, dtype=bool)
+        for name, margin, higher in zip(self.ranking, self.margins, self.higher, strict=True):
+            a, b = sums[name]
+            spread = float(np.concatenate([a, b]).std())
+            diff = (a - b) if higher else (b - a)
+            decided = undecided & (np.abs(diff) > margin * spread)
+            labels[decided & (diff > 0)] = LEFT
+            labels[decided & (diff < 0)] = RIGHT
+            undecided &= ~decided
+        flip = (labels != EQUAL) & (rng.random(n) < self.mistake)
+        labels[flip] = np.where(labels[flip] == LEFT, RIGHT, LEFT)
+        return labels
+
+    def _sums(self, left: Segments, right: Segments) -> Mapping[str, tuple[np.ndarray, np.ndarray]]:
+        out = {}
+        for name in self.ranking:
+            if name not in left.components or name not in right.components:
+                have = sorted(left.components) or ["none"]
+                raise ConfigError(
+                    f"hierarchical teacher ranks component {name!r}, but the segments have components: {', '.join(have)}"
+                )
+            out[name] = (
+                left.components[name].sum(1).astype(np.float64),
+                right.components[name].sum(1).astype(np.float64),
+            )
+        return out
