@@ -71,7 +71,9 @@ def _import(path: str, what: str) -> Any:
     try:
         return getattr(importlib.import_module(module), name)
     except ImportError as exc:
-        raise ConfigError(f"{what}={path!r} cannot be imported ({exc}); is its extra installed (pip install -e '.[all]')?") from exc
+        raise ConfigError(
+            f"{what}={path!r} cannot be imported ({exc}); is its extra installed (pip install -e '.[all]')?"
+        ) from exc
     except AttributeError as exc:
         raise ConfigError(f"{what}={path!r}: {module} has no {name}") from exc
 
@@ -304,6 +306,34 @@ class SB3Agent(Agent):
         buffer_file = path / "replay_buffer.npz"
         if isinstance(self.model, OffPolicyAlgorithm) and buffer_file.exists():
             _load_buffer(self.model.replay_buffer, buffer_file)
+
+    def relabel(self, provider: Any, chunk: int = 65536) -> None:
+        """Recompute the proxy rewards stored in an off-policy agent's replay buffer with ``provider``
+        (after a learned reward changed); on-policy agents keep nothing to relabel."""
+        buffer = getattr(self.model, "replay_buffer", None)
+        if not isinstance(buffer, ReplayBuffer):
+            return
+        from rewards.base import TransitionBatch, check_rewards
+
+        size = buffer.buffer_size if buffer.full else buffer.pos
+        obs = buffer.observations[:size].reshape(-1, *buffer.obs_shape)
+        actions = buffer.actions[:size].reshape(size * buffer.n_envs, -1)
+        nxt = buffer.next_observations if buffer.next_observations is not None else buffer.observations
+        next_obs = nxt[:size].reshape(-1, *buffer.obs_shape)
+        out = np.empty(len(obs), dtype=np.float32)
+        for s in range(0, len(obs), chunk):
+            sl = slice(s, min(s + chunk, len(obs)))
+            n = sl.stop - sl.start
+            batch = TransitionBatch(
+                obs=obs[sl],
+                action=actions[sl] if isinstance(self.raw_env.action_space, gym.spaces.Box) else actions[sl, 0],
+                next_obs=next_obs[sl],
+                env_reward=np.full(n, np.nan, dtype=np.float32),  # not stored by SB3; learned rewards do not read it
+                terminated=np.zeros(n, dtype=bool),
+                truncated=np.zeros(n, dtype=bool),
+            )
+            out[sl] = check_rewards(provider.reward(batch), n, source=type(provider).__name__)
+        buffer.rewards[:size] = out.reshape(size, buffer.n_envs)
 
     def close(self) -> None:
         self.model.get_env().close()

@@ -223,7 +223,9 @@ def main() -> None:
         base += ["--root", args.root]
     for seed in args.seeds:
         for impl in args.impls:
-            proc = subprocess.run([*base, "--impl", impl, "--seed", str(seed)], capture_output=True, text=True)
+            proc = subprocess.run(
+                [*base, "--impl", impl, "--seed", str(seed)], check=False, capture_output=True, text=True
+            )
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:
                 sys.exit(f"{impl} seed {seed} failed:\n{proc.stderr[-3000:]}")
@@ -252,8 +254,9 @@ def main() -> None:
     for impl in args.impls:
         sps, ret, nrm = stat(impl, "steps_per_s"), stat(impl, "return"), stat(impl, "normalized")
         loaded, rss = stat(impl, "rss_after_load_mb"), stat(impl, "peak_rss_mb")
+        norm = f"{nrm[0]:.1f} ± {nrm[1]:.1f}" if np.isfinite(nrm[0]) else "- (no ref_max_score)"
         print(
-            f"| {impl} | {sps[0]:.1f} ± {sps[1]:.1f} | {ret[0]:.1f} ± {ret[1]:.1f} | {nrm[0]:.1f} ± {nrm[1]:.1f} "
+            f"| {impl} | {sps[0]:.1f} ± {sps[1]:.1f} | {ret[0]:.1f} ± {ret[1]:.1f} | {norm} "
             f"| {loaded[0]:.0f} | {rss[0]:.0f} |"
         )
     if set(args.impls) == {"ours", "d3rlpy"}:

@@ -129,7 +129,11 @@ class Scalars:
     def write(self, group: str, row: Mapping[str, Any]) -> None:
         step = int(row["step"])
         for key, value in row.items():
-            if key != "step" and isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool):
+            if (
+                key != "step"
+                and isinstance(value, (int, float, np.floating, np.integer))
+                and not isinstance(value, bool)
+            ):
                 self.writer.add_scalar(f"{group}/{key}", float(value), step)
         self.writer.flush()
 
@@ -156,7 +160,9 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, step: int, agent: Any, state: Mapping[str, Any], keep: int) -> Path:
+def save_checkpoint(
+    run_dir: Path, step: int, agent: Any, state: Mapping[str, Any], keep: int, provider: Any = None
+) -> Path:
     """Write ``checkpoints/step_<N>`` atomically, point ``checkpoints/latest`` at it, prune old ones.
 
     Args:
@@ -165,6 +171,7 @@ def save_checkpoint(run_dir: Path, step: int, agent: Any, state: Mapping[str, An
         agent: An :class:`agents.base.Agent`.
         state: Runner state (JSON-serialisable).
         keep: Number of newest checkpoints to keep.
+        provider: The run's reward provider; its learned state (if any) goes to ``reward/``.
 
     Returns:
         The checkpoint directory.
@@ -175,6 +182,8 @@ def save_checkpoint(run_dir: Path, step: int, agent: Any, state: Mapping[str, An
     tmp = root / f".tmp_{name}"
     shutil.rmtree(tmp, ignore_errors=True)
     agent.save(tmp / "agent")
+    if provider is not None:
+        provider.save(tmp / "reward")
     write_json_atomic(tmp / "state.json", dict(state))
     with (tmp / "rng.pkl").open("wb") as f:
         pickle.dump(rng_state(), f)

@@ -54,7 +54,15 @@ log = logging.getLogger("rewardlab")
 EVAL_SEED_OFFSET = 1_000_000
 VIDEO_SEED_OFFSET = 2_000_000
 RESUME_MAY_CHANGE = ("resume", "steps", "device", "progress", "torch_threads")
-_CORE_STATS = {"true_return", "true_return_std", "proxy_return", "proxy_return_std", "success", "episode_length", "episodes"}
+_CORE_STATS = {
+    "true_return",
+    "true_return_std",
+    "proxy_return",
+    "proxy_return_std",
+    "success",
+    "episode_length",
+    "episodes",
+}
 METRICS_COLUMNS = [
     "step",
     "true_return",
@@ -156,6 +164,11 @@ class _Callback:
     def on_step(self, num_steps: int) -> bool:
         r = self.runner
         r.state.step = num_steps
+        if r.provider.version != r.relabelled_version:  # a learned reward changed: stored rewards are stale
+            relabel = getattr(r.agent, "relabel", None)
+            if relabel is not None:
+                relabel(r.provider)
+            r.relabelled_version = r.provider.version
         if r.pbar is not None:
             r.pbar.update(num_steps - r.pbar.n)
         if r.train_env is not None:
@@ -213,11 +226,17 @@ class Runner:
         self.provider = build_reward(cfg.reward)
         frames = self.provider.needs_frames
         n_envs = int(cfg.agent.get("n_envs", 1))
-        self.train_env: RewardVecEnv | None = RewardVecEnv(make_vec_env(self.env_cfg, n_envs, int(cfg.seed), frames), self.provider)
+        self.train_env: RewardVecEnv | None = RewardVecEnv(
+            make_vec_env(self.env_cfg, n_envs, int(cfg.seed), frames), self.provider, observe=True
+        )
         n_eval = min(int(cfg.eval.n_envs), int(cfg.eval.episodes))
-        self.eval_env = RewardVecEnv(make_vec_env(self.env_cfg, n_eval, int(cfg.seed) + EVAL_SEED_OFFSET, frames), self.provider)
+        self.eval_env = RewardVecEnv(
+            make_vec_env(self.env_cfg, n_eval, int(cfg.seed) + EVAL_SEED_OFFSET, frames), self.provider
+        )
         self.agent = build_agent(cfg.agent, env=self.train_env, seed=int(cfg.seed), device=self.device)
 
+        self.provider.attach(run_dir)
+        self.relabelled_version = self.provider.version
         self.eval_every = int(cfg.eval.every or default_eval_every(int(cfg.steps)))
         self.checkpoint_every = int(cfg.checkpoint.every or self.eval_every)
         self.state = RunState()
@@ -311,6 +330,9 @@ class Runner:
         self.state.resumes += 1
         self.state.time_setup += self._setup_time
         self.agent.load(checkpoint / "agent")
+        if (checkpoint / "reward").is_dir():
+            self.provider.load(checkpoint / "reward")
+            self.relabelled_version = self.provider.version
         set_rng_state(rng)
         if self.train_env is not None:
             # New episodes after a resume: seed differently from the first launch.
@@ -406,7 +428,11 @@ class Runner:
         """Evaluate on the true reward, log a metrics row, schedule the next evaluation."""
         t = time.time()
         episodes_out = evaluate(
-            self.agent, self.eval_env, episodes, int(self.cfg.seed) + EVAL_SEED_OFFSET, bool(self.cfg.eval.deterministic)
+            self.agent,
+            self.eval_env,
+            episodes,
+            int(self.cfg.seed) + EVAL_SEED_OFFSET,
+            bool(self.cfg.eval.deterministic),
         )
         stats = summarize(episodes_out)
         train = self.train_episodes
@@ -423,6 +449,7 @@ class Runner:
         score = normalized_score(self.agent, stats["true_return"])
         if score is not None:
             row["normalized_score"] = score
+        row.update(self.provider.metrics())
         row.update({f"component/{k}": v for k, v in stats["components"].items()})
         if train:
             row.update({f"train_component/{k}": v for k, v in summarize(train)["components"].items()})
@@ -440,7 +467,9 @@ class Runner:
             f"| proxy return {stats['proxy_return']:.2f}{success} | {self.wall_time():.0f}s"
         )
         if self.pbar is not None:
-            self.pbar.set_postfix_str(f"true {stats['true_return']:.1f} proxy {stats['proxy_return']:.1f}", refresh=False)
+            self.pbar.set_postfix_str(
+                f"true {stats['true_return']:.1f} proxy {stats['proxy_return']:.1f}", refresh=False
+            )
         log.info(message)
         return stats
 
@@ -462,7 +491,14 @@ class Runner:
         self.state.step = step
         self.state.wall_time = self.wall_time()
         self.t0 = time.time()
-        save_checkpoint(self.run_dir, step, self.agent, asdict(self.state), keep=int(self.cfg.checkpoint.keep))
+        save_checkpoint(
+            self.run_dir,
+            step,
+            self.agent,
+            asdict(self.state),
+            keep=int(self.cfg.checkpoint.keep),
+            provider=self.provider,
+        )
         self.state.time_checkpoint += time.time() - t
 
     def video(self, step: int, name: str, index: int) -> None:
@@ -486,7 +522,11 @@ class Runner:
                 self.state.next_video += int(self.cfg.video.every)
         self.state.time_video += time.time() - t
         log.info(
-            "video %s: %d frames, true return %.2f, proxy return %.2f", rel, info["frames"], info["true_return"], info["proxy_return"]
+            "video %s: %d frames, true return %.2f, proxy return %.2f",
+            rel,
+            info["frames"],
+            info["true_return"],
+            info["proxy_return"],
         )
 
     def _summary(self, stats: Mapping[str, Any]) -> dict[str, Any]:
@@ -537,7 +577,12 @@ class Runner:
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5, check=False
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -602,7 +647,9 @@ def _resume_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> Dict
     validate(saved)
     done_step = json.loads((latest_checkpoint(run_dir) / "state.json").read_text())["step"]
     if (run_dir / "summary.json").exists() and done_step >= saved.steps:
-        raise ConfigError(f"{run_dir} is complete at step {done_step}; give steps=N with N > {done_step} to train further")
+        raise ConfigError(
+            f"{run_dir} is complete at step {done_step}; give steps=N with N > {done_step} to train further"
+        )
     return saved
 
 
@@ -641,4 +688,3 @@ def run(cfg: DictConfig) -> float:
                 _remove_if_empty(run_dir)
             raise
         return runner.run()
-

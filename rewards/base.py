@@ -20,6 +20,8 @@ import numpy as np
 from envs.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import gymnasium as gym
 
 
@@ -71,6 +73,27 @@ class RewardProvider(abc.ABC):
     @abc.abstractmethod
     def reward(self, batch: TransitionBatch) -> np.ndarray:
         """Return the proxy rewards, float32 of shape ``(batch,)``."""
+
+    #: Learned providers that change while training count their updates here; the runner then asks
+    #: an off-policy agent to recompute the rewards in its replay buffer (``Agent.relabel``).
+    version: int = 0
+
+    def observe(self, batch: TransitionBatch, components: dict[str, np.ndarray] | None = None) -> None:
+        """Called with every transition batch of the *training* env, after :meth:`reward` (online learners
+        collect their data here). ``components``: the env's own reward terms from ``info`` (``reward_*``)."""
+
+    def metrics(self) -> dict[str, float]:
+        """Figures for ``metrics.csv`` at each evaluation (e.g. a learned reward's accuracy)."""
+        return {}
+
+    def attach(self, run_dir: Path) -> None:
+        """Called once with the run directory (providers that write data as they go keep it there)."""
+
+    def save(self, path: Path) -> None:
+        """Write the provider's learned state into the checkpoint directory ``path`` (stateless: nothing)."""
+
+    def load(self, path: Path) -> None:
+        """Restore what :meth:`save` wrote."""
 
     def files(self) -> dict[str, str]:
         """Text files to keep in the run directory (relative path -> content), e.g. a reward program."""

@@ -48,12 +48,14 @@ class RewardVecEnv(VecEnvWrapper):
     Args:
         venv: The vector env (its reward is the true reward).
         provider: The reward provider producing the proxy reward.
+        observe: Show the provider every batch (:meth:`RewardProvider.observe`): the training env's wrapper does.
     """
 
-    def __init__(self, venv: VecEnv, provider: RewardProvider) -> None:
+    def __init__(self, venv: VecEnv, provider: RewardProvider, observe: bool = False) -> None:
         super().__init__(venv)
         provider.bind(venv.observation_space, venv.action_space)
         self.provider = provider
+        self.observe = bool(observe)
         self._source = type(provider).__name__
         self._obs: np.ndarray | None = None
         self._actions: np.ndarray | None = None
@@ -100,6 +102,8 @@ class RewardVecEnv(VecEnvWrapper):
             frames=frames,
         )
         proxy = check_rewards(self.provider.reward(batch), self.num_envs, source=self._source)
+        if self.observe:
+            self.provider.observe(batch, _env_components(infos))
 
         self._true_return += true_reward
         self._proxy_return += proxy
@@ -139,3 +143,13 @@ class RewardVecEnv(VecEnvWrapper):
     def close(self) -> None:
         self.provider.close()
         super().close()
+
+
+def _env_components(infos: list[dict]) -> dict[str, np.ndarray]:
+    """The env's reward terms that every env reports in ``info`` (Gymnasium MuJoCo's ``reward_*``)."""
+    keys = [k for k, v in infos[0].items() if k.startswith("reward_") and np.isscalar(v)]
+    return {
+        k[len("reward_") :]: np.array([info[k] for info in infos], dtype=np.float32)
+        for k in keys
+        if all(k in i for i in infos)
+    }

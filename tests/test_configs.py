@@ -16,7 +16,7 @@ ENVS = group_choices("env")
 AGENTS = group_choices("agent")
 DISCRETE_ONLY, CONTINUOUS_ONLY = {"dqn"}, {"sac", "td3"}
 JOBSHOP_ONLY = {"pdr", "cpsat", "maskable_ppo"}  # need the job table observation or action masks
-OFFLINE = {"iql", "bc"}  # need dataset= (tests/test_offline.py)
+OFFLINE = {"iql", "bc", "cpl"}  # need dataset= (tests/test_offline.py)
 
 
 def _compose(*overrides: str):
@@ -24,8 +24,8 @@ def _compose(*overrides: str):
 
 
 def test_groups() -> None:
-    assert AGENTS == ["a2c", "bc", "cpsat", "dqn", "iql", "maskable_ppo", "pdr", "ppo", "sac", "td3"]
-    assert group_choices("reward") == ["clip", "code", "env", "fn", "shaped"]
+    assert AGENTS == ["a2c", "bc", "cpl", "cpsat", "dqn", "iql", "maskable_ppo", "pdr", "ppo", "sac", "td3"]
+    assert group_choices("reward") == ["clip", "code", "env", "fn", "preference", "shaped"]
     assert group_choices("preset") == ["smoke"]
 
 

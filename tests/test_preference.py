@@ -242,3 +242,19 @@ def test_all_skipped_is_an_error() -> None:
     pairs.labels[:] = SKIP
     with pytest.raises(ConfigError, match="skipped"):
         train_reward_model(_ensemble(), pairs, torch.Generator().manual_seed(0))
+
+
+def test_segments_run_past_a_terminal_state_into_the_absorbing_state() -> None:
+    data = _data([3, 40])
+    data.terminations[2] = True  # the 3-step episode ends in failure; the long one is truncated
+    seg = cut_segments(data, 10, 400, np.random.default_rng(0))
+    short = seg.episode == 0
+    assert short.any() and seg.mask is not None
+    assert np.all(seg.mask[short].sum(1) == 3 - seg.start[short])  # real steps up to the end
+    assert np.all(seg.mask[~short])  # windows of the truncated episode stay inside it
+    pad = ~seg.mask
+    assert np.all(seg.true_rewards[pad] == 0) and np.all(seg.actions[pad] == 0)
+    last = data.observations[data.obs_index[2] + 1]
+    np.testing.assert_array_equal(seg.obs[pad], np.broadcast_to(last, seg.obs[pad].shape))
+    with pytest.raises(ConfigError):
+        cut_segments(data, 41, 2, np.random.default_rng(0), pad_terminal=False)

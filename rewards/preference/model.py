@@ -13,7 +13,6 @@ disagreement sampling) and a pessimistic blend of mean and minimum gives a robus
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -128,11 +127,12 @@ class RewardEnsemble(nn.Module):
 
     # --- preferences ------------------------------------------------------------------------------
 
-    def segment_returns(self, seg: Segments | dict[str, Any]) -> torch.Tensor:
+    def segment_returns(self, seg: Segments) -> torch.Tensor:
         """``(members, n)`` predicted returns of ``n`` segments."""
-        obs = seg.obs if isinstance(seg, Segments) else seg["obs"]
-        act = seg.actions if isinstance(seg, Segments) else seg["actions"]
-        return self(self.features(obs, act)).sum(-1)
+        per_step = self(self.features(seg.obs, seg.actions))  # (members, n, H)
+        if seg.mask is not None:
+            per_step = per_step * torch.as_tensor(seg.mask, device=per_step.device)
+        return per_step.sum(-1)
 
     def logits(self, left: Segments, right: Segments) -> torch.Tensor:
         """``(members, n)`` logits of "left preferred"."""
@@ -207,6 +207,8 @@ def train_reward_model(
     with torch.no_grad():
         xl = model.features(pairs.left.obs[answered], pairs.left.actions[answered])
         xr = model.features(pairs.right.obs[answered], pairs.right.actions[answered])
+        ml = torch.as_tensor(pairs.left.valid()[answered], dtype=torch.float32, device=dev)
+        mr = torch.as_tensor(pairs.right.valid()[answered], dtype=torch.float32, device=dev)
     n, m = len(answered), len(model.members)
     boot = torch.randint(n, (m, n), generator=generator, device="cpu").to(dev)  # each member's resample
     opt = optimizer or torch.optim.Adam(model.parameters(), lr=float(lr), weight_decay=float(weight_decay))
@@ -220,8 +222,8 @@ def train_reward_model(
             idx = boot[:, pos]  # (members, b)
             loss = 0.0
             for j, member in enumerate(model.members):
-                rl = member(xl[idx[j]]).squeeze(-1).sum(-1)
-                rr = member(xr[idx[j]]).squeeze(-1).sum(-1)
+                rl = (member(xl[idx[j]]).squeeze(-1) * ml[idx[j]]).sum(-1)
+                rr = (member(xr[idx[j]]).squeeze(-1) * mr[idx[j]]).sum(-1)
                 loss = loss + F.binary_cross_entropy_with_logits(rl - rr, targets[idx[j]])
             opt.zero_grad(set_to_none=True)
             (loss / m).backward()  # type: ignore[union-attr]

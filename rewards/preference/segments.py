@@ -35,6 +35,8 @@ class Segments:
         components: ``{name: (n, length)}`` named reward components where known (HERON's teacher reads them).
         episode: ``(n,)`` int64 index of the source episode. start: ``(n,)`` int64 first step in that episode.
         frames: ``(n, length, H, W, 3)`` uint8 frames after each step, when the source has them.
+        mask: ``(n, length)`` bool, False for padding after a terminal state (the absorbing state:
+            true reward 0, not scored by reward models); None: every step is real.
     """
 
     obs: np.ndarray
@@ -45,6 +47,7 @@ class Segments:
     start: np.ndarray
     components: dict[str, np.ndarray] = field(default_factory=dict)
     frames: np.ndarray | None = None
+    mask: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.true_rewards.shape[0])
@@ -64,7 +67,34 @@ class Segments:
             start=self.start[index],
             components={k: v[index] for k, v in self.components.items()},
             frames=None if self.frames is None else self.frames[index],
+            mask=None if self.mask is None else self.mask[index],
         )
+
+    def valid(self) -> np.ndarray:
+        """``(n, length)`` bool: the real (not padded) steps."""
+        return np.ones(self.true_rewards.shape, dtype=bool) if self.mask is None else self.mask
+
+
+def concat(a: Segments, b: Segments) -> Segments:
+    """``a`` then ``b`` (components both have; a mask if either has one)."""
+
+    def opt(x: np.ndarray | None, y: np.ndarray | None, fill: Segments, other: Segments) -> np.ndarray | None:
+        if x is None and y is None:
+            return None
+        return np.concatenate([fill.valid() if x is None else x, other.valid() if y is None else y])
+
+    frames = None if a.frames is None or b.frames is None else np.concatenate([a.frames, b.frames])
+    return Segments(
+        obs=np.concatenate([a.obs, b.obs]),
+        actions=np.concatenate([a.actions, b.actions]),
+        next_obs=np.concatenate([a.next_obs, b.next_obs]),
+        true_rewards=np.concatenate([a.true_rewards, b.true_rewards]),
+        episode=np.concatenate([a.episode, b.episode]),
+        start=np.concatenate([a.start, b.start]),
+        components={k: np.concatenate([a.components[k], b.components[k]]) for k in a.components if k in b.components},
+        frames=frames,
+        mask=opt(a.mask, b.mask, a, b),
+    )
 
 
 def cut_segments(
@@ -73,8 +103,15 @@ def cut_segments(
     n: int,
     rng: np.random.Generator,
     components: dict[str, np.ndarray] | None = None,
+    pad_terminal: bool = True,
 ) -> Segments:
-    """``n`` segments drawn uniformly from the episodes of an offline dataset that are long enough.
+    """``n`` segments drawn uniformly over the valid start positions of an offline dataset.
+
+    A truncated episode offers only windows inside it (its future is unknown). With
+    ``pad_terminal``, a terminated episode offers every start: a window that crosses its end is
+    padded with the absorbing state (last observation, zero action, true reward 0, ``mask`` False),
+    so a segment that fails early has a lower return than one that does not (the only signal in
+    envs such as CartPole, whose reward is 1 per step).
 
     Args:
         data: An :class:`agents.offline.dataset.OfflineData`.
@@ -82,35 +119,51 @@ def cut_segments(
         n: Number of segments.
         rng: Randomness for the start positions.
         components: ``{name: (steps,)}`` per-transition reward components to cut alongside.
+        pad_terminal: Let segments run past a terminal state (above).
 
     Raises:
-        ConfigError: No episode has ``length`` transitions.
+        ConfigError: No episode offers a segment of ``length`` steps.
     """
+    h = int(length)
     starts, ends = data.episode_starts[:-1], data.episode_starts[1:]
-    room = ends - starts - int(length) + 1  # valid start positions per episode
+    lengths = ends - starts
+    terminated = data.terminations[np.maximum(ends - 1, 0)] & (lengths > 0)
+    room = np.where(pad_terminal & terminated, lengths, np.maximum(lengths - h + 1, 0))
     ok = np.flatnonzero(room > 0)
     if len(ok) == 0:
-        longest = int((ends - starts).max()) if len(starts) else 0
+        longest = int(lengths.max()) if len(lengths) else 0
         raise ConfigError(
             f"segments of {length} steps: no episode of {data.dataset_id!r} is that long (longest {longest}); "
             "give a smaller segment length"
         )
-    # uniform over all valid (episode, start) positions
     weights = room[ok].astype(np.float64)
     ep = ok[rng.choice(len(ok), size=int(n), p=weights / weights.sum())]
     offset = (rng.random(int(n)) * room[ep]).astype(np.int64)
-    first = starts[ep] + offset  # transition index of each segment's first step
-    idx = first[:, None] + np.arange(int(length))[None, :]  # (n, length)
+    pos = offset[:, None] + np.arange(h)[None, :]  # (n, H) step within the episode
+    real = pos < lengths[ep][:, None]
+    idx = starts[ep][:, None] + np.minimum(pos, lengths[ep][:, None] - 1)  # transition index (clipped)
     rows = data.obs_index[idx]
+    obs = data.observations[rows]
+    next_obs = data.observations[rows + 1]
+    actions = data.actions[idx].copy()
+    if not real.all():
+        absorbing = data.observations[data.obs_index[ends[ep] - 1] + 1]  # (n, *obs_shape) last s'
+        pad = ~real
+        obs[pad] = np.broadcast_to(absorbing[:, None], obs.shape)[pad]
+        next_obs[pad] = np.broadcast_to(absorbing[:, None], next_obs.shape)[pad]
+        actions[pad] = 0
     return Segments(
-        obs=data.observations[rows],
-        actions=data.actions[idx],
-        next_obs=data.observations[rows + 1],
-        true_rewards=data.true_rewards[idx].astype(np.float32),
+        obs=obs,
+        actions=actions,
+        next_obs=next_obs,
+        true_rewards=np.where(real, data.true_rewards[idx], 0.0).astype(np.float32),
         episode=ep.astype(np.int64),
         start=offset,
-        components={k: np.asarray(v)[idx].astype(np.float32) for k, v in (components or {}).items()},
+        components={
+            k: np.where(real, np.asarray(v)[idx], 0.0).astype(np.float32) for k, v in (components or {}).items()
+        },
         frames=None if data.frames is None else data.frames[idx],
+        mask=None if real.all() else real,
     )
 
 
@@ -142,6 +195,16 @@ class PreferencePairs:
         """Indices of the pairs that were not skipped."""
         return np.flatnonzero(self.labels != SKIP)
 
+    def __add__(self, other: PreferencePairs) -> PreferencePairs:
+        """These pairs, then ``other``'s (teacher and source: ``other``'s)."""
+        return PreferencePairs(
+            concat(self.left, other.left),
+            concat(self.right, other.right),
+            np.concatenate([self.labels, other.labels]),
+            other.teacher,
+            other.source,
+        )
+
     def subset(self, index: np.ndarray) -> PreferencePairs:
         return PreferencePairs(
             self.left.take(index), self.right.take(index), self.labels[index], self.teacher, self.source
@@ -159,6 +222,8 @@ class PreferencePairs:
                 arrays[f"{side}/components/{name}"] = v
             if seg.frames is not None:
                 arrays[f"{side}/frames"] = seg.frames
+            if seg.mask is not None:
+                arrays[f"{side}/mask"] = seg.mask
         arrays["meta/teacher"] = np.array(self.teacher)
         arrays["meta/source"] = np.array(self.source)
         tmp = path.with_name(path.name + ".tmp")
@@ -196,6 +261,7 @@ class PreferencePairs:
                 start=arrays[f"{name}/start"],
                 components=comp,
                 frames=arrays.get(f"{name}/frames"),
+                mask=arrays.get(f"{name}/mask"),
             )
 
         return cls(

@@ -1,0 +1,344 @@
+"""``reward=preference``: a reward model learned online from a teacher's preferences (PEBBLE / PrefPPO).
+
+The training env's wrapper shows the provider every transition the agent learns from
+(:meth:`PreferenceReward.observe`); the provider keeps the most recent finished episodes. After
+``first_after`` env steps, and then every ``every`` steps until ``budget`` labels are spent, it runs
+one *round*:
+
+1. cut ``queries * candidates`` segment pairs from the kept episodes;
+2. choose ``queries`` of them: ``uniform`` at random, or the ones the ensemble is least sure about
+   (``disagreement``: std over members of P(left preferred); ``entropy``: entropy of the mean);
+3. ask the teacher (``synthetic``: B-Pref's simulated teacher on the true reward; ``hierarchical``:
+   HERON's, on the env's reward components) and store every answer in the run's
+   ``preferences.npz`` as it comes;
+4. retrain the reward ensemble (Bradley-Terry) on all answers so far;
+5. measure it on fresh held-out pairs (``held_out`` of them, labelled by the true return and never
+   trained on): ``reward_model_accuracy`` goes to ``metrics.csv`` beside true and proxy return.
+
+The proxy reward of a transition is the ensemble's (``blend``: mean, min, or mean - k * std). An
+off-policy agent's replay buffer holds rewards computed by an older model: after each round the
+runner asks the agent to relabel it (``version`` counts rounds). Before the first round the reward
+is zero (nothing learned yet).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from envs.errors import ConfigError
+from rewards.base import RewardProvider, TransitionBatch
+from rewards.preference.model import BLENDS, RewardEnsemble, train_reward_model
+from rewards.preference.segments import SKIP, PreferencePairs, Segments
+from rewards.preference.teachers import HierarchicalTeacher, SyntheticTeacher
+
+log = logging.getLogger("rewardlab")
+
+TEACHERS = ("synthetic", "hierarchical")
+SAMPLING = ("uniform", "disagreement", "entropy")
+
+
+class PreferenceReward(RewardProvider):
+    """Online preference-based reward (module docstring).
+
+    Args:
+        teacher: ``synthetic`` or ``hierarchical``.
+        budget: Total labels the teacher may give.
+        queries: Labels asked per round.
+        every: Env steps between rounds.
+        first_after: Env steps before the first round (the agent explores on zero reward).
+        segment: Transitions per segment.
+        sampling: ``uniform``, ``disagreement`` or ``entropy``.
+        candidates: Candidate pairs per query for the uncertainty-based samplings.
+        keep_episodes: Most recent finished episodes kept per env to cut segments from.
+        held_out: Fresh pairs per round, labelled by the true return, to measure accuracy on.
+        members, hidden, use_action: The reward ensemble.
+        blend, k: How members are combined into the proxy reward.
+        epochs, batch_size, lr: Reward-model training per round.
+        beta, gamma, mistake, skip_below, equal_within: The synthetic teacher (B-Pref).
+        ranking, margins, higher_is_better: The hierarchical teacher (HERON).
+        pairs: A preference file (``experiments/prefs.py``) to learn from once, before anything else
+            (offline: P-IQL = this reward model + ``agent=iql``); no online rounds then.
+        seed: Randomness of segment choice, the teacher and the model.
+        device: Where the model runs.
+    """
+
+    def __init__(
+        self,
+        teacher: str = "synthetic",
+        budget: int = 200,
+        queries: int = 20,
+        every: int = 2000,
+        first_after: int = 1000,
+        segment: int = 25,
+        sampling: str = "disagreement",
+        candidates: int = 10,
+        keep_episodes: int = 50,
+        held_out: int = 200,
+        members: int = 3,
+        hidden: tuple[int, ...] | list[int] = (64, 64),
+        use_action: bool = True,
+        blend: str = "mean",
+        k: float = 1.0,
+        epochs: int = 50,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        beta: float | None = None,
+        gamma: float = 1.0,
+        mistake: float = 0.0,
+        skip_below: float | None = None,
+        equal_within: float | None = None,
+        ranking: list[str] | None = None,
+        margins: float | list[float] = 0.1,
+        higher_is_better: list[bool] | None = None,
+        pairs: str | None = None,
+        seed: int = 0,
+        device: str = "cpu",
+    ) -> None:
+        if teacher not in TEACHERS:
+            raise ConfigError(f"reward.teacher={teacher!r} must be one of {', '.join(TEACHERS)}")
+        if sampling not in SAMPLING:
+            raise ConfigError(f"reward.sampling={sampling!r} must be one of {', '.join(SAMPLING)}")
+        if blend not in BLENDS:
+            raise ConfigError(f"reward.blend={blend!r} must be one of {', '.join(BLENDS)}")
+        for name, value in (("budget", budget), ("queries", queries), ("every", every), ("segment", segment)):
+            if int(value) < 1:
+                raise ConfigError(f"reward.{name}={value!r} must be >= 1")
+        self.teacher_name = teacher
+        if teacher == "synthetic":
+            self.teacher: Any = SyntheticTeacher(beta, gamma, mistake, skip_below, equal_within)
+        else:
+            if not ranking:
+                raise ConfigError(
+                    "reward.teacher=hierarchical needs reward.ranking=[component, ...] (most important first)"
+                )
+            self.teacher = HierarchicalTeacher(ranking, margins, higher_is_better, mistake)
+        self.budget, self.queries, self.every = int(budget), int(queries), int(every)
+        self.first_after, self.segment, self.sampling = int(first_after), int(segment), sampling
+        self.candidates, self.keep_episodes, self.held_out = max(1, int(candidates)), int(keep_episodes), int(held_out)
+        self.members, self.hidden, self.use_action = int(members), tuple(int(h) for h in hidden), bool(use_action)
+        self.blend_how, self.k = blend, float(k)
+        self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
+        self.rng = np.random.default_rng(int(seed))
+        self.torch_gen = torch.Generator().manual_seed(int(seed))
+        self.seed = int(seed)
+        self.device = torch.device("cpu" if device in ("auto", None) else device)
+        self.model: RewardEnsemble | None = None
+        self.pairs: PreferencePairs | None = None
+        self.version = 0  # rounds done
+        self.steps_seen = 0
+        self.next_round = self.first_after
+        self.stats: dict[str, float] = {}
+        self.pairs_path: Path | None = None  # the runner points this into the run directory
+        self.pairs_file = pairs
+
+    # --- the provider interface ---------------------------------------------------------------
+
+    def bind(self, observation_space: gym.Space, action_space: gym.Space) -> None:
+        if self.model is not None:  # the eval env binds too: same spaces
+            return
+        super().bind(observation_space, action_space)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.model = RewardEnsemble(observation_space, action_space, self.hidden, self.members, self.use_action)
+        self.model.to(self.device).eval()
+        n = 1  # per-env episode buffers are sized on the first batch
+        self._open: list[dict[str, list[np.ndarray]]] = [self._empty() for _ in range(n)]
+        self._done: deque[dict[str, np.ndarray]] = deque()
+        if self.pairs_file:
+            self._learn_from_file(Path(self.pairs_file))
+
+    def _learn_from_file(self, path: Path) -> None:
+        assert self.model is not None
+        pairs = PreferencePairs.load(path)
+        obs_dim = int(np.prod(self.observation_space.shape))
+        if int(np.prod(pairs.left.obs.shape[2:])) != obs_dim:
+            raise ConfigError(
+                f"reward.pairs={path}: segments have observations of shape {pairs.left.obs.shape[2:]}, the env {self.observation_space.shape}"
+            )
+        self.pairs = pairs
+        self.budget = len(pairs)  # no online rounds
+        self.model.fit_normalizer(np.concatenate([pairs.left.obs, pairs.right.obs]))
+        fit = train_reward_model(self.model, pairs, self.torch_gen, self.epochs, self.batch_size, self.lr)
+        self.version += 1
+        self.stats = {"loss_reward": fit["loss_reward"], "reward_model_train_accuracy": fit["train_accuracy"]}
+        log.info(
+            "reward model trained on %d pairs from %s: train accuracy %.3f", len(pairs), path, fit["train_accuracy"]
+        )
+
+    def reward(self, batch: TransitionBatch) -> np.ndarray:
+        assert self.model is not None
+        if self.version == 0:
+            return np.zeros(len(batch), dtype=np.float32)
+        return self.model.predict(batch.obs, batch.action, self.blend_how, self.k)
+
+    def observe(self, batch: TransitionBatch, components: dict[str, np.ndarray] | None = None) -> None:
+        """Keep the training env's transitions (and the env's reward components); run a round when one is due."""
+        n = len(batch)
+        while len(self._open) < n:
+            self._open.append(self._empty())
+        for i in range(n):
+            ep = self._open[i]
+            ep["obs"].append(batch.obs[i])
+            ep["actions"].append(batch.action[i])
+            ep["next_obs"].append(batch.next_obs[i])
+            ep["rewards"].append(np.float32(batch.env_reward[i]))
+            for name, values in (components or {}).items():
+                ep.setdefault(f"c/{name}", []).append(np.float32(values[i]))
+            if batch.terminated[i] or batch.truncated[i]:
+                done = {k: np.stack(v) for k, v in ep.items()}
+                done["terminated"] = np.array(bool(batch.terminated[i]))
+                if self._room(done) > 0:
+                    self._done.append(done)
+                    while len(self._done) > self.keep_episodes * max(1, n):
+                        self._done.popleft()
+                self._open[i] = self._empty()
+        self.steps_seen += n
+        if self.steps_seen >= self.next_round and self.labels_used < self.budget:
+            self.next_round = self.steps_seen + self.every
+            if self._done:
+                self.round()
+
+    def metrics(self) -> dict[str, float]:
+        """Figures for ``metrics.csv``: labels used, reward-model accuracy (held-out and train), loss."""
+        return {"labels": float(self.labels_used), **self.stats}
+
+    def attach(self, run_dir: Path) -> None:
+        self.pairs_path = Path(run_dir) / "preferences.npz"
+
+    # --- rounds ---------------------------------------------------------------------------------
+
+    @property
+    def labels_used(self) -> int:
+        return 0 if self.pairs is None else len(self.pairs)
+
+    def _empty(self) -> dict[str, list[np.ndarray]]:
+        return {"obs": [], "actions": [], "next_obs": [], "rewards": []}
+
+    def _room(self, ep: dict[str, np.ndarray]) -> int:
+        """Valid segment starts in an episode: any step of a terminated one (the segment is padded
+        with the absorbing state after the end), only full windows of a truncated one (its future is unknown)."""
+        t = len(ep["rewards"])
+        return t if bool(ep["terminated"]) else max(t - self.segment + 1, 0)
+
+    def _cut(self, n: int) -> Segments:
+        """``n`` segments from the kept episodes, uniform over valid start positions."""
+        eps = list(self._done)
+        room = np.array([self._room(e) for e in eps], dtype=np.float64)
+        which = self.rng.choice(len(eps), size=n, p=room / room.sum())
+        start = (self.rng.random(n) * room[which]).astype(np.int64)
+        comps = sorted(k[2:] for k in eps[0] if k.startswith("c/") and all(k in e for e in eps))
+        h = self.segment
+        obs, actions, next_obs, rewards, mask = [], [], [], [], []
+        parts: dict[str, list[np.ndarray]] = {c: [] for c in comps}
+        for w, s0 in zip(which, start, strict=True):
+            e = eps[w]
+            t = len(e["rewards"])
+            idx = s0 + np.arange(h)
+            real = idx < t
+            at = np.minimum(idx, t - 1)
+            absorbing = e["next_obs"][t - 1]
+            o, o2 = e["obs"][at].copy(), e["next_obs"][at].copy()
+            o[~real] = absorbing
+            o2[~real] = absorbing
+            a = e["actions"][at].copy()
+            a[~real] = 0
+            obs.append(o)
+            next_obs.append(o2)
+            actions.append(a)
+            rewards.append(np.where(real, e["rewards"][at], 0.0))
+            mask.append(real)
+            for c in comps:
+                parts[c].append(np.where(real, e[f"c/{c}"][at], 0.0))
+        m = np.stack(mask)
+        return Segments(
+            obs=np.stack(obs),
+            actions=np.stack(actions),
+            next_obs=np.stack(next_obs),
+            true_rewards=np.stack(rewards).astype(np.float32),
+            episode=which.astype(np.int64),
+            start=start,
+            components={c: np.stack(v).astype(np.float32) for c, v in parts.items()},
+            mask=None if m.all() else m,
+        )
+
+    def round(self) -> None:
+        """Query, label, store, retrain, measure (module docstring)."""
+        assert self.model is not None
+        want = min(self.queries, self.budget - self.labels_used)
+        pool = want * (self.candidates if self.sampling != "uniform" and self.version > 0 else 1)
+        left, right = self._cut(pool), self._cut(pool)
+        if pool > want:
+            score = (self.model.disagreement if self.sampling == "disagreement" else self.model.entropy)(left, right)
+            pick = np.argsort(-score, kind="stable")[:want]
+            left, right = left.take(pick), right.take(pick)
+        labels = self.teacher.label(left, right, self.rng)
+        new = PreferencePairs(left, right, labels, self.teacher.describe(), "online")
+        self.pairs = new if self.pairs is None else self.pairs + new
+        if self.pairs_path is not None:
+            self.pairs.save(self.pairs_path)
+        if len(self.pairs.answered()):
+            self.model.fit_normalizer(np.concatenate([self.pairs.left.obs, self.pairs.right.obs]))
+            fit = train_reward_model(self.model, self.pairs, self.torch_gen, self.epochs, self.batch_size, self.lr)
+            self.version += 1
+            self.stats = {
+                "loss_reward": fit["loss_reward"],
+                "reward_model_train_accuracy": fit["train_accuracy"],
+                "reward_model_accuracy": self._held_out_accuracy(),
+            }
+        log.info(
+            "preference round %d: %d labels (%d skipped), reward model accuracy %.3f on %d held-out pairs",
+            self.version,
+            self.labels_used,
+            int(np.sum(self.pairs.labels == SKIP)),
+            self.stats.get("reward_model_accuracy", float("nan")),
+            self.held_out,
+        )
+
+    def _held_out_accuracy(self) -> float:
+        assert self.model is not None
+        if self.held_out <= 0:
+            return float("nan")
+        left, right = self._cut(self.held_out), self._cut(self.held_out)
+        oracle = SyntheticTeacher(equal_within=1e-6).label(
+            left, right, self.rng
+        )  # the true return decides; ties left out
+        return self.model.accuracy(PreferencePairs(left, right, oracle))
+
+    # --- checkpoints ------------------------------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        """Model weights, answers so far, counters and RNG states into the directory ``path``."""
+        assert self.model is not None
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {
+                "model": self.model.state_dict(),
+                "version": self.version,
+                "steps_seen": self.steps_seen,
+                "next_round": self.next_round,
+                "stats": self.stats,
+                "rng": self.rng.bit_generator.state,
+                "torch_gen": self.torch_gen.get_state(),
+            },
+            path / "reward_model.pt",
+        )
+        if self.pairs is not None:
+            self.pairs.save(path / "preferences.npz")
+
+    def load(self, path: Path) -> None:
+        assert self.model is not None
+        state = torch.load(path / "reward_model.pt", map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.version, self.steps_seen, self.next_round = state["version"], state["steps_seen"], state["next_round"]
+        self.stats = state["stats"]
+        self.rng.bit_generator.state = state["rng"]
+        self.torch_gen.set_state(state["torch_gen"])
+        if (path / "preferences.npz").exists():
+            self.pairs = PreferencePairs.load(path / "preferences.npz")

@@ -1,0 +1,150 @@
+"""reward=preference online: PPO learns CartPole from a synthetic teacher, SAC's replay buffer is relabelled,
+the provider's state survives a resume, HERON's teacher reads the env's reward terms."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agents.sb3 import SB3Agent
+from envs.errors import ConfigError
+from rewards.preference.provider import PreferenceReward
+from rewards.preference.segments import PreferencePairs
+from rewards.wrapper import RewardVecEnv
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def _venv(name: str, provider: PreferenceReward, n: int = 1) -> RewardVecEnv:
+    from omegaconf import OmegaConf
+
+    from envs.make import make_vec_env
+
+    cfg = OmegaConf.to_container(
+        OmegaConf.load(Path(__file__).resolve().parents[1] / f"experiments/conf/env/{name}.yaml")
+    )
+    return RewardVecEnv(make_vec_env(cfg, n, 0), provider, observe=True)
+
+
+def test_ppo_learns_cartpole_from_a_synthetic_teacher(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli(
+        "run.py",
+        [
+            "env=cartpole",
+            "reward=preference",
+            "reward.teacher=synthetic",
+            "agent=ppo",
+            "steps=20000",
+            "eval.every=5000",
+            "video.final_episodes=0",
+            "hydra.run.dir=run",
+        ],
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = _rows(tmp_path / "run" / "metrics.csv")
+    assert float(rows[0]["labels"]) == 0 and float(rows[-1]["labels"]) == 200
+    acc = [float(r["reward_model_accuracy"]) for r in rows if r["reward_model_accuracy"]]
+    assert acc and min(acc) > 0.75  # the learned reward ranks held-out segments like the true return
+    # training episodes (stochastic policy): ~20 steps at first; the learned reward teaches balancing
+    train = [float(r["train_true_return"]) for r in rows if r["train_true_return"]]
+    assert train[-1] > 5 * train[0]
+    assert float(rows[-1]["true_return"]) > 250
+    pairs = PreferencePairs.load(tmp_path / "run" / "preferences.npz")
+    assert len(pairs) == 200 and "synthetic" in pairs.teacher
+
+
+def test_resume_restores_the_reward_model_and_its_labels(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    common = ["reward.budget=100", "reward.queries=10", "reward.every=500", "reward.first_after=500"]
+    res = run_cli(
+        "run.py",
+        [
+            "env=cartpole",
+            "reward=preference",
+            "agent=ppo",
+            "steps=1024",
+            *common,
+            "video.final_episodes=0",
+            "hydra.run.dir=run",
+        ],
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    first = _rows(tmp_path / "run" / "metrics.csv")[-1]
+    res = run_cli("run.py", [f"resume={tmp_path / 'run'}", "steps=2048"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    last = _rows(tmp_path / "run" / "metrics.csv")[-1]
+    assert float(first["labels"]) == 20 and float(last["labels"]) == 40  # continued, not restarted
+    assert len(PreferencePairs.load(tmp_path / "run" / "preferences.npz")) == 40
+
+
+def test_sac_replay_buffer_is_relabelled_with_the_new_reward_model() -> None:
+    torch.manual_seed(0)
+    provider = PreferenceReward(budget=40, queries=20, every=10**9, first_after=10**9, segment=20, held_out=0, epochs=5)
+    venv = _venv("pendulum", provider)
+    agent = SB3Agent("SAC", venv, seed=0, device="cpu", hyperparams={"learning_starts": 100, "buffer_size": 1000})
+
+    class Cb:
+        def on_step(self, n: int) -> bool:
+            return True
+
+        def on_log(self, n: int, values: object) -> None:
+            pass
+
+    agent.train(400, Cb())
+    buffer = agent.model.replay_buffer
+    assert np.all(buffer.rewards[:400] == 0)  # no round yet: zero reward
+    provider.round()
+    assert provider.version == 1
+    agent.relabel(provider)
+    obs, act = buffer.observations[:400, 0], buffer.actions[:400, 0]
+    np.testing.assert_allclose(buffer.rewards[:400, 0], provider.model.predict(obs, act), rtol=1e-5, atol=1e-6)
+    assert np.std(buffer.rewards[:400]) > 0
+    venv.close()
+
+
+def test_hierarchical_teacher_reads_the_envs_reward_terms() -> None:
+    provider = PreferenceReward(
+        teacher="hierarchical",
+        ranking=["forward", "ctrl"],
+        budget=10,
+        queries=10,
+        every=10**9,
+        first_after=10**9,
+        segment=10,
+        held_out=0,
+    )
+    venv = _venv("halfcheetah", provider)
+    venv.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(1000):  # one episode (the time limit)
+        venv.step(rng.uniform(-1, 1, size=(1, 6)).astype(np.float32))
+    provider.round()
+    seg = provider.pairs.left
+    assert set(seg.components) >= {"forward", "ctrl"}
+    # the label follows the forward term wherever it is not a near-tie
+    fwd = provider.pairs.left.components["forward"].sum(1) - provider.pairs.right.components["forward"].sum(1)
+    decided = (
+        np.abs(fwd)
+        > 0.1
+        * np.concatenate(
+            [provider.pairs.left.components["forward"].sum(1), provider.pairs.right.components["forward"].sum(1)]
+        ).std()
+    )
+    assert decided.any()
+    np.testing.assert_array_equal(provider.pairs.labels[decided], np.where(fwd[decided] > 0, 0, 1))
+    venv.close()
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ConfigError, match="teacher"):
+        PreferenceReward(teacher="oracle")
+    with pytest.raises(ConfigError, match="ranking"):
+        PreferenceReward(teacher="hierarchical")
+    with pytest.raises(ConfigError, match="sampling"):
+        PreferenceReward(sampling="random")
