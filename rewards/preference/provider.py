@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import gymnasium as gym
@@ -35,7 +36,7 @@ import torch
 from envs.errors import ConfigError
 from rewards.base import RewardProvider, TransitionBatch
 from rewards.preference.model import BLENDS, RewardEnsemble, train_reward_model
-from rewards.preference.segments import SKIP, PreferencePairs, Segments
+from rewards.preference.segments import SKIP, PreferencePairs, Segments, cut_segments
 from rewards.preference.teachers import HierarchicalTeacher, SyntheticTeacher
 
 log = logging.getLogger("rewardlab")
@@ -228,45 +229,27 @@ class PreferenceReward(RewardProvider):
         return t if bool(ep["terminated"]) else max(t - self.segment + 1, 0)
 
     def _cut(self, n: int) -> Segments:
-        """``n`` segments from the kept episodes, uniform over valid start positions."""
+        """``n`` segments from the kept episodes (:func:`~rewards.preference.segments.cut_segments` on them as flat arrays)."""
         eps = list(self._done)
-        room = np.array([self._room(e) for e in eps], dtype=np.float64)
-        which = self.rng.choice(len(eps), size=n, p=room / room.sum())
-        start = (self.rng.random(n) * room[which]).astype(np.int64)
-        comps = sorted(k[2:] for k in eps[0] if k.startswith("c/") and all(k in e for e in eps))
-        h = self.segment
-        obs, actions, next_obs, rewards, mask = [], [], [], [], []
-        parts: dict[str, list[np.ndarray]] = {c: [] for c in comps}
-        for w, s0 in zip(which, start, strict=True):
-            e = eps[w]
-            t = len(e["rewards"])
-            idx = s0 + np.arange(h)
-            real = idx < t
-            at = np.minimum(idx, t - 1)
-            absorbing = e["next_obs"][t - 1]
-            o, o2 = e["obs"][at].copy(), e["next_obs"][at].copy()
-            o[~real] = absorbing
-            o2[~real] = absorbing
-            a = e["actions"][at].copy()
-            a[~real] = 0
-            obs.append(o)
-            next_obs.append(o2)
-            actions.append(a)
-            rewards.append(np.where(real, e["rewards"][at], 0.0))
-            mask.append(real)
-            for c in comps:
-                parts[c].append(np.where(real, e[f"c/{c}"][at], 0.0))
-        m = np.stack(mask)
-        return Segments(
-            obs=np.stack(obs),
-            actions=np.stack(actions),
-            next_obs=np.stack(next_obs),
-            true_rewards=np.stack(rewards).astype(np.float32),
-            episode=which.astype(np.int64),
-            start=start,
-            components={c: np.stack(v).astype(np.float32) for c, v in parts.items()},
-            mask=None if m.all() else m,
+        lengths = np.array([len(e["rewards"]) for e in eps], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        # each episode's T observations and its last s' (the real terminal one): s_{t+1} is the next row
+        rows = starts[:-1] + np.arange(len(eps))
+        terminations = np.zeros(int(starts[-1]), dtype=bool)
+        terminations[starts[1:] - 1] = [bool(e["terminated"]) for e in eps]
+        data = SimpleNamespace(
+            dataset_id="the agent's recent episodes",
+            observations=np.concatenate([np.concatenate([e["obs"], e["next_obs"][-1:]]) for e in eps]),
+            obs_index=np.concatenate([r + np.arange(t) for r, t in zip(rows, lengths, strict=True)]),
+            actions=np.concatenate([e["actions"] for e in eps]),
+            true_rewards=np.concatenate([e["rewards"] for e in eps]),
+            terminations=terminations,
+            episode_starts=starts,
+            frames=None,
         )
+        names = [k[2:] for k in eps[0] if k.startswith("c/") and all(k in e for e in eps)]
+        components = {c: np.concatenate([e[f"c/{c}"] for e in eps]) for c in names}
+        return cut_segments(data, self.segment, n, self.rng, components)
 
     def round(self) -> None:
         """Query, label, store, retrain, measure (module docstring)."""
