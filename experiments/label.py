@@ -60,7 +60,7 @@ class LabelSession:
 
         self.dataset, self.name, self.fps = dataset, name, float(fps)
         self.task = task or "Which clip does the task better?"
-        folder = ds.dataset_path(dataset, root) / "preferences"
+        folder = ds.preferences_dir(dataset, root)
         self.answers_path = folder / f"{name}.jsonl"
         self.pairs_path = folder / f"{name}.npz"
         self.video_dir = folder / f".{name}_clips"

@@ -25,13 +25,6 @@ from envs.errors import ConfigError
 from experiments.cli import check_int, compose_script, user_errors
 
 
-def preference_path(dataset_id: str, name: str, root: str | Path | None = None) -> Path:
-    """Where the preference file ``name`` of a dataset lives."""
-    from agents.offline import dataset as ds
-
-    return ds.dataset_path(dataset_id, root) / "preferences" / f"{name}.npz"
-
-
 def main(argv: list[str]) -> dict[str, Any]:
     cfg = compose_script(list(argv), "prefs", "prefs.py")
     if not cfg.dataset:
@@ -43,7 +36,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     from rewards.preference.teachers import SyntheticTeacher
 
     t0 = time.time()
-    out = preference_path(str(cfg.dataset), str(cfg.name), cfg.dataset_root)
+    out = ds.preferences_dir(str(cfg.dataset), cfg.dataset_root) / f"{cfg.name}.npz"
     if out.exists():
         raise ConfigError(f"{out} already exists; give another name=")
     data = ds.load(str(cfg.dataset), cfg.dataset_root)

@@ -55,7 +55,8 @@ class RewardVecEnv(VecEnvWrapper):
         super().__init__(venv)
         provider.bind(venv.observation_space, venv.action_space)
         self.provider = provider
-        self.observe = bool(observe)
+        # only providers that learn from the data pay for it (the components are gathered every step)
+        self.observe = bool(observe) and type(provider).observe is not RewardProvider.observe
         self._source = type(provider).__name__
         self._obs: np.ndarray | None = None
         self._actions: np.ndarray | None = None

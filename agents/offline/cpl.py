@@ -83,7 +83,7 @@ class CPL(OfflineAgent):
         if path.suffix != ".npz":
             from agents.offline import dataset as ds
 
-            path = ds.dataset_path(self.dataset_id, data.get("dataset_root")) / "preferences" / f"{preferences}.npz"
+            path = ds.preferences_dir(self.dataset_id, data.get("dataset_root")) / f"{preferences}.npz"
         if not path.exists():
             have = sorted(p.stem for p in path.parent.glob("*.npz")) if path.parent.is_dir() else []
             raise ConfigError(
@@ -95,7 +95,6 @@ class CPL(OfflineAgent):
         if len(answered) == 0:
             raise ConfigError(f"{path}: every pair was skipped; nothing to learn from")
         pairs = pairs.subset(answered)
-        self.preferences_path = str(path)
         self.alpha, self.bias, self.bc_weight = float(alpha), float(bias), float(bc_weight)
         self.bc_steps = int(bc_steps) if bc_steps is not None else int(float(bc_fraction) * int(max_steps))
 
@@ -110,8 +109,13 @@ class CPL(OfflineAgent):
 
         self.left, self.right = tensors(pairs.left), tensors(pairs.right)
         self.targets = torch.as_tensor(pairs.targets(), device=self.device)
-        self.num_pairs, self.segment = len(pairs), pairs.left.length
-        self.pairs_info = {"file": str(path), "pairs": len(pairs), "teacher": pairs.teacher, "segment": self.segment}
+        self.num_pairs = len(pairs)
+        self.pairs_info = {
+            "file": str(path),
+            "pairs": len(pairs),
+            "teacher": pairs.teacher,
+            "segment": pairs.left.length,
+        }
         with self.seeded_init():
             self.actor = make_policy(self.obs_dim, self.action_space, self.hidden, dropout).to(self.device)
         self.modules = {"actor": self.actor}

@@ -104,6 +104,11 @@ def dataset_path(dataset_id: str, root: str | Path | None = None) -> Path:
     return dataset_root(root) / dataset_id
 
 
+def preferences_dir(dataset_id: str, root: str | Path | None = None) -> Path:
+    """Where a dataset's preference files (``<name>.npz``, experiments/prefs.py and label.py) live."""
+    return dataset_path(dataset_id, root) / "preferences"
+
+
 def _missing(dataset_id: str, root: Path) -> ConfigError:
     local = list_datasets(root)
     listing = ", ".join(local) if local else "none"

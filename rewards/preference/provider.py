@@ -36,7 +36,7 @@ import torch
 from envs.errors import ConfigError
 from rewards.base import RewardProvider, TransitionBatch
 from rewards.preference.model import BLENDS, RewardEnsemble, train_reward_model
-from rewards.preference.segments import SKIP, PreferencePairs, Segments, cut_segments
+from rewards.preference.segments import SKIP, PreferencePairs, Segments, cut_segments, valid_starts
 from rewards.preference.teachers import HierarchicalTeacher, SyntheticTeacher
 
 log = logging.getLogger("rewardlab")
@@ -111,7 +111,6 @@ class PreferenceReward(RewardProvider):
         for name, value in (("budget", budget), ("queries", queries), ("every", every), ("segment", segment)):
             if int(value) < 1:
                 raise ConfigError(f"reward.{name}={value!r} must be >= 1")
-        self.teacher_name = teacher
         if teacher == "synthetic":
             self.teacher: Any = SyntheticTeacher(beta, gamma, mistake, skip_below, equal_within)
         else:
@@ -149,8 +148,7 @@ class PreferenceReward(RewardProvider):
             torch.manual_seed(self.seed)
             self.model = RewardEnsemble(observation_space, action_space, self.hidden, self.members, self.use_action)
         self.model.to(self.device).eval()
-        n = 1  # per-env episode buffers are sized on the first batch
-        self._open: list[dict[str, list[np.ndarray]]] = [self._empty() for _ in range(n)]
+        self._open: list[dict[str, list[np.ndarray]]] = []  # per env, sized on the first batch
         self._done: deque[dict[str, np.ndarray]] = deque()
         if self.pairs_file:
             self._learn_from_file(Path(self.pairs_file))
@@ -195,7 +193,7 @@ class PreferenceReward(RewardProvider):
             if batch.terminated[i] or batch.truncated[i]:
                 done = {k: np.stack(v) for k, v in ep.items()}
                 done["terminated"] = np.array(bool(batch.terminated[i]))
-                if self._room(done) > 0:
+                if valid_starts(len(ep["rewards"]), done["terminated"], self.segment) > 0:
                     self._done.append(done)
                     while len(self._done) > self.keep_episodes * max(1, n):
                         self._done.popleft()
@@ -222,14 +220,8 @@ class PreferenceReward(RewardProvider):
     def _empty(self) -> dict[str, list[np.ndarray]]:
         return {"obs": [], "actions": [], "next_obs": [], "rewards": []}
 
-    def _room(self, ep: dict[str, np.ndarray]) -> int:
-        """Valid segment starts in an episode: any step of a terminated one (the segment is padded
-        with the absorbing state after the end), only full windows of a truncated one (its future is unknown)."""
-        t = len(ep["rewards"])
-        return t if bool(ep["terminated"]) else max(t - self.segment + 1, 0)
-
-    def _cut(self, n: int) -> Segments:
-        """``n`` segments from the kept episodes (:func:`~rewards.preference.segments.cut_segments` on them as flat arrays)."""
+    def _kept(self) -> tuple[SimpleNamespace, dict[str, np.ndarray]]:
+        """The kept episodes as flat arrays for :func:`~rewards.preference.segments.cut_segments`, and their components."""
         eps = list(self._done)
         lengths = np.array([len(e["rewards"]) for e in eps], dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(lengths)])
@@ -249,14 +241,18 @@ class PreferenceReward(RewardProvider):
         )
         names = [k[2:] for k in eps[0] if k.startswith("c/") and all(k in e for e in eps)]
         components = {c: np.concatenate([e[f"c/{c}"] for e in eps]) for c in names}
-        return cut_segments(data, self.segment, n, self.rng, components)
+        return data, components
+
+    def _cut(self, kept: tuple[SimpleNamespace, dict[str, np.ndarray]], n: int) -> Segments:
+        return cut_segments(kept[0], self.segment, n, self.rng, kept[1])
 
     def round(self) -> None:
         """Query, label, store, retrain, measure (module docstring)."""
         assert self.model is not None
         want = min(self.queries, self.budget - self.labels_used)
         pool = want * (self.candidates if self.sampling != "uniform" and self.version > 0 else 1)
-        left, right = self._cut(pool), self._cut(pool)
+        kept = self._kept()  # built once per round
+        left, right = self._cut(kept, pool), self._cut(kept, pool)
         if pool > want:
             score = (self.model.disagreement if self.sampling == "disagreement" else self.model.entropy)(left, right)
             pick = np.argsort(-score, kind="stable")[:want]
@@ -273,7 +269,7 @@ class PreferenceReward(RewardProvider):
             self.stats = {
                 "loss_reward": fit["loss_reward"],
                 "reward_model_train_accuracy": fit["train_accuracy"],
-                "reward_model_accuracy": self._held_out_accuracy(),
+                "reward_model_accuracy": self._held_out_accuracy(kept),
             }
         log.info(
             "preference round %d: %d labels (%d skipped), reward model accuracy %.3f on %d held-out pairs",
@@ -284,14 +280,13 @@ class PreferenceReward(RewardProvider):
             self.held_out,
         )
 
-    def _held_out_accuracy(self) -> float:
+    def _held_out_accuracy(self, kept: tuple[SimpleNamespace, dict[str, np.ndarray]]) -> float:
         assert self.model is not None
         if self.held_out <= 0:
             return float("nan")
-        left, right = self._cut(self.held_out), self._cut(self.held_out)
-        oracle = SyntheticTeacher(equal_within=1e-6).label(
-            left, right, self.rng
-        )  # the true return decides; ties left out
+        left, right = self._cut(kept, self.held_out), self._cut(kept, self.held_out)
+        # the true return decides; exact ties are "equal" and left out of the accuracy
+        oracle = SyntheticTeacher(equal_within=1e-6).label(left, right, self.rng)
         return self.model.accuracy(PreferencePairs(left, right, oracle))
 
     # --- checkpoints ------------------------------------------------------------------------------

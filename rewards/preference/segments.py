@@ -78,11 +78,6 @@ class Segments:
 def concat(a: Segments, b: Segments) -> Segments:
     """``a`` then ``b`` (components both have; a mask if either has one)."""
 
-    def opt(x: np.ndarray | None, y: np.ndarray | None, fill: Segments, other: Segments) -> np.ndarray | None:
-        if x is None and y is None:
-            return None
-        return np.concatenate([fill.valid() if x is None else x, other.valid() if y is None else y])
-
     frames = None if a.frames is None or b.frames is None else np.concatenate([a.frames, b.frames])
     return Segments(
         obs=np.concatenate([a.obs, b.obs]),
@@ -93,8 +88,21 @@ def concat(a: Segments, b: Segments) -> Segments:
         start=np.concatenate([a.start, b.start]),
         components={k: np.concatenate([a.components[k], b.components[k]]) for k in a.components if k in b.components},
         frames=frames,
-        mask=opt(a.mask, b.mask, a, b),
+        mask=None if a.mask is None and b.mask is None else np.concatenate([a.valid(), b.valid()]),
     )
+
+
+def valid_starts(lengths: np.ndarray, terminated: np.ndarray, length: int, pad_terminal: bool = True) -> np.ndarray:
+    """Per episode, how many segment start positions it offers (see :func:`cut_segments`).
+
+    Args:
+        lengths: ``(episodes,)`` transitions per episode.
+        terminated: ``(episodes,)`` bool, the episode ended in a terminal state.
+        length: Transitions per segment.
+        pad_terminal: A terminated episode offers every start (windows padded past its end).
+    """
+    lengths = np.asarray(lengths)
+    return np.where(pad_terminal & np.asarray(terminated), lengths, np.maximum(lengths - int(length) + 1, 0))
 
 
 def cut_segments(
@@ -128,7 +136,7 @@ def cut_segments(
     starts, ends = data.episode_starts[:-1], data.episode_starts[1:]
     lengths = ends - starts
     terminated = data.terminations[np.maximum(ends - 1, 0)] & (lengths > 0)
-    room = np.where(pad_terminal & terminated, lengths, np.maximum(lengths - h + 1, 0))
+    room = valid_starts(lengths, terminated, h, pad_terminal)
     ok = np.flatnonzero(room > 0)
     if len(ok) == 0:
         longest = int(lengths.max()) if len(lengths) else 0
