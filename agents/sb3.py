@@ -218,6 +218,13 @@ class SB3Agent(Agent):
             self.vecnorm = VecNormalize(env, norm_obs=normalize_obs, norm_reward=normalize_reward, gamma=gamma)
             train_env = self.vecnorm
         self.model: BaseAlgorithm = self.algo_cls(policy, train_env, seed=seed, device=device, verbose=0, **kwargs)
+        provider = getattr(env, "provider", None)
+        if isinstance(self.model, OffPolicyAlgorithm) and getattr(env, "observe", False) and provider.needs_frames:
+            raise ConfigError(
+                f"{algo} keeps a replay buffer of observations, and {type(provider).__name__} learns a reward "
+                "on frames while training: the buffer's rewards could not be recomputed after each update. "
+                "Use an on-policy agent (agent=ppo or a2c) or a reward model on observations (reward.model=mlp)"
+            )
 
     def _sb3_kwargs(
         self,
@@ -318,6 +325,8 @@ class SB3Agent(Agent):
         size = buffer.buffer_size if buffer.full else buffer.pos
         obs = buffer.observations[:size].reshape(-1, *buffer.obs_shape)
         actions = buffer.actions[:size].reshape(size * buffer.n_envs, -1)
+        if isinstance(self.raw_env.action_space, gym.spaces.Box):  # SB3 stores Box actions scaled to [-1, 1]
+            actions = self.model.policy.unscale_action(actions)
         nxt = buffer.next_observations if buffer.next_observations is not None else buffer.observations
         next_obs = nxt[:size].reshape(-1, *buffer.obs_shape)
         out = np.empty(len(obs), dtype=np.float32)

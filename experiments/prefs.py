@@ -7,7 +7,8 @@ Segments are drawn uniformly over the dataset's valid positions (inside one epis
 at random and labelled by B-Pref's synthetic teacher on the true reward (``teacher.*``: rationality,
 myopia, mistakes, skip and equal thresholds). The pairs are stored with the dataset they came from,
 ``<dataset dir>/preferences/<name>.npz``, and read by ``agent=cpl agent.preferences=<name>`` and
-``reward=preference reward.pairs=<file>`` (the reward model of P-IQL).
+``reward=preference reward.pairs=<file>`` (the reward model of P-IQL). ``frames=true`` keeps the
+dataset's frames in the pairs (for the CNN reward model, ``reward.model=cnn``; collect with frames).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     out = ds.preferences_dir(str(cfg.dataset), cfg.dataset_root) / f"{cfg.name}.npz"
     if out.exists():
         raise ConfigError(f"{out} already exists; give another name=")
-    data = ds.load(str(cfg.dataset), cfg.dataset_root)
+    data = ds.load(str(cfg.dataset), cfg.dataset_root, frames=bool(cfg.frames))
     teacher = SyntheticTeacher(**dict(cfg.teacher))
     rng = np.random.default_rng(int(cfg.seed))
     left = cut_segments(data, int(cfg.segment), int(cfg.pairs), rng)

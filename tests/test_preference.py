@@ -220,7 +220,7 @@ def test_ensemble_disagrees_more_off_the_data_and_blends_pessimistically() -> No
     d = model.disagreement(near.left, near.right)
     assert d.shape == (200,) and np.all(d >= 0) and d.max() > 0
     x = model.features(near.left.obs.reshape(-1, OBS_DIM), near.left.actions.reshape(-1, ACT_DIM))
-    per = model(x).detach()
+    per = model(*x).detach()
     assert torch.all(model.blend(per, "pessimistic", 1.0) <= model.blend(per, "mean") + 1e-6)
     assert torch.all(model.blend(per, "min") <= model.blend(per, "mean") + 1e-6)
     ent = model.entropy(near.left, near.right)

@@ -85,7 +85,9 @@ def test_resume_restores_the_reward_model_and_its_labels(run_cli, tmp_path: Path
 
 def test_sac_replay_buffer_is_relabelled_with_the_new_reward_model() -> None:
     torch.manual_seed(0)
-    provider = PreferenceReward(budget=40, queries=20, every=10**9, first_after=10**9, segment=20, held_out=0, epochs=5)
+    provider = PreferenceReward(
+        budget=40, queries=20, every=10**9, first_after=10**9, segment=20, held_out=0, epochs=5, rescale=True
+    )
     venv = _venv("pendulum", provider)
     agent = SB3Agent("SAC", venv, seed=0, device="cpu", hyperparams={"learning_starts": 100, "buffer_size": 1000})
 
@@ -102,8 +104,14 @@ def test_sac_replay_buffer_is_relabelled_with_the_new_reward_model() -> None:
     provider.round()
     assert provider.version == 1
     agent.relabel(provider)
-    obs, act = buffer.observations[:400, 0], buffer.actions[:400, 0]
-    np.testing.assert_allclose(buffer.rewards[:400, 0], provider.model.predict(obs, act), rtol=1e-5, atol=1e-6)
+    obs = buffer.observations[:400, 0]
+    act = agent.model.policy.unscale_action(buffer.actions[:400, 0])  # the env's actions (SB3 stores them in [-1, 1])
+    assert np.abs(act).max() > 1.0  # pendulum's torque range is [-2, 2]: the model must see the env's actions
+    np.testing.assert_allclose(
+        buffer.rewards[:400, 0], provider.model.predict(obs, act) / provider.scale, rtol=1e-5, atol=1e-6
+    )
+    # rescaled: the buffer holds exactly the kept episodes, so their mean |proxy| is 1
+    assert provider.scale != 1.0 and np.isclose(np.mean(np.abs(buffer.rewards[:400])), 1.0, rtol=1e-4)
     assert np.std(buffer.rewards[:400]) > 0
     venv.close()
 

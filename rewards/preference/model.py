@@ -24,17 +24,26 @@ from envs.errors import ConfigError
 from rewards.preference.segments import PreferencePairs, Segments
 
 BLENDS = ("mean", "min", "pessimistic")
+INPUTS = ("obs", "frames")
 
 
 class RewardEnsemble(nn.Module):
-    """``members`` MLP reward models over (observation, action) features.
+    """``members`` reward models over (observation, action) or (frame, action) inputs.
+
+    ``inputs="obs"``: MLPs on the normalised flat observation (and the action). ``inputs="frames"``:
+    a small CNN on the frame rendered after the step, shrunk to ``frame_size`` x ``frame_size``
+    (three strided convolutions, then the MLP head, with the action appended to the image features):
+    the image reward model of RL-VLM-F / PEBBLE-from-pixels, for envs whose state is only in the picture.
 
     Args:
-        observation_space: Box observations (flattened).
+        observation_space: Box observations (flattened; only read with ``inputs="obs"``).
         action_space: Box (used as is) or Discrete (one-hot) actions.
-        hidden: Hidden layer sizes.
+        hidden: Hidden layer sizes of the MLP (the head, for frames).
         members: Ensemble size (1: a single model).
         use_action: Feed the action too (False: a state-only reward).
+        inputs: ``obs`` or ``frames``.
+        frame_size: Side of the square frame the CNN sees (frames of other sizes are shrunk to it).
+        channels: Channels of the CNN's three convolutions.
     """
 
     def __init__(
@@ -44,15 +53,27 @@ class RewardEnsemble(nn.Module):
         hidden: Sequence[int] = (256, 256),
         members: int = 3,
         use_action: bool = True,
+        inputs: str = "obs",
+        frame_size: int = 64,
+        channels: Sequence[int] = (16, 32, 32),
     ) -> None:
         super().__init__()
-        if not isinstance(observation_space, gym.spaces.Box):
-            raise ConfigError(f"the MLP reward model takes Box observations, not {observation_space}")
+        if inputs not in INPUTS:
+            raise ConfigError(f"reward model inputs={inputs!r} must be one of {', '.join(INPUTS)}")
+        if inputs == "obs" and not isinstance(observation_space, gym.spaces.Box):
+            raise ConfigError(
+                f"the MLP reward model takes Box observations, not {observation_space}; "
+                "for image observations use the CNN on frames (reward.model=cnn)"
+            )
         if use_action and not isinstance(action_space, (gym.spaces.Box, gym.spaces.Discrete)):
             raise ConfigError(f"the reward model takes Box or Discrete actions, not {action_space}")
         if int(members) < 1:
             raise ConfigError(f"reward model members={members!r} must be >= 1")
-        self.obs_dim = int(np.prod(observation_space.shape))
+        if inputs == "frames" and int(frame_size) < 36:
+            raise ConfigError(f"reward model frame_size={frame_size!r} must be >= 36 (three strided convolutions)")
+        self.inputs = inputs
+        self.frame_size = int(frame_size)
+        self.obs_dim = int(np.prod(observation_space.shape)) if inputs == "obs" else 0
         self.action_space = action_space
         self.use_action = bool(use_action)
         self.act_dim = 0
@@ -62,34 +83,58 @@ class RewardEnsemble(nn.Module):
                 if isinstance(action_space, gym.spaces.Discrete)
                 else int(np.prod(action_space.shape))
             )
-        dims = [self.obs_dim + self.act_dim, *[int(h) for h in hidden], 1]
         self.members = nn.ModuleList()
         for _ in range(int(members)):
-            layers: list[nn.Module] = []
-            for i in range(len(dims) - 1):
-                layers.append(nn.Linear(dims[i], dims[i + 1]))
-                if i < len(dims) - 2:
-                    layers.append(nn.LeakyReLU())
-            self.members.append(nn.Sequential(*layers))
+            if inputs == "obs":
+                self.members.append(_MlpMember(self.obs_dim + self.act_dim, hidden))
+            else:
+                self.members.append(_CnnMember(self.frame_size, channels, self.act_dim, hidden))
         self.register_buffer("obs_mean", torch.zeros(self.obs_dim))
         self.register_buffer("obs_std", torch.ones(self.obs_dim))
 
     # --- features and forward ---------------------------------------------------------------------
 
-    def features(self, obs: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """``(..., obs_dim + act_dim)`` float32 inputs from ``(..., *obs_shape)`` observations and actions."""
+    def features(
+        self,
+        obs: np.ndarray | torch.Tensor | None,
+        actions: np.ndarray | torch.Tensor | None,
+        frames: np.ndarray | torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """The members' inputs for a batch with any leading shape ``L``.
+
+        ``inputs="obs"``: ``((*L, obs_dim + act_dim) float32,)`` from ``(*L, *obs_shape)`` observations.
+        ``inputs="frames"``: ``((*L, 3, S, S) uint8 frames, (*L, act_dim) float32 actions)`` from
+        ``(*L, H, W, 3)`` uint8 frames (actions: an empty tensor when ``use_action`` is off).
+        """
         dev = self.obs_mean.device
+        if self.inputs == "frames":
+            if frames is None:
+                raise ConfigError(
+                    "the CNN reward model needs frames, and this batch has none (the env must render "
+                    "rgb_array frames; preference files must be made from a dataset with frames)"
+                )
+            f = torch.as_tensor(frames if torch.is_tensor(frames) else np.asarray(frames), device=dev)
+            if f.ndim < 4 or f.shape[-1] != 3:
+                raise ConfigError(f"the CNN reward model takes (..., H, W, 3) uint8 frames, got {tuple(f.shape)}")
+            lead = f.shape[:-3]
+            f = torch.as_tensor(shrink_frames(f.reshape(-1, *f.shape[-3:]), self.frame_size), device=dev)
+            f = f.permute(0, 3, 1, 2).reshape(*lead, 3, self.frame_size, self.frame_size)
+            return (f, self._action_features(actions, lead))
         o = torch.as_tensor(np.asarray(obs) if not torch.is_tensor(obs) else obs, dtype=torch.float32, device=dev)
         lead = o.shape[: o.ndim - len(self._obs_shape(o))]
         o = (o.reshape(*lead, self.obs_dim) - self.obs_mean) / self.obs_std
         if not self.use_action:
-            return o
+            return (o,)
+        return (torch.cat([o, self._action_features(actions, lead)], dim=-1),)
+
+    def _action_features(self, actions: np.ndarray | torch.Tensor | None, lead: tuple[int, ...]) -> torch.Tensor:
+        dev = self.obs_mean.device
+        if not self.use_action:
+            return torch.zeros(*lead, 0, device=dev)
         a = torch.as_tensor(np.asarray(actions) if not torch.is_tensor(actions) else actions, device=dev)
         if isinstance(self.action_space, gym.spaces.Discrete):
-            a = F.one_hot(a.reshape(*lead).long(), self.act_dim).float()
-        else:
-            a = a.reshape(*lead, self.act_dim).float()
-        return torch.cat([o, a], dim=-1)
+            return F.one_hot(a.reshape(*lead).long(), self.act_dim).float()
+        return a.reshape(*lead, self.act_dim).float()
 
     def _obs_shape(self, o: torch.Tensor) -> tuple[int, ...]:
         # the observation's own shape is the trailing dims whose product is obs_dim
@@ -102,9 +147,9 @@ class RewardEnsemble(nn.Module):
             f"observations of shape {tuple(o.shape)} do not match the reward model's {self.obs_dim} features"
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(members, ...)`` per-step rewards of ``(..., features)`` inputs."""
-        return torch.stack([m(x).squeeze(-1) for m in self.members])
+    def forward(self, *x: torch.Tensor) -> torch.Tensor:
+        """``(members, ...)`` per-step rewards of the inputs :meth:`features` made."""
+        return torch.stack([m(*x) for m in self.members])
 
     def blend(self, per_member: torch.Tensor, how: str = "mean", k: float = 1.0) -> torch.Tensor:
         """One reward from ``(members, ...)`` predictions.
@@ -121,15 +166,22 @@ class RewardEnsemble(nn.Module):
         raise ConfigError(f"reward model blend={how!r} must be one of {', '.join(BLENDS)}")
 
     @torch.no_grad()
-    def predict(self, obs: np.ndarray, actions: np.ndarray, how: str = "mean", k: float = 1.0) -> np.ndarray:
-        """``(batch,)`` float32 rewards of a transition batch."""
-        return self.blend(self(self.features(obs, actions)), how, k).cpu().numpy().astype(np.float32)
+    def predict(
+        self,
+        obs: np.ndarray | None,
+        actions: np.ndarray | None,
+        how: str = "mean",
+        k: float = 1.0,
+        frames: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """``(batch,)`` float32 rewards of a transition batch (``frames``: the frames after each step)."""
+        return self.blend(self(*self.features(obs, actions, frames)), how, k).cpu().numpy().astype(np.float32)
 
     # --- preferences ------------------------------------------------------------------------------
 
     def segment_returns(self, seg: Segments) -> torch.Tensor:
         """``(members, n)`` predicted returns of ``n`` segments."""
-        per_step = self(self.features(seg.obs, seg.actions))  # (members, n, H)
+        per_step = self(*self.features(seg.obs, seg.actions, seg.frames))  # (members, n, H)
         if seg.mask is not None:
             per_step = per_step * torch.as_tensor(seg.mask, device=per_step.device)
         return per_step.sum(-1)
@@ -145,9 +197,11 @@ class RewardEnsemble(nn.Module):
         return (p.std(0) if p.shape[0] > 1 else torch.zeros_like(p[0])).cpu().numpy()
 
     @torch.no_grad()
-    def reward_std(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    def reward_std(
+        self, obs: np.ndarray | None, actions: np.ndarray | None, frames: np.ndarray | None = None
+    ) -> np.ndarray:
         """``(batch,)`` std over members of the per-step reward (zero for one member)."""
-        per = self(self.features(obs, actions))
+        per = self(*self.features(obs, actions, frames))
         return (per.std(0) if per.shape[0] > 1 else torch.zeros_like(per[0])).cpu().numpy()
 
     @torch.no_grad()
@@ -168,7 +222,9 @@ class RewardEnsemble(nn.Module):
         return float(np.mean((logit > 0) == (t[decided] == 1.0)))
 
     def fit_normalizer(self, obs: np.ndarray) -> None:
-        """Standardise observations with the mean and std of ``(n, ...)`` observations."""
+        """Standardise observations with the mean and std of ``(n, ...)`` observations (frames: nothing to do)."""
+        if self.inputs != "obs":
+            return
         o = np.asarray(obs, dtype=np.float64).reshape(-1, self.obs_dim)
         self.obs_mean.copy_(torch.as_tensor(o.mean(0), dtype=torch.float32))
         self.obs_std.copy_(torch.as_tensor(o.std(0) + 1e-6, dtype=torch.float32))
@@ -205,8 +261,8 @@ def train_reward_model(
     targets = torch.as_tensor(pairs.targets()[answered], device=dev)
     # inputs computed once: (pairs, H, features)
     with torch.no_grad():
-        xl = model.features(pairs.left.obs[answered], pairs.left.actions[answered])
-        xr = model.features(pairs.right.obs[answered], pairs.right.actions[answered])
+        xl = model.features(*_side(pairs.left, answered))
+        xr = model.features(*_side(pairs.right, answered))
         ml = torch.as_tensor(pairs.left.valid()[answered], dtype=torch.float32, device=dev)
         mr = torch.as_tensor(pairs.right.valid()[answered], dtype=torch.float32, device=dev)
     n, m = len(answered), len(model.members)
@@ -222,8 +278,8 @@ def train_reward_model(
             idx = boot[:, pos]  # (members, b)
             loss = 0.0
             for j, member in enumerate(model.members):
-                rl = (member(xl[idx[j]]).squeeze(-1) * ml[idx[j]]).sum(-1)
-                rr = (member(xr[idx[j]]).squeeze(-1) * mr[idx[j]]).sum(-1)
+                rl = (member(*(x[idx[j]] for x in xl)) * ml[idx[j]]).sum(-1)
+                rr = (member(*(x[idx[j]] for x in xr)) * mr[idx[j]]).sum(-1)
                 loss = loss + F.binary_cross_entropy_with_logits(rl - rr, targets[idx[j]])
             opt.zero_grad(set_to_none=True)
             (loss / m).backward()  # type: ignore[union-attr]
@@ -233,3 +289,76 @@ def train_reward_model(
         last = total / count
     model.eval()
     return {"loss_reward": last, "train_accuracy": model.accuracy(pairs.subset(answered))}
+
+
+def _side(seg: Segments, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    return seg.obs[index], seg.actions[index], None if seg.frames is None else seg.frames[index]
+
+
+def shrink_frames(frames: np.ndarray | torch.Tensor, size: int) -> np.ndarray | torch.Tensor:
+    """``(n, H, W, 3)`` uint8 frames -> ``(n, size, size, 3)`` uint8 (area averaging; squashed if not square).
+
+    Returns the input itself when it already has that size; numpy in, numpy out.
+    """
+    if frames.shape[1] == size and frames.shape[2] == size:
+        return frames
+    is_np = not torch.is_tensor(frames)
+    x = torch.as_tensor(frames).permute(0, 3, 1, 2).float()
+    if len(x) == 0:
+        out = torch.zeros(0, size, size, 3, dtype=torch.uint8, device=x.device)
+    else:
+        out = F.interpolate(x, size=(size, size), mode="area").round_().clamp_(0, 255).to(torch.uint8)
+        out = out.permute(0, 2, 3, 1).contiguous()
+    return out.cpu().numpy() if is_np else out
+
+
+def _mlp(dims: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(dims) - 1):
+        layers.append(nn.Linear(dims[i], dims[i + 1]))
+        if i < len(dims) - 2:
+            layers.append(nn.LeakyReLU())
+    return nn.Sequential(*layers)
+
+
+class _MlpMember(nn.Sequential):
+    """Flat features -> one reward per step (a plain Sequential: checkpoints keep their key names)."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int]) -> None:
+        super().__init__(*_mlp([in_dim, *[int(h) for h in hidden], 1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(x).squeeze(-1)
+
+
+class _CnnMember(nn.Module):
+    """Frame (uint8, ``(..., 3, S, S)``) and action features -> one reward per step."""
+
+    CHUNK = 4096  # frames per forward pass when not training (held-out pairs, relabelling)
+
+    def __init__(self, size: int, channels: Sequence[int], act_dim: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        c1, c2, c3 = (int(c) for c in channels)
+        self.conv = nn.Sequential(
+            nn.Conv2d(3, c1, 8, stride=4),
+            nn.LeakyReLU(),
+            nn.Conv2d(c1, c2, 4, stride=2),
+            nn.LeakyReLU(),
+            nn.Conv2d(c2, c3, 3, stride=1),
+            nn.LeakyReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            n_flat = int(self.conv(torch.zeros(1, 3, size, size)).shape[1])
+        self.head = _mlp([n_flat + act_dim, *[int(h) for h in hidden], 1])
+
+    def forward(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        lead = frames.shape[:-3]
+        f = frames.reshape(-1, *frames.shape[-3:])
+        a = actions.reshape(len(f), -1)
+        step = max(len(f), 1) if torch.is_grad_enabled() else self.CHUNK
+        out = [
+            self.head(torch.cat([self.conv(f[s : s + step].float() / 127.5 - 1.0), a[s : s + step]], dim=-1))
+            for s in range(0, max(len(f), 1), step)
+        ]
+        return torch.cat(out).reshape(lead)

@@ -9,11 +9,16 @@ one *round*:
 2. choose ``queries`` of them: ``uniform`` at random, or the ones the ensemble is least sure about
    (``disagreement``: std over members of P(left preferred); ``entropy``: entropy of the mean);
 3. ask the teacher (``synthetic``: B-Pref's simulated teacher on the true reward; ``hierarchical``:
-   HERON's, on the env's reward components) and store every answer in the run's
-   ``preferences.npz`` as it comes;
+   HERON's, on the env's reward components; ``clip``: CLIP's judgement of the segments' frames against
+   a goal sentence, as in RL-VLM-F) and store every answer in the run's ``preferences.npz`` as it comes;
 4. retrain the reward ensemble (Bradley-Terry) on all answers so far;
 5. measure it on fresh held-out pairs (``held_out`` of them, labelled by the true return and never
    trained on): ``reward_model_accuracy`` goes to ``metrics.csv`` beside true and proxy return.
+
+The reward model (``model``) is an MLP on observations (and actions) or a small CNN on the frame
+rendered after each step (``cnn``: for tasks whose state is only in the picture). Frames, when the
+CNN or the CLIP teacher needs them, are kept shrunk to ``frame_size`` pixels square, and at most
+``frame_memory_mb`` of them (the oldest episodes go first).
 
 The proxy reward of a transition is the ensemble's (``blend``: mean, min, or mean - k * std). An
 off-policy agent's replay buffer holds rewards computed by an older model: after each round the
@@ -35,13 +40,14 @@ import torch
 
 from envs.errors import ConfigError
 from rewards.base import RewardProvider, TransitionBatch
-from rewards.preference.model import BLENDS, RewardEnsemble, train_reward_model
-from rewards.preference.segments import SKIP, PreferencePairs, Segments, cut_segments, valid_starts
-from rewards.preference.teachers import HierarchicalTeacher, SyntheticTeacher
+from rewards.preference.model import BLENDS, RewardEnsemble, shrink_frames, train_reward_model
+from rewards.preference.segments import SKIP, PreferencePairs, Segments, concat, cut_segments, valid_starts
+from rewards.preference.teachers import HierarchicalTeacher, SyntheticTeacher, VlmTeacher
 
 log = logging.getLogger("rewardlab")
 
-TEACHERS = ("synthetic", "hierarchical")
+TEACHERS = ("synthetic", "hierarchical", "clip")
+MODELS = ("mlp", "cnn")
 SAMPLING = ("uniform", "disagreement", "entropy")
 
 
@@ -49,7 +55,7 @@ class PreferenceReward(RewardProvider):
     """Online preference-based reward (module docstring).
 
     Args:
-        teacher: ``synthetic`` or ``hierarchical``.
+        teacher: ``synthetic``, ``hierarchical`` or ``clip``.
         budget: Total labels the teacher may give.
         queries: Labels asked per round.
         every: Env steps between rounds.
@@ -59,15 +65,24 @@ class PreferenceReward(RewardProvider):
         candidates: Candidate pairs per query for the uncertainty-based samplings.
         keep_episodes: Most recent finished episodes kept per env to cut segments from.
         held_out: Fresh pairs per round, labelled by the true return, to measure accuracy on.
+        model: ``mlp`` (observations) or ``cnn`` (frames).
+        frame_size: Side of the square frames kept (and seen by the CNN).
+        frame_memory_mb: Most memory the kept frames may take (the oldest episodes are dropped first).
         members, hidden, use_action: The reward ensemble.
         blend, k: How members are combined into the proxy reward.
+        rescale: Divide the proxy by its mean absolute value on the kept transitions (measured after
+            each retraining). Bradley-Terry fixes a reward only up to scale, and the scale grows with
+            training; a positive factor changes no preference and no optimal policy. Off by default:
+            on CartPole PPO learned less with it (README figures).
         epochs, batch_size, lr: Reward-model training per round.
         beta, gamma, mistake, skip_below, equal_within: The synthetic teacher (B-Pref).
         ranking, margins, higher_is_better: The hierarchical teacher (HERON).
+        clip: The CLIP teacher's settings (:class:`~rewards.preference.teachers.VlmTeacher`: goal,
+            baseline, alpha, model, pretrained, checkpoint, stride, equal_margin, device).
         pairs: A preference file (``experiments/prefs.py``) to learn from once, before anything else
             (offline: P-IQL = this reward model + ``agent=iql``); no online rounds then.
         seed: Randomness of segment choice, the teacher and the model.
-        device: Where the model runs.
+        device: Where the model runs (``auto``: a GPU for the CNN if there is one, else the CPU).
     """
 
     def __init__(
@@ -82,11 +97,15 @@ class PreferenceReward(RewardProvider):
         candidates: int = 10,
         keep_episodes: int = 50,
         held_out: int = 200,
+        model: str = "mlp",
+        frame_size: int = 64,
+        frame_memory_mb: float = 2048,
         members: int = 3,
         hidden: tuple[int, ...] | list[int] = (64, 64),
         use_action: bool = True,
         blend: str = "mean",
         k: float = 1.0,
+        rescale: bool = False,
         epochs: int = 50,
         batch_size: int = 64,
         lr: float = 1e-3,
@@ -94,18 +113,23 @@ class PreferenceReward(RewardProvider):
         gamma: float = 1.0,
         mistake: float = 0.0,
         skip_below: float | None = None,
-        equal_within: float | None = None,
+        equal_within: float | None = 1e-6,
         ranking: list[str] | None = None,
         margins: float | list[float] = 0.1,
         higher_is_better: list[bool] | None = None,
+        clip: dict[str, Any] | None = None,
         pairs: str | None = None,
         seed: int = 0,
-        device: str = "cpu",
+        device: str = "auto",
     ) -> None:
         if teacher not in TEACHERS:
             raise ConfigError(f"reward.teacher={teacher!r} must be one of {', '.join(TEACHERS)}")
         if sampling not in SAMPLING:
             raise ConfigError(f"reward.sampling={sampling!r} must be one of {', '.join(SAMPLING)}")
+        if model not in MODELS:
+            raise ConfigError(
+                f"reward.model={model!r} must be one of {', '.join(MODELS)} (mlp: observations, cnn: frames)"
+            )
         if blend not in BLENDS:
             raise ConfigError(f"reward.blend={blend!r} must be one of {', '.join(BLENDS)}")
         for name, value in (("budget", budget), ("queries", queries), ("every", every), ("segment", segment)):
@@ -113,6 +137,8 @@ class PreferenceReward(RewardProvider):
                 raise ConfigError(f"reward.{name}={value!r} must be >= 1")
         if teacher == "synthetic":
             self.teacher: Any = SyntheticTeacher(beta, gamma, mistake, skip_below, equal_within)
+        elif teacher == "clip":
+            self.teacher = VlmTeacher(**{"mistake": mistake, **dict(clip or {})})
         else:
             if not ranking:
                 raise ConfigError(
@@ -123,12 +149,20 @@ class PreferenceReward(RewardProvider):
         self.first_after, self.segment, self.sampling = int(first_after), int(segment), sampling
         self.candidates, self.keep_episodes, self.held_out = max(1, int(candidates)), int(keep_episodes), int(held_out)
         self.members, self.hidden, self.use_action = int(members), tuple(int(h) for h in hidden), bool(use_action)
+        self.model_kind, self.frame_size = model, int(frame_size)
+        self.frame_budget = int(float(frame_memory_mb) * 2**20)
+        # frames are rendered and kept only when the model or the teacher looks at them
+        self.needs_frames = model == "cnn" or teacher == "clip"
         self.blend_how, self.k = blend, float(k)
+        self.rescale = bool(rescale)
+        self.scale = 1.0  # the proxy is the model's reward / scale
         self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
         self.rng = np.random.default_rng(int(seed))
         self.torch_gen = torch.Generator().manual_seed(int(seed))
         self.seed = int(seed)
-        self.device = torch.device("cpu" if device in ("auto", None) else device)
+        if device in ("auto", None):  # the CNN wants the GPU; small MLPs run faster on the CPU
+            device = "cuda" if model == "cnn" and torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
         self.model: RewardEnsemble | None = None
         self.pairs: PreferencePairs | None = None
         self.version = 0  # rounds done
@@ -146,10 +180,19 @@ class PreferenceReward(RewardProvider):
         super().bind(observation_space, action_space)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.model = RewardEnsemble(observation_space, action_space, self.hidden, self.members, self.use_action)
+            self.model = RewardEnsemble(
+                observation_space,
+                action_space,
+                self.hidden,
+                self.members,
+                self.use_action,
+                inputs="frames" if self.model_kind == "cnn" else "obs",
+                frame_size=self.frame_size,
+            )
         self.model.to(self.device).eval()
         self._open: list[dict[str, list[np.ndarray]]] = []  # per env, sized on the first batch
         self._done: deque[dict[str, np.ndarray]] = deque()
+        self._frame_bytes = 0  # held by the kept episodes' frames
         if self.pairs_file:
             self._learn_from_file(Path(self.pairs_file))
 
@@ -157,7 +200,12 @@ class PreferenceReward(RewardProvider):
         assert self.model is not None
         pairs = PreferencePairs.load(path)
         obs_dim = int(np.prod(self.observation_space.shape))
-        if int(np.prod(pairs.left.obs.shape[2:])) != obs_dim:
+        if self.model_kind == "cnn" and (pairs.left.frames is None or pairs.right.frames is None):
+            raise ConfigError(
+                f"reward.pairs={path} has no frames for reward.model=cnn: make it from a dataset with frames "
+                "(prefs.py frames=true) or use reward.model=mlp"
+            )
+        if self.model_kind == "mlp" and int(np.prod(pairs.left.obs.shape[2:])) != obs_dim:
             raise ConfigError(
                 f"reward.pairs={path}: segments have observations of shape {pairs.left.obs.shape[2:]}, the env {self.observation_space.shape}"
             )
@@ -166,7 +214,12 @@ class PreferenceReward(RewardProvider):
         self.model.fit_normalizer(np.concatenate([pairs.left.obs, pairs.right.obs]))
         fit = train_reward_model(self.model, pairs, self.torch_gen, self.epochs, self.batch_size, self.lr)
         self.version += 1
-        self.stats = {"loss_reward": fit["loss_reward"], "reward_model_train_accuracy": fit["train_accuracy"]}
+        self._rescale(concat(pairs.left, pairs.right))
+        self.stats = {
+            "loss_reward": fit["loss_reward"],
+            "reward_model_train_accuracy": fit["train_accuracy"],
+            "reward_scale": self.scale,
+        }
         log.info(
             "reward model trained on %d pairs from %s: train accuracy %.3f", len(pairs), path, fit["train_accuracy"]
         )
@@ -175,19 +228,28 @@ class PreferenceReward(RewardProvider):
         assert self.model is not None
         if self.version == 0:
             return np.zeros(len(batch), dtype=np.float32)
-        return self.model.predict(batch.obs, batch.action, self.blend_how, self.k)
+        return self.model.predict(batch.obs, batch.action, self.blend_how, self.k, frames=batch.frames) / self.scale
 
     def observe(self, batch: TransitionBatch, components: dict[str, np.ndarray] | None = None) -> None:
         """Keep the training env's transitions (and the env's reward components); run a round when one is due."""
         n = len(batch)
         while len(self._open) < n:
             self._open.append(self._empty())
+        small = None
+        if self.needs_frames:
+            if batch.frames is None:
+                raise ConfigError(
+                    "reward=preference with frames got a batch without them (the env must render rgb_array frames)"
+                )
+            small = shrink_frames(batch.frames, self.frame_size)
         for i in range(n):
             ep = self._open[i]
             ep["obs"].append(batch.obs[i])
             ep["actions"].append(batch.action[i])
             ep["next_obs"].append(batch.next_obs[i])
             ep["rewards"].append(np.float32(batch.env_reward[i]))
+            if small is not None:
+                ep.setdefault("frames", []).append(small[i])
             for name, values in (components or {}).items():
                 ep.setdefault(f"c/{name}", []).append(np.float32(values[i]))
             if batch.terminated[i] or batch.truncated[i]:
@@ -195,8 +257,12 @@ class PreferenceReward(RewardProvider):
                 done["terminated"] = np.array(bool(batch.terminated[i]))
                 if valid_starts(len(ep["rewards"]), done["terminated"], self.segment) > 0:
                     self._done.append(done)
-                    while len(self._done) > self.keep_episodes * max(1, n):
-                        self._done.popleft()
+                    self._frame_bytes += done["frames"].nbytes if "frames" in done else 0
+                    while len(self._done) > 1 and (
+                        len(self._done) > self.keep_episodes * max(1, n) or self._frame_bytes > self.frame_budget
+                    ):
+                        old = self._done.popleft()
+                        self._frame_bytes -= old["frames"].nbytes if "frames" in old else 0
                 self._open[i] = self._empty()
         self.steps_seen += n
         if self.steps_seen >= self.next_round and self.labels_used < self.budget:
@@ -237,7 +303,7 @@ class PreferenceReward(RewardProvider):
             true_rewards=np.concatenate([e["rewards"] for e in eps]),
             terminations=terminations,
             episode_starts=starts,
-            frames=None,
+            frames=np.concatenate([e["frames"] for e in eps]) if self.needs_frames else None,
         )
         names = [k[2:] for k in eps[0] if k.startswith("c/") and all(k in e for e in eps)]
         components = {c: np.concatenate([e[f"c/{c}"] for e in eps]) for c in names}
@@ -266,7 +332,9 @@ class PreferenceReward(RewardProvider):
             self.model.fit_normalizer(np.concatenate([self.pairs.left.obs, self.pairs.right.obs]))
             fit = train_reward_model(self.model, self.pairs, self.torch_gen, self.epochs, self.batch_size, self.lr)
             self.version += 1
+            self._rescale(kept[0])
             self.stats = {
+                "reward_scale": self.scale,
                 "loss_reward": fit["loss_reward"],
                 "reward_model_train_accuracy": fit["train_accuracy"],
                 "reward_model_accuracy": self._held_out_accuracy(kept),
@@ -279,6 +347,31 @@ class PreferenceReward(RewardProvider):
             self.stats.get("reward_model_accuracy", float("nan")),
             self.held_out,
         )
+
+    def _rescale(self, data: SimpleNamespace | Segments) -> None:
+        """Set ``scale`` to the mean absolute reward of the model on ``data``'s real transitions."""
+        assert self.model is not None
+        if not self.rescale:
+            return
+        if isinstance(data, Segments):
+            real = data.valid()
+            obs, actions = data.obs[real], data.actions[real]
+            frames = None if data.frames is None else data.frames[real]
+        else:
+            obs, actions, frames = data.observations[data.obs_index], data.actions, data.frames
+        r = np.concatenate(
+            [
+                self.model.predict(
+                    obs[s : s + 65536],
+                    actions[s : s + 65536],
+                    self.blend_how,
+                    self.k,
+                    frames=None if frames is None else frames[s : s + 65536],
+                )
+                for s in range(0, len(actions), 65536)
+            ]
+        )
+        self.scale = float(np.mean(np.abs(r))) if len(r) and np.mean(np.abs(r)) > 1e-8 else 1.0
 
     def _held_out_accuracy(self, kept: tuple[SimpleNamespace, dict[str, np.ndarray]]) -> float:
         assert self.model is not None
@@ -299,6 +392,7 @@ class PreferenceReward(RewardProvider):
             {
                 "model": self.model.state_dict(),
                 "version": self.version,
+                "scale": self.scale,
                 "steps_seen": self.steps_seen,
                 "next_round": self.next_round,
                 "stats": self.stats,
@@ -316,6 +410,7 @@ class PreferenceReward(RewardProvider):
         self.model.load_state_dict(state["model"])
         self.version, self.steps_seen, self.next_round = state["version"], state["steps_seen"], state["next_round"]
         self.stats = state["stats"]
+        self.scale = float(state.get("scale", 1.0))
         self.rng.bit_generator.state = state["rng"]
         self.torch_gen.set_state(state["torch_gen"])
         if (path / "preferences.npz").exists():

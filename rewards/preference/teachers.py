@@ -15,7 +15,13 @@ Hierarchical Weak Preference Feedback"): the user only ranks reward components b
 pair is decided by the most important component whose segment sums differ by more than its margin,
 falling to the next one on a near-tie, and is equal when every component ties.
 
-Both label whole batches of pairs at once and take their randomness from a ``np.random.Generator``.
+
+:class:`VlmTeacher` is RL-VLM-F's idea with CLIP as the judge (Wang et al. 2024, "RL-VLM-F: Reinforcement
+Learning from Vision Language Foundation Model Feedback"; VLM-RM's score, Rocamonde et al. 2023): the
+segment whose frames lie closer to a goal sentence, on average, is preferred
+(:class:`rewards.clip.ClipTeacher`).
+
+All label whole batches of pairs at once and take their randomness from a ``np.random.Generator``.
 """
 
 from __future__ import annotations
@@ -167,3 +173,53 @@ class HierarchicalTeacher:
                 right.components[name].sum(1).astype(np.float64),
             )
         return out
+
+
+class VlmTeacher:
+    """Labels from CLIP: the segment whose frames score higher against the goal sentence (module docstring).
+
+    A segment's score is the mean VLM-RM reward of its frames (every ``stride``-th one); within
+    ``equal_margin`` the pair is equal; answers are flipped with probability ``mistake``.
+
+    Args:
+        goal: Goal sentence (or a list); required.
+        stride: Score every ``stride``-th frame of a segment (CLIP on a CPU is slow).
+        equal_margin: Score difference below which a pair is equal.
+        mistake: Probability of flipping a decided answer.
+        **scorer_kwargs: :class:`rewards.clip.ClipScorer`'s (model, pretrained, checkpoint, baseline, alpha, device, ...).
+    """
+
+    def __init__(
+        self,
+        goal: str | Sequence[str] | None = None,
+        stride: int = 1,
+        equal_margin: float = 0.0,
+        mistake: float = 0.0,
+        **scorer_kwargs: object,
+    ) -> None:
+        if not goal:
+            raise ConfigError(
+                'reward.teacher=clip needs reward.clip.goal="a sentence describing the goal state" '
+                "(and the clip extra: pip install -e .[clip])"
+            )
+        if int(stride) < 1:
+            raise ConfigError(f"reward.clip.stride={stride!r} must be >= 1")
+        if not 0.0 <= float(mistake) <= 0.5:
+            raise ConfigError(f"teacher mistake={mistake!r} must be in [0, 0.5] (a probability of flipping the answer)")
+        from rewards.clip import ClipTeacher
+
+        self.clip = ClipTeacher(equal_margin=equal_margin, goal=goal, **scorer_kwargs)  # type: ignore[arg-type]
+        self.goal, self.stride, self.mistake = goal, int(stride), float(mistake)
+
+    def describe(self) -> str:
+        return f"clip(goal={self.goal!r}, stride={self.stride}, equal_margin={self.clip.equal_margin}, mistake={self.mistake})"
+
+    def label(self, left: Segments, right: Segments, rng: np.random.Generator) -> np.ndarray:
+        """``(pairs,)`` int8 labels from the two sides' frames."""
+        if left.frames is None or right.frames is None:
+            raise ConfigError("the CLIP teacher compares frames, and these segments have none")
+        soft = self.clip.label(left.frames[:, :: self.stride], right.frames[:, :: self.stride])
+        labels = np.where(soft == 0.0, LEFT, np.where(soft == 1.0, RIGHT, EQUAL)).astype(np.int8)
+        flip = (labels != EQUAL) & (rng.random(len(labels)) < self.mistake)
+        labels[flip] = np.where(labels[flip] == LEFT, RIGHT, LEFT)
+        return labels
