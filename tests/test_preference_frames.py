@@ -195,3 +195,23 @@ def test_off_policy_agents_refuse_an_online_frame_reward() -> None:
     venv.close()
     with pytest.raises(ConfigError, match="reward.model"):
         PreferenceReward(model="transformer")
+
+
+def test_offline_reward_model_on_frames_from_a_preference_file(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    from experiments import collect, prefs
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    data = "local/cartpole/frames-v0"
+    collect.main(["env=cartpole", "policy=random", "episodes=8", "frames=true", f"name={data}"])
+    with_frames = prefs.main([f"dataset={data}", "pairs=40", "segment=10", "name=px", "frames=true"])
+    without = prefs.main([f"dataset={data}", "pairs=40", "segment=10", "name=plain"])
+    assert PreferencePairs.load(with_frames["path"]).left.frames.shape[1] == 10
+    common = ["env=cartpole", "agent=iql", f"dataset={data}", "reward=preference", "reward.model=cnn"]
+    common += ["reward.epochs=3", "reward.frame_size=40", "steps=200", "eval.episodes=2", "video.final_episodes=0"]
+    res = run_cli("run.py", [*common, f"reward.pairs={with_frames['path']}", "hydra.run.dir=run"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tmp_path / "run" / "summary.json").exists()
+    res = run_cli("run.py", [*common, f"reward.pairs={without['path']}", "hydra.run.dir=run2"])
+    assert res.returncode == 2 and "prefs.py frames=true" in res.stderr
