@@ -2,9 +2,36 @@
 
 from __future__ import annotations
 
+import csv
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from rewards.base import RewardProvider
+    from rewards.wrapper import RewardVecEnv
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file (a run's metrics.csv, train.csv) as dicts."""
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def reward_venv(name: str, provider: RewardProvider, n: int = 1, observe: bool = False) -> RewardVecEnv:
+    """``n`` envs of ``experiments/conf/env/<name>.yaml`` (seed 0) under ``provider``, as the runner builds them:
+    frames in ``info`` when the provider needs them; ``observe`` for the training env."""
+    from omegaconf import OmegaConf
+
+    from envs.make import make_vec_env
+    from rewards.wrapper import RewardVecEnv
+
+    cfg = OmegaConf.to_container(OmegaConf.load(REPO / f"experiments/conf/env/{name}.yaml"))
+    return RewardVecEnv(make_vec_env(cfg, n, 0, frames_in_info=provider.needs_frames), provider, observe=observe)
 
 
 def constant_one(obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> np.ndarray:

@@ -3,7 +3,6 @@ timeouts and bad answers), replay, a program that breaks a limit mid-training, a
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 
 from rewards.code.programs import program_path
 from tests.fake_openai import Reply, chat_reply, fake_openai, status_reply
+from tests.helpers import csv_rows
 
 FAST = ["preset=smoke", "video.final_episodes=0"]
 CARTPOLE = program_path("cartpole").read_text()
@@ -22,11 +22,6 @@ NAN_PROGRAM = (
 
 def _fenced(code: str) -> str:
     return f"Here is the reward function:\n```python\n{code}```\n"
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _llm_args(base_url: str, cache: Path) -> list[str]:
@@ -47,7 +42,7 @@ def test_shipped_program_run_keeps_the_program_and_logs_components(run_cli, tmp_
     assert (run / "reward_program.py").read_text() == CARTPOLE
     meta = json.loads((run / "reward_program.json").read_text())
     assert meta["origin"] == "file" and len(meta["code_hash"]) == 12 and "seccomp" in meta["sandbox_layers"]
-    rows = _rows(run / "metrics.csv")
+    rows = csv_rows(run / "metrics.csv")
     assert {"component/alive", "component/upright", "component/centred"} <= set(rows[0])
     summary = json.loads((run / "summary.json").read_text())
     parts = summary["components"]

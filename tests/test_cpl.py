@@ -13,10 +13,11 @@ from agents.offline.iql import IQL
 from envs.errors import ConfigError
 from experiments import prefs
 from experiments.evaluation import evaluate
+from rewards.env import EnvReward
 from rewards.preference.provider import PreferenceReward
 from rewards.preference.segments import LEFT, PreferencePairs
-from rewards.wrapper import RewardVecEnv
-from tests.test_offline import _mixed_cartpole, _Quiet, _venv, root  # noqa: F401  (fixture)
+from tests.helpers import reward_venv
+from tests.test_offline import _mixed_cartpole, _Quiet, root  # noqa: F401  (fixture)
 
 
 def test_biased_bce_is_cpl_loss() -> None:
@@ -48,12 +49,12 @@ def test_prefs_then_cpl_and_p_iql_beat_bc_on_mixed_data(root: Path) -> None:  # 
         ("p-iql", IQL, {"max_steps": 3000, "batch_size": 256}),
     ):
         if name == "p-iql":  # the two-step baseline: a reward model from the same pairs, then IQL on its labels
-            env = RewardVecEnv(_venv("cartpole").venv, PreferenceReward(pairs=out["path"], members=3, epochs=30))
+            env = reward_venv("cartpole", PreferenceReward(pairs=out["path"], members=3, epochs=30))
         else:
-            env = _venv("cartpole")
+            env = reward_venv("cartpole", EnvReward())
         agent = cls(env, seed=0, dataset="local/cartpole/mixed-v0", hidden=(64, 64), **extra)
         agent.train(3000, _Quiet())
-        eval_env = _venv("cartpole", 4)
+        eval_env = reward_venv("cartpole", EnvReward(), n=4)
         scores[name] = np.mean([e.true_return for e in evaluate(agent, eval_env, 8, seed=123)])
         eval_env.close()
         env.close()
@@ -64,7 +65,7 @@ def test_prefs_then_cpl_and_p_iql_beat_bc_on_mixed_data(root: Path) -> None:  # 
 
 def test_cpl_without_the_preference_file_lists_what_exists(root: Path) -> None:  # noqa: F811
     _mixed_cartpole(root)
-    env = _venv("cartpole")
+    env = reward_venv("cartpole", EnvReward())
     with pytest.raises(ConfigError, match="no preference file .*this dataset has: none .*prefs.py"):
         CPL(env, dataset="local/cartpole/mixed-v0", preferences="nope")
     env.close()

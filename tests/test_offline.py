@@ -17,7 +17,7 @@ from envs.errors import ConfigError
 from envs.true_rewards import pendulum as pendulum_reward
 from experiments import collect, relabel
 from rewards.env import EnvReward
-from rewards.wrapper import RewardVecEnv
+from tests.helpers import reward_venv
 
 SMALL = ["agent.hidden=[64,64]", "agent.batch_size=128"]
 
@@ -27,17 +27,6 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "datasets"
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(path))
     return path
-
-
-def _venv(name: str, n: int = 1) -> RewardVecEnv:
-    from omegaconf import OmegaConf
-
-    from envs.make import make_vec_env
-
-    cfg = OmegaConf.to_container(
-        OmegaConf.load(Path(__file__).resolve().parents[1] / f"experiments/conf/env/{name}.yaml")
-    )
-    return RewardVecEnv(make_vec_env(cfg, n, 0), EnvReward())
 
 
 class _Quiet:
@@ -87,7 +76,7 @@ def test_missing_dataset_lists_local_ones_and_space_mismatch_prints_both(root: P
     collect.main(["env=pendulum", "policy=random", "episodes=2", "name=local/pendulum/random-v0"])
     with pytest.raises(ConfigError, match=r"'local/nope-v0' not found.*local datasets: local/pendulum/random-v0"):
         ds.load("local/nope-v0")
-    env = _venv("cartpole")
+    env = reward_venv("cartpole", EnvReward())
     with pytest.raises(ConfigError, match=r"observation space is Box\(.*\(3,\).*the env's is Box\(.*\(4,\)"):
         IQL(env, dataset="local/pendulum/random-v0")
     with pytest.raises(ConfigError, match="give dataset=<id>; local datasets .*local/pendulum/random-v0"):
@@ -137,7 +126,7 @@ def test_expectile_loss_minimiser_is_the_expectile(tau: float) -> None:
 def test_checkpoint_resume_is_exact(root: Path, tmp_path: Path) -> None:
     collect.main(["env=pendulum", "policy=random", "episodes=2", "name=local/pendulum/random-v0"])
     kw = {"dataset": "local/pendulum/random-v0", "hidden": (32, 32), "batch_size": 64, "max_steps": 60}
-    env = _venv("pendulum")
+    env = reward_venv("pendulum", EnvReward())
     straight = IQL(env, seed=3, **kw)
     straight.train(60, _Quiet())
     first = IQL(env, seed=3, **kw)
@@ -182,10 +171,10 @@ def test_iql_filters_mixed_data_that_bc_imitates(root: Path) -> None:
 
     scores = {}
     for cls, extra in ((BC, {}), (IQL, {"max_steps": 3000})):
-        env = _venv("cartpole")
+        env = reward_venv("cartpole", EnvReward())
         agent = cls(env, seed=0, dataset="local/cartpole/mixed-v0", hidden=(64, 64), batch_size=256, **extra)
         agent.train(3000, _Quiet())
-        eval_env = _venv("cartpole", 4)
+        eval_env = reward_venv("cartpole", EnvReward(), n=4)
         scores[cls.name] = np.mean([e.true_return for e in evaluate(agent, eval_env, 8, seed=123)])
         eval_env.close()
         env.close()
@@ -312,10 +301,10 @@ def test_stored_labels_are_used_only_with_the_provider_that_wrote_them(root: Pat
     relabel.main(["dataset=local/pendulum/random-v0", "reward=fn", "reward.target=rewards.examples:pendulum_upright"])
     stored = ds.load("local/pendulum/random-fn-v0").rewards
     kw = {"dataset": "local/pendulum/random-fn-v0", "hidden": (16,), "reward_scale": 1.0}
-    env = RewardVecEnv(_venv("pendulum").venv, FnReward("rewards.examples:pendulum_upright"))
+    env = reward_venv("pendulum", FnReward("rewards.examples:pendulum_upright"))
     agent = IQL(env, labels="stored", **kw)
     np.testing.assert_allclose(agent._rewards.numpy(), stored)
-    true_env = _venv("pendulum")
+    true_env = reward_venv("pendulum", EnvReward())
     with pytest.raises(ConfigError, match="labelled by FnReward.*evaluates the proxy with EnvReward"):
         IQL(true_env, labels="stored", **kw)
     by_provider = IQL(true_env, **kw)  # default: labelled by the run's provider (here the env's reward)
@@ -324,7 +313,7 @@ def test_stored_labels_are_used_only_with_the_provider_that_wrote_them(root: Pat
 
 def test_network_initialisation_follows_the_seed_not_the_global_rng(root: Path) -> None:
     collect.main(["env=cartpole", "policy=random", "episodes=2", "name=local/cartpole/random-v0"])
-    env = _venv("cartpole")
+    env = reward_venv("cartpole", EnvReward())
     torch.manual_seed(1)
     state = torch.get_rng_state()
     a = IQL(env, seed=5, dataset="local/cartpole/random-v0", hidden=(16,))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import gymnasium as gym
@@ -16,6 +15,7 @@ from rewards.preference.model import RewardEnsemble, shrink_frames, train_reward
 from rewards.preference.provider import PreferenceReward
 from rewards.preference.segments import EQUAL, LEFT, RIGHT, PreferencePairs, Segments
 from rewards.preference.teachers import SyntheticTeacher, VlmTeacher
+from tests.helpers import csv_rows, reward_venv
 
 SIZE = 40
 
@@ -105,11 +105,6 @@ def test_vlm_teacher_maps_clip_scores_to_labels() -> None:
         teacher.label(no_frames, no_frames, rng)
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open() as f:
-        return list(csv.DictReader(f))
-
-
 @pytest.mark.parametrize(
     "extra",
     [
@@ -152,24 +147,16 @@ def test_online_preferences_over_frames(run_cli, tmp_path: Path, extra: list[str
     assert len(pairs) == 20 and pairs.left.frames is not None
     assert pairs.left.frames.shape[1:] == (25, 48, 48, 3)  # kept shrunk to frame_size
     assert ("clip(" in pairs.teacher) == ("reward.teacher=clip" in extra)
-    rows = _rows(tmp_path / "run" / "metrics.csv")
+    rows = csv_rows(tmp_path / "run" / "metrics.csv")
     assert float(rows[-1]["labels"]) == 20 and rows[-1]["reward_model_accuracy"]
 
 
 def test_frames_kept_within_the_memory_budget() -> None:
-    from omegaconf import OmegaConf
-
-    from envs.make import make_vec_env
-    from rewards.wrapper import RewardVecEnv
-
-    cfg = OmegaConf.to_container(
-        OmegaConf.load(Path(__file__).resolve().parents[1] / "experiments/conf/env/cartpole.yaml")
-    )
     frame_bytes = 40 * 40 * 3
     provider = PreferenceReward(
         model="cnn", frame_size=40, frame_memory_mb=300 * frame_bytes / 2**20, every=10**9, first_after=10**9
     )
-    venv = RewardVecEnv(make_vec_env(cfg, 2, 0, frames_in_info=True), provider, observe=True)
+    venv = reward_venv("cartpole", provider, n=2, observe=True)
     venv.reset()
     rng = np.random.default_rng(0)
     for _ in range(1500):
@@ -181,15 +168,7 @@ def test_frames_kept_within_the_memory_budget() -> None:
 
 
 def test_off_policy_agents_refuse_an_online_frame_reward() -> None:
-    from omegaconf import OmegaConf
-
-    from envs.make import make_vec_env
-    from rewards.wrapper import RewardVecEnv
-
-    cfg = OmegaConf.to_container(
-        OmegaConf.load(Path(__file__).resolve().parents[1] / "experiments/conf/env/pendulum.yaml")
-    )
-    venv = RewardVecEnv(make_vec_env(cfg, 1, 0, frames_in_info=True), PreferenceReward(model="cnn"), observe=True)
+    venv = reward_venv("pendulum", PreferenceReward(model="cnn"), observe=True)
     with pytest.raises(ConfigError, match="on-policy"):
         SB3Agent("SAC", venv, seed=0, device="cpu")
     venv.close()

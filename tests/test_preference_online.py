@@ -3,7 +3,6 @@ the provider's state survives a resume, HERON's teacher reads the env's reward t
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -14,23 +13,7 @@ from agents.sb3 import SB3Agent
 from envs.errors import ConfigError
 from rewards.preference.provider import PreferenceReward
 from rewards.preference.segments import PreferencePairs
-from rewards.wrapper import RewardVecEnv
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open() as f:
-        return list(csv.DictReader(f))
-
-
-def _venv(name: str, provider: PreferenceReward, n: int = 1) -> RewardVecEnv:
-    from omegaconf import OmegaConf
-
-    from envs.make import make_vec_env
-
-    cfg = OmegaConf.to_container(
-        OmegaConf.load(Path(__file__).resolve().parents[1] / f"experiments/conf/env/{name}.yaml")
-    )
-    return RewardVecEnv(make_vec_env(cfg, n, 0), provider, observe=True)
+from tests.helpers import csv_rows, reward_venv
 
 
 def test_ppo_learns_cartpole_from_a_synthetic_teacher(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -48,7 +31,7 @@ def test_ppo_learns_cartpole_from_a_synthetic_teacher(run_cli, tmp_path: Path) -
         ],
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    rows = _rows(tmp_path / "run" / "metrics.csv")
+    rows = csv_rows(tmp_path / "run" / "metrics.csv")
     assert float(rows[0]["labels"]) == 0 and float(rows[-1]["labels"]) == 200
     acc = [float(r["reward_model_accuracy"]) for r in rows if r["reward_model_accuracy"]]
     assert acc and min(acc) > 0.75  # the learned reward ranks held-out segments like the true return
@@ -75,10 +58,10 @@ def test_resume_restores_the_reward_model_and_its_labels(run_cli, tmp_path: Path
         ],
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    first = _rows(tmp_path / "run" / "metrics.csv")[-1]
+    first = csv_rows(tmp_path / "run" / "metrics.csv")[-1]
     res = run_cli("run.py", [f"resume={tmp_path / 'run'}", "steps=2048"])
     assert res.returncode == 0, res.stderr[-3000:]
-    last = _rows(tmp_path / "run" / "metrics.csv")[-1]
+    last = csv_rows(tmp_path / "run" / "metrics.csv")[-1]
     assert float(first["labels"]) == 20 and float(last["labels"]) == 40  # continued, not restarted
     assert len(PreferencePairs.load(tmp_path / "run" / "preferences.npz")) == 40
 
@@ -88,7 +71,7 @@ def test_sac_replay_buffer_is_relabelled_with_the_new_reward_model() -> None:
     provider = PreferenceReward(
         budget=40, queries=20, every=10**9, first_after=10**9, segment=20, held_out=0, epochs=5, rescale=True
     )
-    venv = _venv("pendulum", provider)
+    venv = reward_venv("pendulum", provider, observe=True)
     agent = SB3Agent("SAC", venv, seed=0, device="cpu", hyperparams={"learning_starts": 100, "buffer_size": 1000})
 
     class Cb:
@@ -127,7 +110,7 @@ def test_hierarchical_teacher_reads_the_envs_reward_terms() -> None:
         segment=10,
         held_out=0,
     )
-    venv = _venv("halfcheetah", provider)
+    venv = reward_venv("halfcheetah", provider, observe=True)
     venv.reset()
     rng = np.random.default_rng(0)
     for _ in range(1000):  # one episode (the time limit)

@@ -117,7 +117,7 @@ class RewardEnsemble(nn.Module):
             if f.ndim < 4 or f.shape[-1] != 3:
                 raise ConfigError(f"the CNN reward model takes (..., H, W, 3) uint8 frames, got {tuple(f.shape)}")
             lead = f.shape[:-3]
-            f = torch.as_tensor(shrink_frames(f.reshape(-1, *f.shape[-3:]), self.frame_size), device=dev)
+            f = shrink_frames(f.reshape(-1, *f.shape[-3:]), self.frame_size)
             f = f.permute(0, 3, 1, 2).reshape(*lead, 3, self.frame_size, self.frame_size)
             return (f, self._action_features(actions, lead))
         o = torch.as_tensor(np.asarray(obs) if not torch.is_tensor(obs) else obs, dtype=torch.float32, device=dev)

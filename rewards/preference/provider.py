@@ -194,6 +194,7 @@ class PreferenceReward(RewardProvider):
         self._open: list[dict[str, list[np.ndarray]]] = []  # per env, sized on the first batch
         self._done: deque[dict[str, np.ndarray]] = deque()
         self._frame_bytes = 0  # held by the kept episodes' frames
+        self._shrunk: tuple[TransitionBatch, np.ndarray] | None = None  # the last batch's frames at frame_size
         if self.pairs_file:
             self._learn_from_file(Path(self.pairs_file))
 
@@ -215,7 +216,8 @@ class PreferenceReward(RewardProvider):
         self.model.fit_normalizer(np.concatenate([pairs.left.obs, pairs.right.obs]))
         fit = train_reward_model(self.model, pairs, self.torch_gen, self.epochs, self.batch_size, self.lr)
         self.version += 1
-        self._rescale(concat(pairs.left, pairs.right))
+        if self.rescale:
+            self._rescale(concat(pairs.left, pairs.right))
         self.stats = {
             "loss_reward": fit["loss_reward"],
             "reward_model_train_accuracy": fit["train_accuracy"],
@@ -229,20 +231,25 @@ class PreferenceReward(RewardProvider):
         assert self.model is not None
         if self.version == 0:
             return np.zeros(len(batch), dtype=np.float32)
-        return self.model.predict(batch.obs, batch.action, self.blend_how, self.k, frames=batch.frames) / self.scale
+        frames = self._small_frames(batch) if self.model_kind == "cnn" else None
+        return self.model.predict(batch.obs, batch.action, self.blend_how, self.k, frames=frames) / self.scale
+
+    def _small_frames(self, batch: TransitionBatch) -> np.ndarray:
+        """``batch``'s frames at ``frame_size``, shrunk once: :meth:`reward` and :meth:`observe` see the same batch."""
+        if self._shrunk is None or self._shrunk[0] is not batch:
+            if batch.frames is None:
+                raise ConfigError(
+                    "reward=preference with frames got a batch without them (the env must render rgb_array frames)"
+                )
+            self._shrunk = (batch, shrink_frames(batch.frames, self.frame_size))
+        return self._shrunk[1]
 
     def observe(self, batch: TransitionBatch, components: dict[str, np.ndarray] | None = None) -> None:
         """Keep the training env's transitions (and the env's reward components); run a round when one is due."""
         n = len(batch)
         while len(self._open) < n:
             self._open.append(self._empty())
-        small = None
-        if self.needs_frames:
-            if batch.frames is None:
-                raise ConfigError(
-                    "reward=preference with frames got a batch without them (the env must render rgb_array frames)"
-                )
-            small = shrink_frames(batch.frames, self.frame_size)
+        small = self._small_frames(batch) if self.needs_frames else None
         for i in range(n):
             ep = self._open[i]
             ep["obs"].append(batch.obs[i])
@@ -333,7 +340,8 @@ class PreferenceReward(RewardProvider):
             self.model.fit_normalizer(np.concatenate([self.pairs.left.obs, self.pairs.right.obs]))
             fit = train_reward_model(self.model, self.pairs, self.torch_gen, self.epochs, self.batch_size, self.lr)
             self.version += 1
-            self._rescale(kept[0])
+            if self.rescale:
+                self._rescale(kept[0])
             self.stats = {
                 "reward_scale": self.scale,
                 "loss_reward": fit["loss_reward"],
@@ -352,8 +360,6 @@ class PreferenceReward(RewardProvider):
     def _rescale(self, data: SimpleNamespace | Segments) -> None:
         """Set ``scale`` to the mean absolute reward of the model on ``data``'s real transitions."""
         assert self.model is not None
-        if not self.rescale:
-            return
         if isinstance(data, Segments):
             real = data.valid()
             obs, actions = data.obs[real], data.actions[real]
@@ -372,7 +378,8 @@ class PreferenceReward(RewardProvider):
                 for s in range(0, len(actions), 65536)
             ]
         )
-        self.scale = float(np.mean(np.abs(r))) if len(r) and np.mean(np.abs(r)) > 1e-8 else 1.0
+        size = float(np.mean(np.abs(r))) if len(r) else 0.0
+        self.scale = size if size > 1e-8 else 1.0
 
     def _held_out_accuracy(self, kept: tuple[SimpleNamespace, dict[str, np.ndarray]]) -> float:
         assert self.model is not None

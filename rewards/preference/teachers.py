@@ -34,6 +34,20 @@ from envs.errors import ConfigError
 from rewards.preference.segments import EQUAL, LEFT, RIGHT, SKIP, Segments
 
 
+def _mistake(value: float) -> float:
+    """The mistake rate ε, checked: a probability of flipping an answer, at most 0.5."""
+    if not 0.0 <= float(value) <= 0.5:
+        raise ConfigError(f"teacher mistake={value!r} must be in [0, 0.5] (a probability of flipping the answer)")
+    return float(value)
+
+
+def _flip_decided(labels: np.ndarray, mistake: float, rng: np.random.Generator) -> np.ndarray:
+    """Flip each LEFT/RIGHT label with probability ``mistake`` (EQUAL stays), in place; returns ``labels``."""
+    flip = (labels != EQUAL) & (rng.random(len(labels)) < mistake)
+    labels[flip] = np.where(labels[flip] == LEFT, RIGHT, LEFT)
+    return labels
+
+
 def myopic_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
     """``(n,)`` returns of ``(n, H)`` segment rewards, step ``t`` weighted by ``gamma ** (H - 1 - t)``."""
     h = rewards.shape[1]
@@ -64,13 +78,11 @@ class SyntheticTeacher:
             raise ConfigError(f"teacher beta={beta!r} must be >= 0 or null (perfectly rational)")
         if not 0.0 < float(gamma) <= 1.0:
             raise ConfigError(f"teacher gamma={gamma!r} must be in (0, 1]")
-        if not 0.0 <= float(mistake) <= 0.5:
-            raise ConfigError(f"teacher mistake={mistake!r} must be in [0, 0.5] (a probability of flipping the answer)")
+        self.mistake = _mistake(mistake)
         if equal_within is not None and float(equal_within) < 0:
             raise ConfigError(f"teacher equal_within={equal_within!r} must be >= 0 or null")
         self.beta = None if beta is None else float(beta)
         self.gamma = float(gamma)
-        self.mistake = float(mistake)
         self.skip_below = None if skip_below is None else float(skip_below)
         self.equal_within = None if equal_within is None else float(equal_within)
 
@@ -135,9 +147,7 @@ class HierarchicalTeacher:
         self.higher = [True] * len(self.ranking) if higher_is_better is None else [bool(h) for h in higher_is_better]
         if len(self.higher) != len(self.ranking):
             raise ConfigError("teacher higher_is_better needs one entry per ranked component")
-        if not 0.0 <= float(mistake) <= 0.5:
-            raise ConfigError(f"teacher mistake={mistake!r} must be in [0, 0.5]")
-        self.mistake = float(mistake)
+        self.mistake = _mistake(mistake)
 
     def describe(self) -> str:
         return f"hierarchical(ranking={self.ranking}, margins={self.margins}, mistake={self.mistake})"
@@ -156,9 +166,7 @@ class HierarchicalTeacher:
             labels[decided & (diff > 0)] = LEFT
             labels[decided & (diff < 0)] = RIGHT
             undecided &= ~decided
-        flip = (labels != EQUAL) & (rng.random(n) < self.mistake)
-        labels[flip] = np.where(labels[flip] == LEFT, RIGHT, LEFT)
-        return labels
+        return _flip_decided(labels, self.mistake, rng)
 
     def _sums(self, left: Segments, right: Segments) -> Mapping[str, tuple[np.ndarray, np.ndarray]]:
         out = {}
@@ -204,12 +212,11 @@ class VlmTeacher:
             )
         if int(stride) < 1:
             raise ConfigError(f"reward.clip.stride={stride!r} must be >= 1")
-        if not 0.0 <= float(mistake) <= 0.5:
-            raise ConfigError(f"teacher mistake={mistake!r} must be in [0, 0.5] (a probability of flipping the answer)")
+        self.mistake = _mistake(mistake)
         from rewards.clip import ClipTeacher
 
         self.clip = ClipTeacher(equal_margin=equal_margin, goal=goal, **scorer_kwargs)  # type: ignore[arg-type]
-        self.goal, self.stride, self.mistake = goal, int(stride), float(mistake)
+        self.goal, self.stride = goal, int(stride)
 
     def describe(self) -> str:
         return f"clip(goal={self.goal!r}, stride={self.stride}, equal_margin={self.clip.equal_margin}, mistake={self.mistake})"
@@ -220,6 +227,4 @@ class VlmTeacher:
             raise ConfigError("the CLIP teacher compares frames, and these segments have none")
         soft = self.clip.label(left.frames[:, :: self.stride], right.frames[:, :: self.stride])
         labels = np.where(soft == 0.0, LEFT, np.where(soft == 1.0, RIGHT, EQUAL)).astype(np.int8)
-        flip = (labels != EQUAL) & (rng.random(len(labels)) < self.mistake)
-        labels[flip] = np.where(labels[flip] == LEFT, RIGHT, LEFT)
-        return labels
+        return _flip_decided(labels, self.mistake, rng)
