@@ -11,20 +11,70 @@ evaluation, checkpoints and resume:
   state, replay buffer, normalisation statistics) into / from a directory.
 
 Optional members: ``learns`` (``False`` for solvers and fixed rules: the runner then skips
-the evaluation before training, which would only repeat the final one), ``describe()``
-(facts about the agent for ``summary.json``, e.g. a solver's status) and ``reference_scores()``
-(``(random, expert)`` mean returns, e.g. of an offline dataset: the runner then reports D4RL's
-normalised score).
+the evaluation before training, which would only repeat the final one) and ``describe()``
+(facts about the agent for ``summary.json``, e.g. a solver's status).
+
+What an agent needs from the run is passed to its constructor by name (the builder,
+:func:`experiments.builders.build_agent`, fills in the parameters the constructor declares):
+``env`` (the training vector env, proxy reward swapped in), ``reward`` (the run's
+:class:`~rewards.base.RewardProvider`), ``observation_space`` / ``action_space``, ``card`` (the env's
+:class:`~envs.cards.EnvCard`), ``seed`` and ``device``. What it requires of the env and the data it
+declares up front in :meth:`Agent.requirements`, checked before anything is built
+(:func:`check_compatible`).
+
+Optional capabilities are small protocols, checked with ``isinstance``:
+
+* :class:`Relabels`: recomputes the rewards it stores (an off-policy replay buffer) after a learned
+  reward changed;
+* :class:`HasReferenceScores`: ``(random, expert)`` mean returns (e.g. of an offline dataset): the
+  runner then reports D4RL's normalised score;
+* :class:`LearnsFromDataset`: learns from a prepared offline dataset (``dataset=<id>``), given to it
+  with ``set_dataset`` after it is built (d3rlpy's ``fit(dataset)`` shape).
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+import gymnasium as gym
 import numpy as np
+
+from envs.errors import ConfigError
+
+if TYPE_CHECKING:
+    from envs.cards import EnvCard
+    from envs.data import Episodes
+    from rewards.base import RewardProvider
+
+ANY_ACTION: tuple[type[gym.Space], ...] = (
+    gym.spaces.Box,
+    gym.spaces.Discrete,
+    gym.spaces.MultiDiscrete,
+    gym.spaces.MultiBinary,
+)
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What an agent needs of an env and a run, known before anything is built.
+
+    Attributes:
+        action_spaces: Action space types the agent can act in.
+        features: Env features it relies on (:attr:`envs.cards.EnvCard.features`, e.g. ``"action_masks"``).
+        dataset: It learns from an offline dataset (``dataset=<id>``) and cannot run without one.
+        hint: Added to a refusal: which agents to use instead.
+        label: How refusals name the agent (default ``agent=<config name>``), e.g. the algorithm ``SAC``.
+    """
+
+    action_spaces: tuple[type[gym.Space], ...] = ANY_ACTION
+    features: frozenset[str] = frozenset()
+    dataset: bool = False
+    hint: str = ""
+    label: str = ""
 
 
 class TrainCallback(Protocol):
@@ -48,6 +98,11 @@ class Agent(abc.ABC):
     """Base class of every agent (see module docstring)."""
 
     learns: bool = True
+
+    @classmethod
+    def requirements(cls, config: Mapping[str, Any]) -> Requirements:
+        """What this agent, configured with ``config`` (its ``conf/agent/*.yaml`` node), needs of the env."""
+        return Requirements()
 
     @property
     @abc.abstractmethod
@@ -84,3 +139,66 @@ class Agent(abc.ABC):
 
     def close(self) -> None:
         """Release what the agent holds (its training env, workers)."""
+
+
+@runtime_checkable
+class Relabels(Protocol):
+    """An agent that stores rewards (a replay buffer) and can recompute them with a changed reward."""
+
+    def relabel(self, reward: RewardProvider) -> None:
+        """Recompute every stored reward with ``reward`` (after a learned reward's ``version`` changed)."""
+        ...
+
+
+@runtime_checkable
+class HasReferenceScores(Protocol):
+    """An agent whose data defines D4RL's reference returns (random and expert policy)."""
+
+    def reference_scores(self) -> tuple[float | None, float | None]:
+        """``(random, expert)`` mean returns, each ``None`` where unknown."""
+        ...
+
+
+@runtime_checkable
+class LearnsFromDataset(Protocol):
+    """An agent that learns from an offline dataset, prepared outside it (labelled with the run's reward)."""
+
+    def set_dataset(self, data: Episodes) -> None:
+        """Take the dataset to learn from: ``data.rewards`` are the labels to train on (the run's proxy)."""
+        ...
+
+
+def check_compatible(
+    name: str,
+    requirements: Requirements,
+    action_space: gym.Space,
+    card: EnvCard | None,
+    has_dataset: bool,
+) -> None:
+    """Refuse an agent that cannot run on this env (or without / with a dataset), before anything is built.
+
+    Args:
+        name: The agent's config name (``agent=<name>``).
+        requirements: What it needs (:meth:`Agent.requirements`).
+        action_space: The env's action space.
+        card: The env's card (its features); ``None``: an env rewardlab knows nothing about.
+        has_dataset: The run was given ``dataset=<id>``.
+
+    Raises:
+        ConfigError: The first requirement the env or the run does not meet, with what would work.
+    """
+    hint = f"; {requirements.hint}" if requirements.hint else ""
+    who = requirements.label or f"agent={name}"
+    if not isinstance(action_space, requirements.action_spaces):
+        kinds = " or ".join(s.__name__ for s in requirements.action_spaces)
+        raise ConfigError(f"{who} needs a {kinds} action space, but this env has {action_space}{hint}")
+    missing = sorted(requirements.features - (card.features if card is not None else frozenset()))
+    if missing:
+        env = card.id if card is not None else "this env"
+        raise ConfigError(f"{who} needs an env that provides {', '.join(missing)}; {env} does not{hint}")
+    if requirements.dataset and not has_dataset:
+        raise ConfigError(f"agent={name} learns from a dataset: give dataset=<id>{hint}")
+    if has_dataset and not requirements.dataset:
+        raise ConfigError(
+            f"agent={name} learns online and would ignore dataset=; drop dataset= or use an offline agent (iql, bc, cpl)"
+        )

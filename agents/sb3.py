@@ -32,8 +32,9 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from agents.base import Agent, TrainCallback
+from agents.base import Agent, Requirements, TrainCallback
 from envs.errors import ConfigError
+from rewards.base import LearnedReward, RewardProvider, TransitionBatch, check_rewards
 
 ALGOS: dict[str, type[BaseAlgorithm] | str] = {
     "PPO": PPO,
@@ -43,6 +44,8 @@ ALGOS: dict[str, type[BaseAlgorithm] | str] = {
     "TD3": TD3,
     "MaskablePPO": "sb3_contrib:MaskablePPO",  # imported when used (the jobshop extra)
 }
+#: Env features an algorithm needs (:attr:`envs.cards.EnvCard.features`).
+FEATURES: dict[str, frozenset[str]] = {"MaskablePPO": frozenset({"action_masks"})}
 ACTION_SPACES: dict[str, tuple[type[gym.Space], ...]] = {
     "PPO": (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary),
     "MaskablePPO": (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary),
@@ -164,6 +167,8 @@ class SB3Agent(Agent):
     Args:
         algo: ``PPO``, ``A2C``, ``DQN``, ``SAC`` or ``TD3``.
         env: The training vector env (rewards already swapped by the reward wrapper).
+        reward: The run's reward provider (the proxy the env returns); a learned one that scores
+            frames is refused for off-policy algorithms (their buffers keep no frames to relabel).
         seed: Seed for SB3 (network init, exploration).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         policy: SB3 policy name (``MlpPolicy``, ``CnnPolicy``) or class (``package.module:Class``).
@@ -180,6 +185,7 @@ class SB3Agent(Agent):
         self,
         algo: str,
         env: VecEnv,
+        reward: RewardProvider | None = None,
         seed: int = 0,
         device: str = "auto",
         policy: str = "MlpPolicy",
@@ -191,16 +197,12 @@ class SB3Agent(Agent):
         save_replay_buffer: bool = True,
         log_every: int = 1000,
     ) -> None:
-        if algo not in ALGOS:
-            raise ConfigError(f"agent.algo={algo!r} is not one of {', '.join(ALGOS)}")
-        if not isinstance(env.action_space, ACTION_SPACES[algo]):
-            kinds = " or ".join(s.__name__ for s in ACTION_SPACES[algo])
-            raise ConfigError(
-                f"{algo} needs a {kinds} action space, but this env has {env.action_space}; "
-                "use ppo or a2c (any action space), dqn (discrete), sac or td3 (continuous)"
-            )
-        if algo == "MaskablePPO" and not env.has_attr("action_masks"):
-            raise ConfigError("MaskablePPO needs an env with action_masks() (e.g. env=jobshop); use ppo for this env")
+        needs = self.requirements({"algo": algo})
+        if not isinstance(env.action_space, needs.action_spaces):
+            kinds = " or ".join(s.__name__ for s in needs.action_spaces)
+            raise ConfigError(f"{algo} needs a {kinds} action space, but this env has {env.action_space}; {needs.hint}")
+        if "action_masks" in needs.features and not env.has_attr("action_masks"):
+            raise ConfigError(f"{algo} needs an env with action_masks() (e.g. env=jobshop); {needs.hint}")
         self.algo = algo
         algo_cls = ALGOS[algo]
         self.algo_cls: type[BaseAlgorithm] = _import(algo_cls, "agent.algo") if isinstance(algo_cls, str) else algo_cls
@@ -218,13 +220,25 @@ class SB3Agent(Agent):
             self.vecnorm = VecNormalize(env, norm_obs=normalize_obs, norm_reward=normalize_reward, gamma=gamma)
             train_env = self.vecnorm
         self.model: BaseAlgorithm = self.algo_cls(policy, train_env, seed=seed, device=device, verbose=0, **kwargs)
-        provider = getattr(env, "provider", None)
-        if isinstance(self.model, OffPolicyAlgorithm) and getattr(env, "observe", False) and provider.needs_frames:
+        if isinstance(self.model, OffPolicyAlgorithm) and isinstance(reward, LearnedReward) and reward.needs:
             raise ConfigError(
-                f"{algo} keeps a replay buffer of observations, and {type(provider).__name__} learns a reward "
+                f"{algo} keeps a replay buffer of observations, and {type(reward).__name__} learns a reward "
                 "on frames while training: the buffer's rewards could not be recomputed after each update. "
-                "Use an on-policy agent (agent=ppo or a2c) or a reward model on observations (reward.model=mlp)"
+                "Use an on-policy agent (agent=ppo or a2c) or a reward model on observations (reward/model=mlp)"
             )
+
+    @classmethod
+    def requirements(cls, config: Mapping[str, Any]) -> Requirements:
+        """Action spaces and env features of the configured ``algo`` (``ACTION_SPACES``, ``FEATURES``)."""
+        algo = str(config.get("algo"))
+        if algo not in ALGOS:
+            raise ConfigError(f"agent.algo={algo!r} is not one of {', '.join(ALGOS)}")
+        return Requirements(
+            action_spaces=ACTION_SPACES[algo],
+            features=FEATURES.get(algo, frozenset()),
+            hint="use ppo or a2c (any action space), dqn (discrete), sac or td3 (continuous)",
+            label=algo,
+        )
 
     def _sb3_kwargs(
         self,
@@ -314,13 +328,12 @@ class SB3Agent(Agent):
         if isinstance(self.model, OffPolicyAlgorithm) and buffer_file.exists():
             _load_buffer(self.model.replay_buffer, buffer_file)
 
-    def relabel(self, provider: Any, chunk: int = 65536) -> None:
-        """Recompute the proxy rewards stored in an off-policy agent's replay buffer with ``provider``
+    def relabel(self, reward: RewardProvider, chunk: int = 65536) -> None:
+        """Recompute the proxy rewards stored in an off-policy agent's replay buffer with ``reward``
         (after a learned reward changed); on-policy agents keep nothing to relabel."""
         buffer = getattr(self.model, "replay_buffer", None)
         if not isinstance(buffer, ReplayBuffer):
             return
-        from rewards.base import TransitionBatch, check_rewards
 
         size = buffer.buffer_size if buffer.full else buffer.pos
         obs = buffer.observations[:size].reshape(-1, *buffer.obs_shape)
@@ -341,7 +354,7 @@ class SB3Agent(Agent):
                 terminated=np.zeros(n, dtype=bool),
                 truncated=np.zeros(n, dtype=bool),
             )
-            out[sl] = check_rewards(provider.reward(batch), n, source=type(provider).__name__)
+            out[sl] = check_rewards(reward.reward(batch), n, source=type(reward).__name__)
         buffer.rewards[:size] = out.reshape(size, buffer.n_envs)
 
     def close(self) -> None:

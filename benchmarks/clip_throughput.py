@@ -116,9 +116,9 @@ def end_to_end(args: argparse.Namespace) -> None:
         env_cfg = OmegaConf.to_container(OmegaConf.load(REPO / "experiments" / "conf" / "env" / f"{name}.yaml"))
         rates = {}
         for label, reward in (("render", EnvReward()), ("clip", provider)):
-            venv = RewardVecEnv(make_vec_env(env_cfg, args.n_envs, seed=0, frames_in_info=True), reward)
             if label == "render":
-                reward.needs_frames = True  # capture frames and drop them: step + render alone
+                reward.needs = frozenset({"frame"})  # capture frames and drop them: step + render alone
+            venv = RewardVecEnv(make_vec_env(env_cfg, args.n_envs, seed=0, extras={"frame"}), reward)
             venv.action_space.seed(0)
             venv.reset()
             actions = [np.stack([venv.action_space.sample() for _ in range(args.n_envs)]) for _ in range(args.steps + 2)]

@@ -68,19 +68,22 @@ def run_ours(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     import torch
 
     from agents.offline.iql import IQL
+    from experiments.builders import build_dataset
 
     torch.manual_seed(seed)
     env = _env(args.env, 1, seed)
+    data = build_dataset({"_target_": "envs.data.load", "dataset_id": args.dataset, "root": args.root}, env.provider)
     agent = IQL(
-        env,
+        env.observation_space,
+        env.action_space,
         seed=seed,
         device=args.device,
-        dataset=args.dataset,
-        dataset_root=args.root,
         batch_size=args.batch,
         hidden=args.hidden,
         max_steps=args.steps,
     )
+    agent.set_dataset(data)
+    del data
     rss_loaded = _rss_mb()
     marks: dict[int, float] = {}
 
@@ -110,7 +113,7 @@ def run_d3rlpy(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     from d3rlpy.optimizers.lr_schedulers import CosineAnnealingLRFactory
     from d3rlpy.preprocessing import ReturnBasedRewardScaler, StandardObservationScaler
 
-    from agents.offline import dataset as ds
+    from envs import data as ds
 
     data = ds.load(args.dataset, args.root)
     d3rlpy.seed(seed)
@@ -194,7 +197,7 @@ def main() -> None:
     if args.impl:
         return child(args)
 
-    from agents.offline import dataset as ds
+    from envs import data as ds
 
     meta = ds.read_metadata(args.dataset, args.root)
     lo, hi = meta.get("ref_min_score"), meta.get("ref_max_score")

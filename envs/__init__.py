@@ -1,58 +1,42 @@
 """rewardlab environments: Gymnasium registrations under the ``rewardlab/`` namespace.
 
 Importing this package registers every id below (Gymnasium's lazy string registry: the env
-modules are imported only when an env is made). Each registered env renders ``rgb_array``
-frames headlessly at a size given by ``render_width`` / ``render_height``.
+modules' make functions build an env only when it is made). Each registered env renders
+``rgb_array`` frames headlessly at a size given by ``render_width`` / ``render_height``.
 
 ==========================================  =============================================
 id                                          what it is
 ==========================================  =============================================
-rewardlab/CartPole-v1, Pendulum-v1          Gymnasium classic control
+rewardlab/CartPole-v1, Pendulum-v1          Gymnasium classic control (envs/classic.py)
 rewardlab/{HalfCheetah,Hopper,Walker2d,     Gymnasium MuJoCo v5, fast EGL rendering
-Ant,Humanoid}-v5
+Ant,Humanoid}-v5                            (envs/mujoco.py)
 rewardlab/MiniGrid-{DoorKey-5x5,DoorKey-    MiniGrid with one-hot vector observations
-8x8,KeyCorridorS3R1,Unlock,FourRooms}-v0    and ``info["success"]``
+8x8,KeyCorridorS3R1,Unlock,FourRooms}-v0    and ``info["success"]`` (envs/minigrid.py)
 rewardlab/JobShop-v0                        job-shop scheduling as dispatching (envs/jobshop/)
 ==========================================  =============================================
 
-The Hydra configs in ``experiments/conf/env/`` name these ids; :func:`envs.make.make_env` and
-:func:`envs.make.make_vec_env` build them from such a config.
+Each id has one home: its :class:`envs.cards.EnvCard`, defined next to the family's make function
+(prompt layout, closed-form reward and termination, scripted policies, features), found with
+:func:`envs.cards.card`. A new env is a make function, a card in ``CARDS`` of its module (listed
+below) and a config in ``experiments/conf/env/``. The Hydra configs name these ids;
+:func:`envs.make.make_env` and :func:`envs.make.make_vec_env` build them from such a config.
 """
 
 from __future__ import annotations
 
 import gymnasium as gym
 
-CLASSIC = ("CartPole-v1", "Pendulum-v1")
-MUJOCO = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Humanoid-v5")
-MINIGRID = (
-    "MiniGrid-DoorKey-5x5-v0",
-    "MiniGrid-DoorKey-8x8-v0",
-    "MiniGrid-KeyCorridorS3R1-v0",
-    "MiniGrid-Unlock-v0",
-    "MiniGrid-FourRooms-v0",
-)
-NAMESPACE = "rewardlab"
+from envs import cards as _cards
+from envs import classic as _classic
+from envs import minigrid as _minigrid
+from envs import mujoco as _mujoco
+from envs.jobshop import env as _jobshop
 
+NAMESPACE = _cards.NAMESPACE
 
-def _register(base_ids: tuple[str, ...], entry_point: str) -> None:
-    for base_id in base_ids:
-        env_id = f"{NAMESPACE}/{base_id}"
-        if env_id in gym.registry:
-            continue
-        gym.register(
-            id=env_id,
-            entry_point=entry_point,
-            kwargs={"base_id": base_id},
-            disable_env_checker=True,  # the inner gymnasium.make already checks
-        )
-
-
-_register(CLASSIC, "envs.classic:make_classic")
-_register(MUJOCO, "envs.mujoco:make_mujoco")
-_register(MINIGRID, "envs.minigrid:make_minigrid")
-if f"{NAMESPACE}/JobShop-v0" not in gym.registry:
-    gym.register(id=f"{NAMESPACE}/JobShop-v0", entry_point="envs.jobshop.env:make_jobshop")
+for _card in (*_classic.CARDS, *_mujoco.CARDS, *_minigrid.CARDS, *_jobshop.CARDS):
+    _cards.register(_card)
+del _card
 
 
 def registered_ids() -> list[str]:

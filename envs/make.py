@@ -8,15 +8,16 @@ An env config is a mapping with these keys::
     max_episode_steps: null        # override the registered time limit
     render: {width: 384, height: 256}
     vec: dummy                     # dummy (one process) or subproc (one process per env)
-    true_reward: null              # envs.true_rewards:NAME, the env's reward in closed form (if any)
 
+What rewardlab knows about the env beyond its config (closed-form reward, termination, prompt
+layout, scripted policies, features) is on its card, found by the id (:mod:`envs.cards`).
 Any other key is passed to ``gymnasium.make`` as well, so that an env's main parameters can sit
 at the top of its config and be overridden as ``env.<key>=...`` (e.g. ``env.instance=ta01``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -24,10 +25,10 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 import envs  # noqa: F401  (registers the rewardlab ids)
 from envs.errors import ConfigError
-from envs.rendering import FrameInInfo
+from envs import extras as extras_mod
 
 VEC_KINDS = ("dummy", "subproc")
-RESERVED = {"name", "id", "kwargs", "render", "max_episode_steps", "vec", "true_reward"}
+RESERVED = {"name", "id", "kwargs", "render", "max_episode_steps", "vec"}
 
 
 def make_kwargs(env_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -44,12 +45,12 @@ def make_kwargs(env_cfg: Mapping[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def make_env(env_cfg: Mapping[str, Any], frames_in_info: bool = False) -> gym.Env:
+def make_env(env_cfg: Mapping[str, Any], extras: Collection[str] = ()) -> gym.Env:
     """Make one env (``render_mode="rgb_array"``) from an env config.
 
     Args:
         env_cfg: Env config mapping (see module docstring).
-        frames_in_info: Also put the frame after every step in ``info["frame"]``.
+        extras: Per-step extras to put in ``info`` (:mod:`envs.extras`, e.g. ``{"frame"}``).
 
     Raises:
         ConfigError: Unknown id or kwargs the env does not accept.
@@ -63,15 +64,15 @@ def make_env(env_cfg: Mapping[str, Any], frames_in_info: bool = False) -> gym.En
         env = gym.make(env_id, render_mode="rgb_array", **kwargs)
     except TypeError as exc:
         raise ConfigError(f"env {env_cfg.get('name', env_id)}: rejected kwargs {sorted(kwargs)}: {exc}") from exc
-    return FrameInInfo(env) if frames_in_info else env
+    return extras_mod.wrap(env, extras) if extras else env
 
 
-def env_fn(env_cfg: Mapping[str, Any], frames_in_info: bool = False) -> Callable[[], gym.Env]:
+def env_fn(env_cfg: Mapping[str, Any], extras: Collection[str] = ()) -> Callable[[], gym.Env]:
     """A picklable zero-argument constructor, for vector envs in subprocesses."""
-    cfg = dict(env_cfg)
+    cfg, needs = dict(env_cfg), frozenset(extras)
 
     def _thunk() -> gym.Env:
-        return make_env(cfg, frames_in_info=frames_in_info)
+        return make_env(cfg, extras=needs)
 
     return _thunk
 
@@ -80,7 +81,7 @@ def make_vec_env(
     env_cfg: Mapping[str, Any],
     n_envs: int,
     seed: int,
-    frames_in_info: bool = False,
+    extras: Collection[str] = (),
 ) -> VecEnv:
     """Make ``n_envs`` copies as an SB3 VecEnv, seeded ``seed, seed+1, ...`` on their first reset.
 
@@ -88,7 +89,7 @@ def make_vec_env(
         env_cfg: Env config mapping (see module docstring).
         n_envs: Number of parallel envs.
         seed: Seed of the first env.
-        frames_in_info: Capture frames in ``info["frame"]`` (for frame-based reward providers).
+        extras: Per-step extras each env puts in ``info`` (a reward provider's ``needs``, :mod:`envs.extras`).
     """
     if int(n_envs) < 1:
         raise ConfigError(f"n_envs must be >= 1, got {n_envs}")
@@ -97,7 +98,7 @@ def make_vec_env(
         raise ConfigError(f"env.vec={vec!r} is not one of {', '.join(VEC_KINDS)}")
     if vec == "subproc":
         make_env(env_cfg).close()  # fail here, in this process, with a clear message
-    fns = [env_fn(env_cfg, frames_in_info) for _ in range(int(n_envs))]
+    fns = [env_fn(env_cfg, extras) for _ in range(int(n_envs))]
     venv: VecEnv = SubprocVecEnv(fns) if vec == "subproc" else DummyVecEnv(fns)
     venv.seed(int(seed))
     return venv

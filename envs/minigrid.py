@@ -9,6 +9,9 @@ needs (DoorKey, Unlock, FourRooms have one mission; in KeyCorridor the only ball
 Success (:class:`SuccessInfo`): MiniGrid terminates an episode when the task is solved, with
 reward ``1 - 0.9 * steps / max_steps > 0``; ``info["success"]`` is set on the last step of every
 episode (``True`` when terminated with positive reward, ``False`` on truncation).
+
+The cards (:class:`envs.cards.EnvCard`) give the prompt layout of this observation; the reward
+(it depends on the step count) and termination (on the grid) have no closed form here.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
+from envs.cards import EnvCard
 from envs.rendering import RenderSize
 
 N_OBJECTS, N_COLORS, N_STATES, N_DIRECTIONS = 11, 6, 3, 4
@@ -83,3 +87,52 @@ def make_minigrid(
     width = int(render_width) if render_width else base.width * int(tile_size)
     height = int(render_height) if render_height else base.height * int(tile_size)
     return RenderSize(env, width, height, fit="pad")
+
+
+# --- cards -----------------------------------------------------------------------------------
+
+_OBJECTS = "unseen empty wall floor door key ball box goal lava agent".split()
+_COLORS = "red green blue purple yellow grey".split()
+_STATES = "open closed locked".split()
+_ACTIONS = "0 turn left, 1 turn right, 2 move forward, 3 pick up, 4 drop, 5 toggle (open a door; needs the key of its colour if locked), 6 done"
+
+
+def describe(env: gym.Env) -> str | None:
+    """Prompt layout of the :class:`OneHotObs` observation (``None`` for another observation)."""
+    shape = tuple(env.observation_space.shape or ())
+    view = int(getattr(env.unwrapped, "agent_view_size", 7))
+    cells = view * view
+    if len(shape) != 1 or shape[0] != cells * _CELL + N_DIRECTIONS:
+        return None
+    n = shape[0]
+    mission = str(getattr(env.unwrapped, "mission", "")).strip()
+    size = f"{env.unwrapped.width}x{env.unwrapped.height}" if hasattr(env.unwrapped, "width") else "?"
+    objects = ", ".join(f"{i} {o}" for i, o in enumerate(_OBJECTS))
+    colors = ", ".join(f"{i} {c}" for i, c in enumerate(_COLORS))
+    states = ", ".join(f"{i} {s}" for i, s in enumerate(_STATES))
+    return (
+        f"A {size} grid world seen from the agent (MiniGrid); mission: {mission!r}.\n"
+        f"obs: float array (B, {n}) of 0/1 values, one-hot:\n"
+        f"  grid = obs[:, :{cells * 20}].reshape(B, {view}, {view}, 20)   # grid[:, i, j]: the cell i columns from the left,\n"
+        f"      # j rows from the top of the agent's {view}x{view} view. The agent is at grid[:, {view // 2}, {view - 1}],\n"
+        f"      # facing up: grid[:, {view // 2}, {view - 2}] is the cell in front of it. Walls block the view (unseen).\n"
+        f"  grid[..., 0:11]   object type: {objects}\n"
+        f"  grid[..., 11:17]  colour: {colors}\n"
+        f"  grid[..., 17:20]  door state: {states}\n"
+        f"  The object the agent carries is shown in its own cell, grid[:, {view // 2}, {view - 1}].\n"
+        f"  obs[:, {cells * 20}:{n}]  the agent's direction, one-hot (0 east, 1 south, 2 west, 3 north)\n"
+        f"action: (B,) integers: {_ACTIONS}.\n"
+        f"The episode ends when the agent steps on the goal (success) or after {getattr(env.unwrapped, 'max_steps', '?')} steps."
+    )
+
+
+CARDS = tuple(
+    EnvCard(base_id=base_id, entry_point="envs.minigrid:make_minigrid", kwargs={"base_id": base_id}, describe=describe)
+    for base_id in (
+        "MiniGrid-DoorKey-5x5-v0",
+        "MiniGrid-DoorKey-8x8-v0",
+        "MiniGrid-KeyCorridorS3R1-v0",
+        "MiniGrid-Unlock-v0",
+        "MiniGrid-FourRooms-v0",
+    )
+)

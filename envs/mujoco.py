@@ -4,18 +4,28 @@ On a CPU-only machine (Mesa's software rasteriser) a 128x128 HalfCheetah frame c
 with Gymnasium's defaults, 16 ms without shadows and reflections, and 5 ms without the skybox as
 well; the physics step costs 0.2 ms. Hence the defaults below; pass ``shadows=True`` etc. for
 pretty videos.
+
+The cards (:class:`envs.cards.EnvCard`) give each env's prompt layout and its termination in
+closed form. With default kwargs it is exact for Walker2d and Humanoid (the tested quantities
+are in the observation, in float64); for Hopper and Ant it is an approximation, stated in
+their functions' docstrings. There is no closed-form reward: every locomotion reward needs the
+x position before and after the step, which the observation excludes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 
+from envs.cards import EnvCard, TensorFn, never_terminates, vector_layout
 from envs.rendering import RenderSize  # noqa: F401  (sets MUJOCO_GL=egl before mujoco loads)
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 class MujocoRenderFlags(gym.Wrapper):
@@ -104,3 +114,233 @@ def make_mujoco(
             kwargs["camera_name"] = camera_name
         env = gym.make(base_id, render_mode=render_mode, width=int(render_width), height=int(render_height), **kwargs)
     return MujocoRenderFlags(env, shadows=shadows, reflections=reflections, skybox=skybox, infinite_floor=infinite_floor)
+
+
+# --- cards: terminations from the observation ------------------------------------------------
+# v5 observations start with qpos[1:] (Hopper, Walker2d) or qpos[2:] (Ant, Humanoid): the
+# torso's z first. With exclude_current_positions_from_observation=False, x (and y) come first.
+
+INF = float("inf")
+
+
+def _between(x: Tensor, bounds: Sequence[float], closed: bool = False) -> Tensor:
+    lo, hi = float(bounds[0]), float(bounds[1])
+    return ((x >= lo) & (x <= hi)) if closed else ((x > lo) & (x < hi))
+
+
+def _terminated(healthy: Tensor, terminate_when_unhealthy: bool) -> Tensor:
+    return ~healthy if terminate_when_unhealthy else healthy.new_zeros(healthy.shape)
+
+
+def hopper_termination(
+    obs: Tensor,
+    action: Tensor,
+    next_obs: Tensor,
+    healthy_state_range: Sequence[float] = (-100.0, 100.0),
+    healthy_z_range: Sequence[float] = (0.7, INF),
+    healthy_angle_range: Sequence[float] = (-0.2, 0.2),
+    terminate_when_unhealthy: bool = True,
+    exclude_current_positions_from_observation: bool = True,
+) -> Tensor:
+    """Hopper-v5 falls: z, torso angle, or another state element out of its open range.
+
+    Approximation: the env tests ``qpos[2:]`` and the *unclipped* ``qvel`` against
+    ``healthy_state_range``; the observation clips velocities to [-10, 10], so a velocity beyond
+    +-100 (a simulation blowing up) is not seen. Everything else is exact.
+
+    Args:
+        obs: ``(batch, 11)`` (12 with positions included).
+        action: ``(batch, 3)``.
+        next_obs: ``(batch, 11)``: z, angle, 3 joint angles, 6 clipped velocities.
+        healthy_state_range, healthy_z_range, healthy_angle_range, terminate_when_unhealthy,
+            exclude_current_positions_from_observation: The env's kwargs of these names.
+
+    Returns:
+        ``(batch,)`` bool.
+    """
+    i = 0 if exclude_current_positions_from_observation else 1
+    healthy = (
+        _between(next_obs[:, i + 1 :], healthy_state_range).all(dim=-1)
+        & _between(next_obs[:, i], healthy_z_range)
+        & _between(next_obs[:, i + 1], healthy_angle_range)
+    )
+    return _terminated(healthy, terminate_when_unhealthy)
+
+
+def walker2d_termination(
+    obs: Tensor,
+    action: Tensor,
+    next_obs: Tensor,
+    healthy_z_range: Sequence[float] = (0.8, 2.0),
+    healthy_angle_range: Sequence[float] = (-1.0, 1.0),
+    terminate_when_unhealthy: bool = True,
+    exclude_current_positions_from_observation: bool = True,
+) -> Tensor:
+    """Walker2d-v5 falls: torso z or angle out of its open range (exact).
+
+    Args:
+        obs: ``(batch, 17)`` (18 with positions included).
+        action: ``(batch, 6)``.
+        next_obs: ``(batch, 17)``: z, angle, ...
+        healthy_z_range, healthy_angle_range, terminate_when_unhealthy,
+            exclude_current_positions_from_observation: The env's kwargs of these names.
+
+    Returns:
+        ``(batch,)`` bool.
+    """
+    i = 0 if exclude_current_positions_from_observation else 1
+    healthy = _between(next_obs[:, i], healthy_z_range) & _between(next_obs[:, i + 1], healthy_angle_range)
+    return _terminated(healthy, terminate_when_unhealthy)
+
+
+def ant_termination(
+    obs: Tensor,
+    action: Tensor,
+    next_obs: Tensor,
+    healthy_z_range: Sequence[float] = (0.2, 1.0),
+    terminate_when_unhealthy: bool = True,
+    exclude_current_positions_from_observation: bool = True,
+) -> Tensor:
+    """Ant-v5 falls or flips: torso z out of its *closed* range, or a non-finite state.
+
+    Approximation: the env tests ``qpos`` and ``qvel`` for finiteness; the observation lacks
+    the x, y position (``qpos[:2]``), so only the rest is tested (a simulation that blows up
+    makes them all non-finite at once).
+
+    Args:
+        obs: ``(batch, 105)`` (107 with positions included).
+        action: ``(batch, 8)``.
+        next_obs: ``(batch, 105)``: qpos[2:] (13), qvel (14), contact forces (78).
+        healthy_z_range, terminate_when_unhealthy, exclude_current_positions_from_observation:
+            The env's kwargs of these names.
+
+    Returns:
+        ``(batch,)`` bool.
+    """
+    import torch
+
+    i = 0 if exclude_current_positions_from_observation else 2
+    state = next_obs[:, : i + 13 + 14]  # the qpos and qvel part
+    healthy = torch.isfinite(state).all(dim=-1) & _between(next_obs[:, i], healthy_z_range, closed=True)
+    return _terminated(healthy, terminate_when_unhealthy)
+
+
+def humanoid_termination(
+    obs: Tensor,
+    action: Tensor,
+    next_obs: Tensor,
+    healthy_z_range: Sequence[float] = (1.0, 2.0),
+    terminate_when_unhealthy: bool = True,
+    exclude_current_positions_from_observation: bool = True,
+) -> Tensor:
+    """Humanoid-v5 falls: torso z out of its open range (exact).
+
+    Args:
+        obs: ``(batch, 348)`` (350 with positions included).
+        action: ``(batch, 17)``.
+        next_obs: ``(batch, 348)``: z first.
+        healthy_z_range, terminate_when_unhealthy, exclude_current_positions_from_observation:
+            The env's kwargs of these names.
+
+    Returns:
+        ``(batch,)`` bool.
+    """
+    i = 0 if exclude_current_positions_from_observation else 2
+    return _terminated(_between(next_obs[:, i], healthy_z_range), terminate_when_unhealthy)
+
+
+def _card(base_id: str, layout: tuple[int, str, str, str], termination_fn: TensorFn) -> EnvCard:
+    return EnvCard(
+        base_id=base_id,
+        entry_point="envs.mujoco:make_mujoco",
+        kwargs={"base_id": base_id},
+        describe=vector_layout(*layout),
+        termination_fn=termination_fn,
+    )
+
+
+CARDS = (
+    _card(
+        "HalfCheetah-v5",
+        (
+            17,
+            "obs[:, 0]     z of the torso (m)\n"
+            "obs[:, 1]     pitch angle of the torso (rad)\n"
+            "obs[:, 2:8]   joint angles: back thigh, back shin, back foot, front thigh, front shin, front foot (rad)\n"
+            "obs[:, 8]     forward (x) velocity of the torso (m/s); positive = running forward\n"
+            "obs[:, 9]     vertical (z) velocity of the torso (m/s)\n"
+            "obs[:, 10]    pitch angular velocity of the torso (rad/s)\n"
+            "obs[:, 11:17] joint angular velocities, same order as the angles (rad/s)",
+            "action[:, 0:6]  joint torques in [-1, 1]: back thigh, back shin, back foot, front thigh, front shin, front foot",
+            "A 2D running robot. Episodes last 1000 steps and never end early. dt = 0.05 s.",
+        ),
+        never_terminates,
+    ),
+    _card(
+        "Hopper-v5",
+        (
+            11,
+            "obs[:, 0]     z (height) of the torso (m), about 1.25 standing\n"
+            "obs[:, 1]     pitch angle of the torso (rad)\n"
+            "obs[:, 2:5]   joint angles: thigh, leg, foot (rad)\n"
+            "obs[:, 5]     forward (x) velocity of the torso (m/s)\n"
+            "obs[:, 6]     vertical (z) velocity of the torso (m/s)\n"
+            "obs[:, 7]     pitch angular velocity (rad/s)\n"
+            "obs[:, 8:11]  joint angular velocities: thigh, leg, foot (rad/s)",
+            "action[:, 0:3]  joint torques in [-1, 1]: thigh, leg, foot",
+            "A one-legged 2D robot that should hop forward. The episode ends (falls) when the torso height "
+            "is <= 0.7, |torso angle| >= 0.2, or any other observation leaves [-100, 100]; at most 1000 steps. dt = 0.008 s.",
+        ),
+        hopper_termination,
+    ),
+    _card(
+        "Walker2d-v5",
+        (
+            17,
+            "obs[:, 0]     z (height) of the torso (m)\n"
+            "obs[:, 1]     pitch angle of the torso (rad)\n"
+            "obs[:, 2:5]   right thigh, leg, foot angles (rad)\n"
+            "obs[:, 5:8]   left thigh, leg, foot angles (rad)\n"
+            "obs[:, 8]     forward (x) velocity of the torso (m/s)\n"
+            "obs[:, 9]     vertical (z) velocity of the torso (m/s)\n"
+            "obs[:, 10]    pitch angular velocity (rad/s)\n"
+            "obs[:, 11:17] joint angular velocities, same order as the angles (rad/s)",
+            "action[:, 0:6]  joint torques in [-1, 1]: right thigh, leg, foot, left thigh, leg, foot",
+            "A two-legged 2D robot that should walk forward. The episode ends when the torso height leaves "
+            "(0.8, 2.0) or |torso angle| >= 1; at most 1000 steps. dt = 0.008 s.",
+        ),
+        walker2d_termination,
+    ),
+    _card(
+        "Ant-v5",
+        (
+            105,
+            "obs[:, 0]       z (height) of the torso (m)\n"
+            "obs[:, 1:5]     torso orientation quaternion (w, x, y, z)\n"
+            "obs[:, 5:13]    hip and ankle angles of the 4 legs (rad)\n"
+            "obs[:, 13:16]   torso velocity x, y, z (m/s); x = forward\n"
+            "obs[:, 16:19]   torso angular velocity (rad/s)\n"
+            "obs[:, 19:27]   joint angular velocities (rad/s)\n"
+            "obs[:, 27:105]  contact forces on the 13 bodies (6 per body)",
+            "action[:, 0:8]  hip and ankle torques in [-1, 1]",
+            "A four-legged 3D robot. The episode ends when the torso height leaves [0.2, 1.0]; at most 1000 steps. dt = 0.05 s.",
+        ),
+        ant_termination,
+    ),
+    _card(
+        "Humanoid-v5",
+        (
+            348,
+            "obs[:, 0]        z (height) of the torso (m), about 1.4 standing\n"
+            "obs[:, 1:5]      torso orientation quaternion (w, x, y, z)\n"
+            "obs[:, 5:22]     joint angles (abdomen, hips, knees, shoulders, elbows) (rad)\n"
+            "obs[:, 22:25]    torso velocity x, y, z (m/s); x = forward\n"
+            "obs[:, 25:28]    torso angular velocity (rad/s)\n"
+            "obs[:, 28:45]    joint angular velocities (rad/s)\n"
+            "obs[:, 45:348]   body inertias, body velocities, actuator forces and contact forces",
+            "action[:, 0:17]  joint torques in [-0.4, 0.4]",
+            "A 3D humanoid. The episode ends when the torso height leaves [1.0, 2.0]; at most 1000 steps. dt = 0.015 s.",
+        ),
+        humanoid_termination,
+    ),
+)

@@ -1,6 +1,7 @@
 """Command-line checks that turn bad input into one clear line and a non-zero exit.
 
 Before Hydra starts (so that no run directory is made for a run that cannot start),
+:func:`expand_shorthands` rewrites ``dataset=<id>`` into its config-group form, and
 :func:`precheck` looks at ``sys.argv``:
 
 * :func:`check_group_choices`: an unknown ``env=``, ``reward=``, ``agent=`` or ``preset=`` name
@@ -28,24 +29,50 @@ from typing import Any
 from envs.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
-GROUPS = ("env", "reward", "agent", "preset")
 EXIT_USAGE = 2
 
 
-def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
-    """The names selectable for a config group (``conf/<group>/*.yaml``)."""
-    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml") if not p.stem.startswith("_"))
+def search_dirs(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> list[Path]:
+    """The config directories a command line composes from: ``conf_dir`` and any
+    ``hydra.searchpath=[file://DIR,...]`` (how configs that live outside the repository are added)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    dirs = [conf_dir]
+    for arg in argv:
+        if not arg.startswith("hydra.searchpath="):
+            continue
+        try:
+            (override,) = OverridesParser.create().parse_overrides([arg])
+            value = override.value()
+        except Exception:  # noqa: BLE001 - Hydra reports syntax errors itself
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item.startswith("file://"):
+                dirs.append(Path(item[len("file://") :]).expanduser().resolve())
+    return dirs
+
+
+def group_choices(group: str, conf_dir: Path = CONF_DIR, extra_dirs: Sequence[Path] = ()) -> list[str]:
+    """The names selectable for a config group (``<dir>/<group>/*.yaml`` in every config directory)."""
+    names: set[str] = set()
+    for d in (conf_dir, *extra_dirs):
+        names.update(p.stem for p in (d / group).glob("*.yaml") if not p.stem.startswith("_"))
+    return sorted(names)
+
+
+def _is_group(name: str, dirs: Sequence[Path]) -> bool:
+    return bool(name) and not name.startswith("hydra") and any((d / name).is_dir() for d in dirs)
 
 
 def _override_values(arg: str) -> tuple[str, list[str]] | None:
-    """``env=a,b`` -> ``("env", ["a", "b"])`` for the groups we check, else ``None``."""
+    """``env=a,b`` -> ``("env", ["a", "b"])``; ``None`` for what is not a plain key/group override."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
         (override,) = OverridesParser.create().parse_overrides([arg])
     except Exception:  # noqa: BLE001 - Hydra reports syntax errors itself
         return None
-    if override.package is not None or override.key_or_group not in GROUPS or override.is_delete():
+    if override.package is not None or override.is_delete():
         return None
     if override.is_sweep_override():
         return override.key_or_group, [str(v) for v in override.sweep_string_iterator()]
@@ -54,17 +81,29 @@ def _override_values(arg: str) -> tuple[str, list[str]] | None:
 
 
 def check_group_choices(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> None:
-    """Raise :class:`ConfigError` for an unknown name in a config-group override."""
+    """Raise :class:`ConfigError` for an unknown name in a config-group override (``env=``, ``reward/teacher=``),
+    or a nested group written with a dot (``reward.teacher=clip``, which Hydra would take as a plain string)."""
+    dirs = search_dirs(argv, conf_dir)
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
             continue
         parsed = _override_values(arg)
         if parsed is None:
             continue
-        group, values = parsed
-        valid = group_choices(group, conf_dir)
+        key, values = parsed
+        group = key.replace(".", "/")
+        if not _is_group(group, dirs):
+            continue
+        valid = group_choices(group, conf_dir, dirs[1:])
+        if "." in key:
+            if not values or any(v not in valid for v in values):
+                continue  # a plain value of another config that has a key of that name (reward.model=ViT-B-32)
+            raise ConfigError(
+                f"{key} is a config group: write {group}={','.join(values)} (a slash, not a dot); "
+                f"choices: {', '.join(valid)} (see experiments/conf/{group}/)"
+            )
         for value in values:
-            if value not in valid and not (group == "preset" and value == "null"):
+            if value not in valid and value != "null":
                 raise ConfigError(
                     f"unknown {group} {value!r}; valid {group}s: {', '.join(valid)} (see experiments/conf/{group}/)"
                 )
@@ -74,7 +113,9 @@ def _compose_overrides(argv: Sequence[str]) -> list[str] | None:
     """The overrides to compose a single run with, or ``None`` for sweeps and Hydra's own flags."""
     if any(a.startswith("-") for a in argv):
         return None  # -m / --multirun sweeps, --cfg, --help, --info: Hydra handles these
-    return [a for a in argv if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    return [
+        a for a in argv if a.startswith("hydra.searchpath=") or not a.lstrip("+~").startswith(("hydra.", "hydra/"))
+    ]
 
 
 def check_composes(argv: Sequence[str], conf_dir: Path = CONF_DIR, config_name: str = "config") -> Any:
@@ -106,16 +147,47 @@ def check_composes(argv: Sequence[str], conf_dir: Path = CONF_DIR, config_name: 
 
 
 def compose_script(argv: Sequence[str], config_name: str, script: str) -> Any:
-    """The config of a single-invocation entry point (``reward_eval.py``, ...): group names checked, composed.
+    """The config of a single-invocation entry point (``reward_eval.py``, ...): shorthands expanded
+    (:func:`expand_shorthands`), group names checked, composed.
 
     Raises:
         ConfigError: An unknown group choice, a composition error, or a sweep / flag invocation.
     """
+    argv = expand_shorthands(argv)
     check_group_choices(argv)
     cfg = check_composes(argv, config_name=config_name)
     if cfg is None:
         raise ConfigError(f"{script} takes key=value overrides only (no -m sweeps or flags)")
     return cfg
+
+
+def expand_shorthands(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> list[str]:
+    """``dataset=<id>`` -> ``dataset=minari dataset.dataset_id=<id>``: a dataset id is not a config name.
+
+    ``dataset`` is a config group (``conf/dataset/``: how data is loaded); the id of the data is a
+    value inside it. Other arguments, and ``dataset=<a config name>`` or ``dataset=null``, pass unchanged.
+    """
+    out: list[str] = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key == "dataset" and value not in ("", "null", *group_choices("dataset", conf_dir)):
+            out += ["dataset=minari", f"dataset.dataset_id={value}"]
+        else:
+            out.append(arg)
+    return out
+
+
+def dataset_source(cfg: Any, script: str) -> tuple[str, str | None]:
+    """``(dataset id, dataset root)`` of a script's ``dataset=<id>`` (the ``conf/dataset`` node).
+
+    Raises:
+        ConfigError: No dataset given.
+    """
+    node = cfg.get("dataset")
+    if node is None:
+        raise ConfigError(f"{script} needs dataset=<id>, e.g. dataset=local/pendulum/random-v0")
+    root = node.get("root")
+    return str(node.dataset_id), (None if root is None else str(root))
 
 
 def precheck(argv: Sequence[str]) -> None:
@@ -154,12 +226,14 @@ def check_int(cfg: Any, key: str, minimum: int, allow_none: bool = False) -> Non
         raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}{extra}")
 
 
-def validate(cfg: Any) -> None:
+def validate(cfg: Any) -> None:  # noqa: C901 - a flat list of checks
     """Check the runner's settings on a composed config (types and ranges).
 
     Raises:
         ConfigError: The first problem found.
     """
+    from omegaconf import OmegaConf
+
     check_int(cfg, "steps", 1)
     check_int(cfg, "seed", 0)
     check_int(cfg, "torch_threads", 1)
@@ -179,6 +253,9 @@ def validate(cfg: Any) -> None:
     fps = cfg.video.fps
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0):
         raise ConfigError(f"video.fps={fps!r} must be a positive number or null")
+    dataset = cfg.get("dataset")
+    if dataset is not None and OmegaConf.is_missing(dataset, "dataset_id"):
+        raise ConfigError("dataset= needs the dataset's id: dataset=<id>, e.g. dataset=local/pendulum/random-v0")
 
 
 def resolve_device(device: str) -> str:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Record an offline dataset (Minari format) from an env and a policy.
 
-    python experiments/collect.py env=E policy=random|RUN_DIR|pkg.module:fn episodes=N|steps=N name=<id>
+    python experiments/collect.py env=E policy=random|RUN_DIR|scripted:NAME|pkg.module:fn episodes=N|steps=N name=<id>
                                   [recipe=random|medium|expert|medium-replay|medium-expert] [dataset_root=DIR]
 
 Every transition keeps the env's own (true) reward, ``terminations`` and ``truncations`` apart,
@@ -38,7 +38,7 @@ RECIPES = ("random", "medium", "expert", "medium-replay", "medium-expert")
 
 
 def _validate(cfg: Any) -> None:
-    from agents.offline.dataset import check_id
+    from envs.data import check_id
 
     if not cfg.name:
         raise ConfigError("collect.py needs name=<dataset id>, e.g. name=local/pendulum/random-v0")
@@ -67,7 +67,11 @@ def _validate(cfg: Any) -> None:
 
 
 class _Policy:
-    """Batched actions from random sampling, a scripted function, or a run's agent."""
+    """Batched actions from random sampling, a scripted function, or a run's agent.
+
+    ``scripted:<name>`` is a policy on the env's card (:mod:`envs.cards`); ``package.module:function``
+    any function mapping ``(batch, *obs_shape)`` observations to a batch of actions.
+    """
 
     def __init__(self, cfg: Any, env_cfg: dict[str, Any], device: str) -> None:
         self.kind, self.fn, self.agent, self.run_dir = "random", None, None, None
@@ -76,10 +80,20 @@ class _Policy:
         policy = str(cfg.policy)
         if policy == "random":
             return
+        if policy.startswith("scripted:"):  # a scripted policy on the env's card (envs.cards)
+            from envs.cards import card
+
+            policies, name = card(str(env_cfg.get("id"))).policies, policy.split(":", 1)[1]
+            if name not in policies:
+                offered = ", ".join(f"scripted:{k}" for k in sorted(policies)) or "none"
+                raise ConfigError(f"policy={policy}: env {env_cfg.get('name')} has no scripted policy {name!r}; it offers: {offered}")
+            self.kind, self.fn, self.label = "scripted", policies[name], policy
+            return
         if ":" in policy and not Path(policy).expanduser().exists():
             from rewards.fn import resolve_target
 
             self.kind, self.fn = "scripted", resolve_target(policy, what="policy")
+            self.label = f"{self.fn.__module__}:{self.fn.__name__}"
             return
         from experiments.policies import run_checkpoint, run_n_envs
 
@@ -106,7 +120,7 @@ class _Policy:
     def describe(self) -> str:
         if self.kind == "run":
             return f"{self.run_dir} ({self.checkpoint.name})"
-        return "random" if self.kind == "random" else str(self.fn.__module__ + ":" + self.fn.__name__)
+        return "random" if self.kind == "random" else self.label
 
 
 def rollouts(
@@ -115,12 +129,12 @@ def rollouts(
     """Episodes of ``policy`` on vector envs (module docstring); the env's reward is the reward."""
     from tqdm import tqdm
 
-    from agents.offline.dataset import FRAME, Episode
+    from envs.data import Episode
     from envs.make import make_vec_env
     from rewards.env import EnvReward
     from rewards.wrapper import RewardVecEnv
 
-    venv = RewardVecEnv(make_vec_env(env_cfg, policy.n_envs, seed, frames_in_info=frames), EnvReward())
+    venv = RewardVecEnv(make_vec_env(env_cfg, policy.n_envs, seed, extras={"frame"} if frames else ()), EnvReward())
     policy.bind(venv, seed)
     n = venv.num_envs
     bufs: list[dict[str, list]] = [
@@ -132,7 +146,7 @@ def rollouts(
         b = bufs[i]
         if cut:
             b["trunc"][-1] = True
-        infos = {FRAME: np.stack(b["frame"])} if frames else None
+        infos = {"frame": np.stack(b["frame"])} if frames else None
         out.append(
             Episode(
                 observations=np.stack([*b["obs"], last_obs]),
@@ -191,7 +205,7 @@ def replay_episodes(run_dir: Path, checkpoint: Path, action_space: Any) -> list[
     import gymnasium as gym
     from omegaconf import OmegaConf
 
-    from agents.offline.dataset import Episode
+    from envs.data import Episode
 
     reward = OmegaConf.load(run_dir / "config.yaml").reward.get("name")
     if reward != "env":
@@ -258,7 +272,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     import torch
     from omegaconf import OmegaConf
 
-    from agents.offline import dataset as ds
+    from envs import data as ds
     from envs.make import make_env
     from experiments.cli import resolve_device
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from agents.base import Agent
+from envs.extras import single
 from envs.make import make_env
 from rewards.base import RewardProvider, TransitionBatch, check_rewards
 from rewards.wrapper import EpisodeStats, RewardVecEnv
@@ -108,7 +109,8 @@ def record_video(
     """
     import imageio.v2 as imageio
 
-    env = make_env(env_cfg)
+    needs = provider.needs if provider is not None else frozenset()
+    env = make_env(env_cfg, extras=needs - {"frame"})  # the frame the video shows is the provider's too
     fps = float(fps or env.metadata.get("render_fps") or 30)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +130,8 @@ def record_video(
             frame = env.render()
             true_return += float(reward)
             if provider is not None:
-                proxy_return += float(_score_one(provider, obs, action, next_obs, reward, terminated, truncated, frame)[0])
+                extras = {**single(info, needs - {"frame"}), **({"frame": frame[None]} if "frame" in needs else {})}
+                proxy_return += float(_score_one(provider, obs, action, next_obs, reward, terminated, truncated, extras)[0])
             writer.append_data(frame)
             frames += 1
             length += 1
@@ -159,7 +162,7 @@ def _score_one(
     reward: float,
     terminated: bool,
     truncated: bool,
-    frame: np.ndarray,
+    extras: Mapping[str, np.ndarray],
 ) -> np.ndarray:
     """The provider's reward for a single transition (a batch of one; videos only, not a hot path)."""
     batch = TransitionBatch(
@@ -169,7 +172,7 @@ def _score_one(
         env_reward=np.array([reward], dtype=np.float32),
         terminated=np.array([terminated]),
         truncated=np.array([truncated]),
-        frames=frame[None] if provider.needs_frames else None,
+        extras=extras,
     )
     return check_rewards(provider.reward(batch), 1, source=type(provider).__name__)
 

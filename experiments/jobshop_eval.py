@@ -110,10 +110,8 @@ def main(argv: list[str]) -> list[dict[str, Any]]:
     import torch
 
     from envs.jobshop.schedule import schedule_from_json, validate_schedule
-    from envs.make import make_vec_env
-    from experiments.runner import build_agent
+    from experiments.builders import build_agent, build_envs
     from rewards.env import EnvReward
-    from rewards.wrapper import RewardVecEnv
 
     torch.set_num_threads(1)
     seed = int(own.get("seed", 0))
@@ -126,9 +124,10 @@ def main(argv: list[str]) -> list[dict[str, Any]]:
     print(f"{'instance':<9} {'size':>7} {'makespan':>9} {'best':>7} {'gap %':>7} {'seconds':>8}", flush=True)
     for name in names:
         env_cfg = {**base_env, "instance": name, "size": None, "instance_file": None}
-        venv = RewardVecEnv(make_vec_env(env_cfg, 1, seed), EnvReward())
+        reward = EnvReward()
+        venv = build_envs(env_cfg, 1, seed, reward)
         instance = venv.get_attr("fixed")[0]
-        agent = build_agent(cfg.agent, env=venv, seed=seed, device=device)
+        agent = build_agent(cfg.agent, venv, reward, seed, device)
         if checkpoint is not None:
             agent.load(checkpoint / "agent")
         t = time.time()

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 import numpy as np
 
 from envs.errors import ConfigError
-from experiments.cli import check_int, compose_script, user_errors
+from experiments.cli import check_int, compose_script, dataset_source, user_errors
 
 PAGE = Path(__file__).resolve().parent / "label_page" / "index.html"
 NAMES = ("left", "right", "equal", "skip")  # = LEFT, RIGHT, EQUAL, SKIP
@@ -55,7 +55,7 @@ class LabelSession:
         task: str | None = None,
         fps: float = 15,
     ) -> None:
-        from agents.offline import dataset as ds
+        from envs import data as ds
         from rewards.preference.segments import cut_segments
 
         self.dataset, self.name, self.fps = dataset, name, float(fps)
@@ -64,7 +64,7 @@ class LabelSession:
         self.answers_path = folder / f"{name}.jsonl"
         self.pairs_path = folder / f"{name}.npz"
         self.video_dir = folder / f".{name}_clips"
-        data = ds.load(dataset, root, frames=True)  # refused with a pointer to frames=true if it has none
+        data = ds.load(dataset, root, extras={"frame"})  # refused with a pointer to frames=true if it has none
         rng = np.random.default_rng(int(seed))
         self.left = cut_segments(data, int(segment), int(pairs), rng)
         self.right = cut_segments(data, int(segment), int(pairs), rng)
@@ -219,18 +219,17 @@ def make_server(session: LabelSession, host: str = "127.0.0.1", port: int = 8765
 
 def main(argv: list[str]) -> None:
     cfg = compose_script(list(argv), "label", "label.py")
-    if not cfg.dataset:
-        raise ConfigError("label.py needs dataset=<id> (a dataset collected with frames=true)")
+    dataset, root = dataset_source(cfg, "label.py (a dataset collected with frames=true)")
     check_int(cfg, "pairs", 1)
     check_int(cfg, "segment", 1)
     check_int(cfg, "port", 0)
     session = LabelSession(
-        str(cfg.dataset),
+        dataset,
         str(cfg.name),
         int(cfg.pairs),
         int(cfg.segment),
         int(cfg.seed),
-        cfg.dataset_root,
+        root,
         cfg.task,
         cfg.fps,
     )
@@ -240,7 +239,7 @@ def main(argv: list[str]) -> None:
         raise ConfigError(f"cannot serve on {cfg.host}:{cfg.port} ({exc.strerror}); give another port=") from exc
     host, port = server.server_address[:2]
     print(
-        f"labelling {session.total} pairs of {cfg.dataset} ({session.answered} answered so far): open http://{host}:{port}/ "
+        f"labelling {session.total} pairs of {dataset} ({session.answered} answered so far): open http://{host}:{port}/ "
         f"- answers go to {session.answers_path} and {session.pairs_path}; Ctrl-C stops (nothing is lost)",
         file=sys.stderr,
         flush=True,

@@ -52,12 +52,16 @@ def run_n_envs(run_dir: Path) -> int:
 
 
 def load_agent(run_dir: Path, checkpoint: Path, venv: Any, seed: int, device: str) -> Any:
-    """The run's agent, built on ``venv`` (with :func:`run_n_envs` envs) and loaded from ``checkpoint``."""
+    """The run's agent, built on ``venv`` (with :func:`run_n_envs` envs) and loaded from ``checkpoint``.
+
+    The agent acts only: an offline agent is built without its dataset (the checkpoint holds its
+    normalisation), a reward-dependent agent gets ``venv``'s provider.
+    """
     from omegaconf import OmegaConf
 
-    from experiments.runner import build_agent
+    from experiments.builders import build_agent
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
-    agent = build_agent(cfg.agent, env=venv, seed=int(seed), device=device)
+    agent = build_agent(cfg.agent, venv, venv.provider, int(seed), device)
     agent.load(checkpoint / "agent")
     return agent

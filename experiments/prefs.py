@@ -8,7 +8,7 @@ at random and labelled by B-Pref's synthetic teacher on the true reward (``teach
 myopia, mistakes, skip and equal thresholds). The pairs are stored with the dataset they came from,
 ``<dataset dir>/preferences/<name>.npz``, and read by ``agent=cpl agent.preferences=<name>`` and
 ``reward=preference reward.pairs=<file>`` (the reward model of P-IQL). ``frames=true`` keeps the
-dataset's frames in the pairs (for the CNN reward model, ``reward.model=cnn``; collect with frames).
+dataset's frames in the pairs (for the CNN reward model, ``reward/model=cnn``; collect with frames).
 """
 
 from __future__ import annotations
@@ -23,35 +23,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 import numpy as np
 
 from envs.errors import ConfigError
-from experiments.cli import check_int, compose_script, user_errors
+from experiments.cli import check_int, compose_script, dataset_source, user_errors
 
 
 def main(argv: list[str]) -> dict[str, Any]:
     cfg = compose_script(list(argv), "prefs", "prefs.py")
-    if not cfg.dataset:
-        raise ConfigError("prefs.py needs dataset=<id> (the dataset to cut segments from)")
+    dataset, root = dataset_source(cfg, "prefs.py")
     check_int(cfg, "pairs", 1)
     check_int(cfg, "segment", 1)
-    from agents.offline import dataset as ds
+    from envs import data as ds
     from rewards.preference.segments import LABEL_NAMES, PreferencePairs, cut_segments
     from rewards.preference.teachers import SyntheticTeacher
 
     t0 = time.time()
-    out = ds.preferences_dir(str(cfg.dataset), cfg.dataset_root) / f"{cfg.name}.npz"
+    out = ds.preferences_dir(dataset, root) / f"{cfg.name}.npz"
     if out.exists():
         raise ConfigError(f"{out} already exists; give another name=")
-    data = ds.load(str(cfg.dataset), cfg.dataset_root, frames=bool(cfg.frames))
+    data = ds.load(dataset, root, extras={"frame"} if cfg.frames else ())
     teacher = SyntheticTeacher(**dict(cfg.teacher))
     rng = np.random.default_rng(int(cfg.seed))
     left = cut_segments(data, int(cfg.segment), int(cfg.pairs), rng)
     right = cut_segments(data, int(cfg.segment), int(cfg.pairs), rng)
     labels = teacher.label(left, right, rng)
-    pairs = PreferencePairs(left, right, labels, teacher.describe(), str(cfg.dataset))
+    pairs = PreferencePairs(left, right, labels, teacher.describe(), dataset)
     pairs.save(out)
     counts = {LABEL_NAMES[k]: int(np.sum(labels == k)) for k in LABEL_NAMES}
     result = {"path": str(out), "pairs": len(pairs), "labels": counts, "seconds": round(time.time() - t0, 1)}
     print(
-        f"{cfg.dataset}: {len(pairs)} pairs of {cfg.segment}-step segments labelled by {teacher.describe()}: "
+        f"{dataset}: {len(pairs)} pairs of {cfg.segment}-step segments labelled by {teacher.describe()}: "
         f"{', '.join(f'{k} {v}' for k, v in counts.items())} -> {out}",
         file=sys.stderr,
     )

@@ -8,9 +8,9 @@ with a learned, zero-shot or hand-written reward, then learn offline from the la
 dataset is a Minari dataset whose ``rewards`` are the provider's (so any Minari consumer trains
 on them), with the env's own reward in ``infos["true_reward"]``, the provider's named components
 (if it reports any) in ``infos["reward_components"]``, frames carried over, and the provider's
-config in the metadata. ``run.py agent=iql dataset=<new id> agent.labels=stored reward=R`` trains
+config in the metadata. ``run.py agent=iql dataset=<new id> dataset.labels=stored reward=R`` trains
 on the stored labels without calling the provider again (useful for slow providers); the default
-``agent.labels=provider`` labels the data at the start of each run instead.
+``dataset.labels=provider`` labels the data at the start of each run instead.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 import numpy as np
 
 from envs.errors import ConfigError
-from experiments.cli import check_int, compose_script, user_errors
+from experiments.cli import check_int, compose_script, dataset_source, user_errors
 
 
 def _with_dataset_env(argv: list[str]) -> list[str]:
@@ -35,7 +35,7 @@ def _with_dataset_env(argv: list[str]) -> list[str]:
     opts = dict(a.split("=", 1) for a in argv if "=" in a)
     if not opts.get("dataset"):
         return argv
-    from agents.offline import dataset as ds
+    from envs import data as ds
 
     env = (ds.read_metadata(opts["dataset"], opts.get("dataset_root") or None).get(ds.META) or {}).get("env") or {}
     return [*argv, f"env={env['name']}"] if env.get("name") else argv
@@ -43,19 +43,17 @@ def _with_dataset_env(argv: list[str]) -> list[str]:
 
 def main(argv: list[str]) -> dict[str, Any]:
     cfg = compose_script(_with_dataset_env(list(argv)), "relabel", "relabel.py")
-    if not cfg.dataset:
-        raise ConfigError("relabel.py needs dataset=<id> (the dataset to label)")
+    src, root = dataset_source(cfg, "relabel.py")
     check_int(cfg, "chunk", 1)
     import torch
     from omegaconf import OmegaConf
 
-    from agents.offline import dataset as ds
-    from agents.offline.base import label
-    from experiments.runner import build_reward
+    from envs import data as ds
+    from experiments.builders import build_reward
+    from rewards.labels import label
 
     torch.set_num_threads(1)
     t0 = time.time()
-    src, root = str(cfg.dataset), cfg.dataset_root
     reward_cfg = OmegaConf.to_container(cfg.reward, resolve=True)
     from minari.dataset.minari_dataset import parse_dataset_id
 
@@ -69,7 +67,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     if ds.dataset_path(name, root).exists():
         raise ConfigError(f"dataset {name!r} already exists under {ds.dataset_root(root)}; give another name=")
     provider = build_reward(cfg.reward)
-    data = ds.load(src, root, frames=provider.needs_frames)
+    data = ds.load(src, root, extras=provider.needs)
     meta = data.metadata.get(ds.META) or {}
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     if meta.get("env") and meta["env"].get("id") != env_cfg.get("id"):
@@ -81,8 +79,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     proxy = label(data, provider, int(cfg.chunk), components)
     provider.close()
     infos: dict[str, Any] = {ds.TRUE_REWARD: data.true_rewards}
-    if data.frames is not None:
-        infos[ds.FRAME] = data.frames
+    infos.update(data.extras)  # frames (and other extras) carried over
     episodes = data.episodes(rewards=proxy, infos=infos)
     if components:
         for ep, (a, b) in zip(episodes, zip(data.episode_starts[:-1], data.episode_starts[1:])):

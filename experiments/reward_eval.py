@@ -14,13 +14,12 @@ with the provider (proxy) and keeps the env's reward (true), and writes to ``DIR
 * ``reward_eval.png``: proxy vs true reward per transition (and the canonicalised rewards).
 
 EPIC evaluates both rewards on transitions that never happened, so the env's reward must exist in
-closed form (``true_reward`` in the env config, e.g. cartpole, pendulum); the collected samples are
-the coverage distribution.
+closed form (``reward_fn`` on the env's card, :mod:`envs.cards`: cartpole, pendulum); the collected
+samples are the coverage distribution.
 """
 
 from __future__ import annotations
 
-import inspect
 import sys
 import time
 from datetime import datetime
@@ -44,7 +43,7 @@ class Recorder(RewardProvider):
 
     def __init__(self, inner: RewardProvider) -> None:
         self.inner = inner
-        self.needs_frames = inner.needs_frames
+        self.needs = inner.needs
         self.batches: list[TransitionBatch] = []
         self.proxies: list[np.ndarray] = []
 
@@ -69,18 +68,19 @@ def _validate(cfg: Any) -> None:
         raise ConfigError(f"epic.gamma={cfg.epic.gamma} must lie in [0, 1]")
 
 
-def _true_reward_fn(env_cfg: dict[str, Any]) -> Any:
-    """The env's closed-form reward as ``f(obs, action, next_obs)``, or ``None``."""
-    from envs.make import make_kwargs
-    from rewards.fn import resolve_target
+def _true_reward_fn(env_cfg: dict[str, Any]) -> tuple[Any, str | None]:
+    """The env's closed-form reward as numpy ``f(obs, action, next_obs) -> (batch,)`` float64 and its
+    name (``module:function`` on the env's card), or ``(None, None)``."""
+    from envs.cards import closed_forms, numpy_fn
 
-    target = env_cfg.get("true_reward")
-    if not target:
-        return None
-    fn = resolve_target(target, "env.true_reward")
-    accepted = inspect.signature(fn).parameters
-    kwargs = {k: v for k, v in make_kwargs(env_cfg).items() if k in accepted}
-    return lambda obs, action, next_obs: np.asarray(fn(obs, action, next_obs, **kwargs), dtype=np.float64)
+    try:
+        reward, _ = closed_forms(env_cfg)
+    except ConfigError:  # an id without a card (a plain Gymnasium id)
+        reward = None
+    if reward is None:
+        return None, None
+    fn = numpy_fn(reward)
+    return (lambda obs, action, next_obs: fn(obs, action, next_obs).astype(np.float64)), f"{reward.__module__}:{reward.__qualname__}"
 
 
 def collect(cfg: Any, env_cfg: dict[str, Any], provider: RewardProvider, policy_dir: Path | None, device: str) -> Recorder:
@@ -96,7 +96,7 @@ def collect(cfg: Any, env_cfg: dict[str, Any], provider: RewardProvider, policy_
         from experiments.policies import run_n_envs
 
         n_envs = run_n_envs(policy_dir)  # the agent restores per-env state (replay buffers)
-    venv = RewardVecEnv(make_vec_env(env_cfg, n_envs, int(cfg.seed), frames_in_info=provider.needs_frames), recorder)
+    venv = RewardVecEnv(make_vec_env(env_cfg, n_envs, int(cfg.seed), extras=provider.needs), recorder)
     agent = None
     if policy_dir is not None:
         from experiments.policies import load_agent, run_checkpoint
@@ -164,7 +164,7 @@ def main(argv: list[str]) -> dict[str, Any]:
 
     from experiments.cli import resolve_device
     from experiments.rundir import write_json_atomic
-    from experiments.runner import build_reward
+    from experiments.builders import build_reward
     from rewards import distance
 
     torch.set_num_threads(1)
@@ -225,17 +225,17 @@ def _epic(cfg: Any, env_cfg: dict[str, Any], provider: RewardProvider, data: dic
     """EPIC distance between the provider and the env's closed-form reward (module docstring)."""
     from rewards import distance
 
+    true_fn, true_name = _true_reward_fn(env_cfg)
     settings = {"gamma": float(cfg.epic.gamma), "transitions": int(cfg.epic.transitions), "samples": int(cfg.epic.samples),
-                "true_reward": env_cfg.get("true_reward"), "distance": None}
-    true_fn = _true_reward_fn(env_cfg)
+                "true_reward": true_name, "distance": None}
     if true_fn is None:
         notes.append(f"EPIC needs the env's reward in closed form; env {env_cfg['name']} has no true_reward "
-                     "(envs/true_rewards.py lists those that exist)")
+                     "(no reward_fn on its env card, see envs/cards.py)")
         return settings, None
     error = float(np.max(np.abs(true_fn(data["obs"], data["action"], data["next_obs"]) - data["env_reward"])))
     settings["true_reward_max_error"] = error
     if error > TRUE_TOLERANCE:
-        notes.append(f"env.true_reward={env_cfg['true_reward']} does not reproduce the env's reward on the samples "
+        notes.append(f"the closed-form true reward {true_name} does not reproduce the env's reward on the samples "
                      f"(max error {error:.3g}); EPIC skipped")
         return settings, None
 
@@ -243,7 +243,8 @@ def _epic(cfg: Any, env_cfg: dict[str, Any], provider: RewardProvider, data: dic
         n = len(obs)
         batch = TransitionBatch(obs=obs, action=action, next_obs=next_obs,
                                 env_reward=true_fn(obs, action, next_obs).astype(np.float32),
-                                terminated=np.zeros(n, bool), truncated=np.zeros(n, bool), frames=frames)
+                                terminated=np.zeros(n, bool), truncated=np.zeros(n, bool),
+                                extras={} if frames is None else {"frame": frames})
         return provider.reward(batch)
 
     rng = np.random.default_rng(int(cfg.seed))

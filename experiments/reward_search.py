@@ -2,9 +2,10 @@
 """Searching over language-model-written reward programs: Eureka and ICPL.
 
     python experiments/reward_search.py env=cartpole reward.task="balance the pole" \\
-        reward.backend=local iterations=2 samples=4 [mode=eureka|icpl] [teacher=synthetic|terminal]
+        llm=local iterations=2 samples=4 [mode=eureka|icpl] [teacher=synthetic|terminal]
 
-Each iteration asks the model (``reward.backend``, ``reward.model``, ...) for ``samples`` programs
+Each iteration asks the model (the ``llm`` config group: ``llm=openai|local|replay``, ``llm.model``,
+``llm.base_url``, ...; the same as ``run.py reward=code``'s) for ``samples`` programs
 (:func:`rewards.code.generate.propose`; failures of the static/load/smoke checks are recorded with
 their reason), trains every accepted program for ``steps`` with ``experiments/run.py env=E
 reward=code reward.source=PROGRAM agent=A`` (``workers`` at a time), and builds the next prompt:
@@ -172,7 +173,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     from envs.make import make_env
     from experiments.rundir import write_json_atomic
     from rewards.code.generate import propose
-    from rewards.code.llm import LLMError, Sampling, make_backend
+    from rewards.code.llm import LLMError, Sampling, backend_from_config
     from rewards.code.prompts import describe_env
     from rewards.code.provider import example_programs, sandbox_limits
     from rewards.code.validate import CheckResult, sample_transitions
@@ -180,17 +181,15 @@ def main(argv: list[str]) -> dict[str, Any]:
     torch.set_num_threads(int(cfg.torch_threads))
     rc = cfg.reward
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    limits = sandbox_limits(OmegaConf.to_container(rc.limits, resolve=True))
+    backend = backend_from_config(OmegaConf.to_container(cfg.llm, resolve=True) if cfg.get("llm") else None)
+    sampling = Sampling(float(rc.temperature), float(rc.top_p), int(rc.max_tokens))
     out = (
         Path(str(cfg.out)).expanduser()
         if cfg.out
         else REPO / "runs" / "reward_search" / f"{env_cfg['name']}_{cfg.mode}_{datetime.now():%Y-%m-%d_%H-%M-%S}"
     )
     out.mkdir(parents=True, exist_ok=True)
-    limits = sandbox_limits(OmegaConf.to_container(rc.limits, resolve=True))
-    backend = make_backend(
-        str(rc.backend), rc.model, rc.base_url, rc.api_key_env, rc.cache_dir, float(rc.timeout_s), int(rc.max_retries)
-    )
-    sampling = Sampling(float(rc.temperature), float(rc.top_p), int(rc.max_tokens))
     probe = make_env(env_cfg)
     try:
         description = describe_env(probe, str(env_cfg["name"]))

@@ -61,18 +61,17 @@ def main(argv: list[str]) -> list[dict[str, Any]]:
 
     import torch
 
-    from envs.make import make_vec_env
+    from experiments.builders import build_agent, build_envs, build_reward
     from experiments.cli import resolve_device
     from experiments.evaluation import record_video
-    from experiments.runner import VIDEO_SEED_OFFSET, build_agent, build_reward
-    from rewards.wrapper import RewardVecEnv
+    from experiments.runner import VIDEO_SEED_OFFSET
 
     torch.set_num_threads(1)
     cfg = OmegaConf.load(run_dir / "config.yaml")
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     provider = build_reward(cfg.reward)
-    env = RewardVecEnv(make_vec_env(env_cfg, int(cfg.agent.get("n_envs", 1)), int(cfg.seed)), provider)
-    agent = build_agent(cfg.agent, env=env, seed=int(cfg.seed), device=resolve_device(str(opts.device)))
+    env = build_envs(env_cfg, int(cfg.agent.get("n_envs", 1)), int(cfg.seed), provider)
+    agent = build_agent(cfg.agent, env, provider, int(cfg.seed), resolve_device(str(opts.device)))
     agent.load(checkpoint / "agent")
     out = Path(str(opts.out)).expanduser() if opts.out else run_dir / "videos"
     seed = int(opts.seed) if opts.seed is not None else int(cfg.seed) + VIDEO_SEED_OFFSET

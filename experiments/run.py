@@ -11,9 +11,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
-from experiments.cli import precheck, user_errors  # noqa: E402
+from experiments.cli import expand_shorthands, precheck, user_errors  # noqa: E402
 
 with user_errors():
+    sys.argv[1:] = expand_shorthands(sys.argv[1:])
     precheck(sys.argv[1:])
 
 import hydra  # noqa: E402

@@ -28,13 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from agents.base import Agent
+from agents.base import Agent, HasReferenceScores, Relabels
 from envs.errors import ConfigError
-from envs.make import make_vec_env
+from experiments.builders import build_agent, build_dataset, build_envs, build_reward, check_agent, env_card
 from experiments.cli import resolve_device, user_errors, validate
 from experiments.evaluation import default_eval_every, evaluate, record_video, summarize
 from experiments.rundir import (
@@ -46,7 +44,8 @@ from experiments.rundir import (
     set_rng_state,
     write_json_atomic,
 )
-from rewards.base import RewardProvider
+from experiments.schema import METRICS_COLUMNS, RunSummary
+from rewards.base import LearnedReward
 from rewards.wrapper import EpisodeStats, RewardVecEnv
 
 log = logging.getLogger("rewardlab")
@@ -63,66 +62,15 @@ _CORE_STATS = {
     "episode_length",
     "episodes",
 }
-METRICS_COLUMNS = [
-    "step",
-    "true_return",
-    "true_return_std",
-    "proxy_return",
-    "proxy_return_std",
-    "success",
-    "episode_length",
-    "eval_episodes",
-    "train_true_return",
-    "train_proxy_return",
-    "train_episodes",
-    "wall_time",
-]
-
-
 def normalized_score(agent: Agent, true_return: float | None) -> float | None:
     """D4RL's normalised score, ``100 (R - random) / (expert - random)``, for agents whose data defines both references."""
-    refs = getattr(agent, "reference_scores", None)
-    lo, hi = refs() if callable(refs) else (None, None)
+    lo, hi = agent.reference_scores() if isinstance(agent, HasReferenceScores) else (None, None)
     if true_return is None or lo is None or hi is None or hi == lo:
         return None
     return 100.0 * (true_return - lo) / (hi - lo)
 
 
-# --- building components ----------------------------------------------------------------------
-
-
-def _instantiate(node: Mapping[str, Any], what: str, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that surfaces a component's ConfigError as itself."""
-    try:
-        return instantiate(dict(node), _convert_="all", **kwargs)
-    except InstantiationException as exc:
-        cause = exc.__cause__
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        if cause is None or isinstance(cause, (ImportError, AttributeError)):
-            raise ConfigError(f"{what}: {' '.join(str(exc).split())}") from exc
-        raise
-
-
-def build_reward(reward_cfg: DictConfig) -> RewardProvider:
-    """The reward provider described by a ``conf/reward/*.yaml`` node."""
-    node = OmegaConf.to_container(reward_cfg, resolve=True)
-    name = node.pop("name", "?")
-    provider = _instantiate(node, f"reward {name}")
-    if not isinstance(provider, RewardProvider):
-        raise ConfigError(f"reward {name}: {type(provider).__name__} is not a rewards.base.RewardProvider")
-    return provider
-
-
-def build_agent(agent_cfg: DictConfig, env: Any, seed: int, device: str) -> Agent:
-    """The agent described by a ``conf/agent/*.yaml`` node, on the given env."""
-    node = OmegaConf.to_container(agent_cfg, resolve=True)
-    name = node.pop("name", "?")
-    node.pop("n_envs", None)
-    agent = _instantiate(node, f"agent {name}", env=env, seed=seed, device=device)
-    if not isinstance(agent, Agent):
-        raise ConfigError(f"agent {name}: {type(agent).__name__} is not an agents.base.Agent")
-    return agent
+# --- the run -----------------------------------------------------------------------------------
 
 
 def seed_everything(seed: int) -> None:
@@ -130,9 +78,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-# --- the run -----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -164,11 +109,10 @@ class _Callback:
     def on_step(self, num_steps: int) -> bool:
         r = self.runner
         r.state.step = num_steps
-        if r.provider.version != r.relabelled_version:  # a learned reward changed: stored rewards are stale
-            relabel = getattr(r.agent, "relabel", None)
-            if relabel is not None:
-                relabel(r.provider)
-            r.relabelled_version = r.provider.version
+        if r.learner is not None and r.learner.version != r.relabelled_version:  # stored rewards are stale
+            if isinstance(r.agent, Relabels):
+                r.agent.relabel(r.learner)
+            r.relabelled_version = r.learner.version
         if r.pbar is not None:
             r.pbar.update(num_steps - r.pbar.n)
         if r.train_env is not None:
@@ -224,19 +168,24 @@ class Runner:
         seed_everything(int(cfg.seed))
         self.env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
         self.provider = build_reward(cfg.reward)
-        frames = self.provider.needs_frames
+        self.learner = self.provider if isinstance(self.provider, LearnedReward) else None
         n_envs = int(cfg.agent.get("n_envs", 1))
-        self.train_env: RewardVecEnv | None = RewardVecEnv(
-            make_vec_env(self.env_cfg, n_envs, int(cfg.seed), frames), self.provider, observe=True
-        )
+        self.train_env: RewardVecEnv | None = build_envs(self.env_cfg, n_envs, int(cfg.seed), self.provider, observe=True)
         n_eval = min(int(cfg.eval.n_envs), int(cfg.eval.episodes))
-        self.eval_env = RewardVecEnv(
-            make_vec_env(self.env_cfg, n_eval, int(cfg.seed) + EVAL_SEED_OFFSET, frames), self.provider
+        self.eval_env = build_envs(self.env_cfg, n_eval, int(cfg.seed) + EVAL_SEED_OFFSET, self.provider)
+        card = env_card(self.env_cfg)
+        dataset_cfg = cfg.get("dataset")
+        check_agent(cfg.agent, self.train_env.action_space, card, dataset_cfg is not None, cfg.get("dataset_root"))
+        self.data = None
+        if dataset_cfg is not None:
+            self.data = build_dataset(dataset_cfg, self.provider)
+        self.agent = build_agent(
+            cfg.agent, self.train_env, self.provider, int(cfg.seed), self.device, card=card, dataset=self.data
         )
-        self.agent = build_agent(cfg.agent, env=self.train_env, seed=int(cfg.seed), device=self.device)
 
-        self.provider.attach(run_dir)
-        self.relabelled_version = self.provider.version
+        if self.learner is not None:
+            self.learner.attach(run_dir)
+        self.relabelled_version = self.learner.version if self.learner is not None else 0
         self.eval_every = int(cfg.eval.every or default_eval_every(int(cfg.steps)))
         self.checkpoint_every = int(cfg.checkpoint.every or self.eval_every)
         self.state = RunState()
@@ -330,9 +279,9 @@ class Runner:
         self.state.resumes += 1
         self.state.time_setup += self._setup_time
         self.agent.load(checkpoint / "agent")
-        if (checkpoint / "reward").is_dir():
-            self.provider.load(checkpoint / "reward")
-            self.relabelled_version = self.provider.version
+        if self.learner is not None and (checkpoint / "reward").is_dir():
+            self.learner.load(checkpoint / "reward")
+            self.relabelled_version = self.learner.version
         set_rng_state(rng)
         if self.train_env is not None:
             # New episodes after a resume: seed differently from the first launch.
@@ -369,7 +318,7 @@ class Runner:
         self._write_artifacts(stats.pop("artifacts"))
         for k in range(int(self.cfg.video.final_episodes)):
             self.video(step, f"final_ep{k}.mp4", k)
-        summary = self._summary(stats)
+        summary = self._summary(stats).to_json()
         write_json_atomic(self.run_dir / "summary.json", summary)
         extra = "".join(f", {k} {v:.4g}" for k, v in stats.items() if k not in _CORE_STATS and isinstance(v, float))
         log.info(
@@ -449,7 +398,8 @@ class Runner:
         score = normalized_score(self.agent, stats["true_return"])
         if score is not None:
             row["normalized_score"] = score
-        row.update(self.provider.metrics())
+        if self.learner is not None:
+            row.update(self.learner.metrics())
         row.update({f"component/{k}": v for k, v in stats["components"].items()})
         if train:
             row.update({f"train_component/{k}": v for k, v in summarize(train)["components"].items()})
@@ -497,7 +447,7 @@ class Runner:
             self.agent,
             asdict(self.state),
             keep=int(self.cfg.checkpoint.keep),
-            provider=self.provider,
+            provider=self.learner,
         )
         self.state.time_checkpoint += time.time() - t
 
@@ -529,49 +479,46 @@ class Runner:
             info["proxy_return"],
         )
 
-    def _summary(self, stats: Mapping[str, Any]) -> dict[str, Any]:
+    def _summary(self, stats: Mapping[str, Any]) -> RunSummary:
         wall = self.wall_time()
         s = self.state
         train_time = max(wall - s.time_setup - s.time_eval - s.time_checkpoint - s.time_video, 1e-9)
-        summary: dict[str, Any] = {
-            "env": self.cfg.env.name,
-            "reward": self.cfg.reward.name,
-            "agent": self.cfg.agent.name,
-            "seed": int(self.cfg.seed),
-            "steps": int(self.state.step),
-            "true_return_mean": stats["true_return"],
-            "true_return_std": stats["true_return_std"],
-            "proxy_return_mean": stats["proxy_return"],
-            "proxy_return_std": stats["proxy_return_std"],
-            "success_rate": stats["success"],
-            "eval_episodes": stats["episodes"],
-            "episode_length_mean": stats["episode_length"],
-            # the maximum over periodic evaluations: optimistic (chosen on the evaluation episodes themselves)
-            "best_eval_true_return": self.state.best_true_return,
-            "best_eval_step": self.state.best_step,
-            "wall_time_s": round(wall, 3),
-            "time_s": {
-                "setup": round(self.state.time_setup, 3),
+        return RunSummary(
+            env=self.cfg.env.name,
+            reward=self.cfg.reward.name,
+            agent=self.cfg.agent.name,
+            seed=int(self.cfg.seed),
+            steps=int(s.step),
+            true_return_mean=stats["true_return"],
+            true_return_std=stats["true_return_std"],
+            proxy_return_mean=stats["proxy_return"],
+            proxy_return_std=stats["proxy_return_std"],
+            success_rate=stats["success"],
+            eval_episodes=stats["episodes"],
+            episode_length_mean=stats["episode_length"],
+            best_eval_true_return=s.best_true_return,
+            best_eval_step=s.best_step,
+            wall_time_s=round(wall, 3),
+            time_s={
+                "setup": round(s.time_setup, 3),
                 "train": round(train_time, 3),
-                "eval": round(self.state.time_eval, 3),
-                "checkpoint": round(self.state.time_checkpoint, 3),
-                "video": round(self.state.time_video, 3),
+                "eval": round(s.time_eval, 3),
+                "checkpoint": round(s.time_checkpoint, 3),
+                "video": round(s.time_video, 3),
             },
-            "train_steps_per_s": round(self.state.step / train_time, 1),
-            "videos": list(self.state.videos),
-            "artifacts": sorted(set(self.state.artifacts)),
-            "agent_info": self.agent.describe(),
-            "resumes": self.state.resumes,
-            "device": self.device,
-            "command": "python experiments/run.py " + " ".join(shlex.quote(o) for o in self.overrides),
-            "git_commit": _git_commit(),
-        }
-        summary.update({k: v for k, v in stats.items() if k not in _CORE_STATS})  # env-specific figures
-        score = normalized_score(self.agent, stats["true_return"])
-        if score is not None:  # offline data with random and expert references (last and best evaluation)
-            summary["normalized_score"] = score
-            summary["best_eval_normalized_score"] = normalized_score(self.agent, self.state.best_true_return)
-        return summary
+            train_steps_per_s=round(s.step / train_time, 1),
+            videos=list(s.videos),
+            artifacts=sorted(set(s.artifacts)),
+            agent_info=self.agent.describe(),
+            resumes=s.resumes,
+            device=self.device,
+            command="python experiments/run.py " + " ".join(shlex.quote(o) for o in self.overrides),
+            git_commit=_git_commit(),
+            dataset=self.data.dataset_id if self.data is not None else None,
+            normalized_score=normalized_score(self.agent, stats["true_return"]),
+            best_eval_normalized_score=normalized_score(self.agent, s.best_true_return),
+            figures={k: v for k, v in stats.items() if k not in _CORE_STATS},  # env-specific figures
+        )
 
 
 def _git_commit() -> str | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -21,6 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+
+from experiments.schema import RunSummary  # noqa: E402
 
 KEY = ("env", "reward", "agent", "steps", "dataset")
 FIGURES = (
@@ -43,9 +46,8 @@ def collect(dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], list[Path]]:
         for config in sorted(root.rglob("config.yaml")):
             run = config.parent
             if (run / "summary.json").exists():
-                summary = json.loads((run / "summary.json").read_text())
-                dataset = ((summary.get("agent_info") or {}).get("dataset") or {}).get("id")
-                summaries.append({"run": str(run), "dataset": dataset, **summary})
+                summary = RunSummary.load(run).to_json()  # the schema the runner writes (experiments/schema.py)
+                summaries.append({"run": str(run), **summary})
             elif (run / "metrics.csv").exists():
                 unfinished.append(run)
     return summaries, unfinished

@@ -3,7 +3,17 @@
 Every way of specifying a reward (the env's own, a hand-written function, LLM-written code, a
 vision-language model, a model learned from preferences) is a :class:`RewardProvider`. Providers
 are called on whole batches (all vector envs at once, or a dataset chunk), never per sample, so
-that learned and model-based providers can use the hardware.
+that learned and model-based providers can use the hardware. The interface follows imitation's
+``RewardFn`` (batched numpy in, ``(batch,)`` out) and mbrl-lib's ``reward_fn`` (a torch function
+on ``(batch, ...)`` tensors, for planners that roll out a model):
+
+* :class:`RewardProvider`: the minimal interface every provider has: :meth:`~RewardProvider.reward`
+  on a :class:`TransitionBatch`, the extras it needs (:attr:`~RewardProvider.needs`), named
+  components, files for the run directory, and :meth:`~RewardProvider.torch_reward` where the
+  reward exists as a torch function;
+* :class:`LearnedReward`: a provider that changes while an agent trains (a reward model learned from
+  preferences): it observes the training data, counts its updates (``version``) so that stored
+  rewards can be recomputed, reports figures, and saves / loads its state with the checkpoints.
 
 Learned providers may also subclass ``torch.nn.Module``; the method the framework calls is
 :meth:`RewardProvider.reward`, so it does not clash with ``Module.__call__``.
@@ -12,8 +22,9 @@ Learned providers may also subclass ``torch.nn.Module``; the method the framewor
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -23,6 +34,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import gymnasium as gym
+    import torch
 
 
 @dataclass(frozen=True)
@@ -37,8 +49,9 @@ class TransitionBatch:
         env_reward: ``(batch,)`` float32, the environment's own (true) reward.
         terminated: ``(batch,)`` bool, the episode ended in a terminal state.
         truncated: ``(batch,)`` bool, the episode was cut by a time limit.
-        frames: ``(batch, height, width, 3)`` uint8 frames of the next state, present only when
-            the provider sets ``needs_frames``.
+        extras: ``{name: (batch, ...)}`` the extras the provider declared in ``needs``
+            (:mod:`envs.extras`), e.g. ``"frame"``: ``(batch, height, width, 3)`` uint8 frames of
+            the state after the action. Empty when the provider needs none.
     """
 
     obs: np.ndarray
@@ -47,26 +60,42 @@ class TransitionBatch:
     env_reward: np.ndarray
     terminated: np.ndarray
     truncated: np.ndarray
-    frames: np.ndarray | None = None
+    extras: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.env_reward.shape[0])
+
+    @property
+    def frames(self) -> np.ndarray | None:
+        """``(batch, height, width, 3)`` uint8 frames after each step (``extras["frame"]``), or ``None``."""
+        return self.extras.get("frame")
+
+
+@runtime_checkable
+class TorchRewardFn(Protocol):
+    """A reward on torch tensors (mbrl-lib's ``reward_fn`` shape), differentiable where the reward is."""
+
+    def __call__(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        """``(batch, *obs_shape)``, ``(batch, *action_shape)``, ``(batch, *obs_shape)`` -> ``(batch,)`` float32."""
+        ...
 
 
 class RewardProvider(abc.ABC):
     """Maps a :class:`TransitionBatch` to proxy rewards of shape ``(batch,)``.
 
-    Subclasses set ``needs_frames = True`` when they score rendered frames; the runner then
-    renders every step and fills :attr:`TransitionBatch.frames`.
+    Attributes:
+        needs: Names of the per-step extras the provider scores besides ``(s, a, s')``
+            (:mod:`envs.extras`; ``{"frame"}`` for rendered frames). The runner gathers exactly these
+            from the env into :attr:`TransitionBatch.extras`.
+        last_components: Named parts of the last batch's reward, ``{name: (batch,)}`` (providers that
+            have them set it in :meth:`reward`; the wrapper sums them per episode and the runner logs them).
     """
 
-    needs_frames: bool = False
-    #: Named parts of the last batch's reward, ``{name: (batch,)}`` (providers that have them set it
-    #: in :meth:`reward`; the wrapper sums them per episode and the runner logs them).
+    needs: frozenset[str] = frozenset()
     last_components: dict[str, np.ndarray] = {}  # noqa: RUF012  (replaced, never mutated)
 
     def bind(self, observation_space: gym.Space, action_space: gym.Space) -> None:
-        """Called once with the env's spaces before the first batch; validate or size here."""
+        """Called with the env's spaces before the first batch (by each wrapper); validate or size here."""
         self.observation_space = observation_space
         self.action_space = action_space
 
@@ -74,13 +103,41 @@ class RewardProvider(abc.ABC):
     def reward(self, batch: TransitionBatch) -> np.ndarray:
         """Return the proxy rewards, float32 of shape ``(batch,)``."""
 
-    #: Learned providers that change while training count their updates here; the runner then asks
-    #: an off-policy agent to recompute the rewards in its replay buffer (``Agent.relabel``).
+    def torch_reward(self) -> TorchRewardFn | None:
+        """The same reward as a function on torch tensors (planners, differentiable losses), or ``None``.
+
+        ``None`` when the provider has no torch path here: it runs outside the process (reward code
+        in the sandbox), scores extras such as frames, or the env's reward has no closed form.
+        """
+        return None
+
+    def files(self) -> dict[str, str]:
+        """Text files to keep in the run directory (relative path -> content), e.g. a reward program."""
+        return {}
+
+    def close(self) -> None:
+        """Release workers, models or files held by the provider (may be called more than once)."""
+
+
+class LearnedReward(RewardProvider):
+    """A provider that learns while the agent trains (e.g. from a teacher's preferences).
+
+    The training env's wrapper shows it every transition (:meth:`observe`). Each update of the
+    reward increments :attr:`version`; the runner then asks an agent that stores rewards (an
+    off-policy replay buffer, see :class:`agents.base.Relabels`) to recompute them. Its state is
+    part of every checkpoint (:meth:`save`, :meth:`load`).
+    """
+
+    #: Updates of the reward so far (0: nothing learned yet).
     version: int = 0
 
     def observe(self, batch: TransitionBatch, components: dict[str, np.ndarray] | None = None) -> None:
-        """Called with every transition batch of the *training* env, after :meth:`reward` (online learners
-        collect their data here). ``components``: the env's own reward terms from ``info`` (``reward_*``)."""
+        """Called with every transition batch of the *training* env, after :meth:`reward`.
+
+        Args:
+            batch: The transitions the agent learns from.
+            components: The env's own reward terms from ``info`` (``reward_*``), ``{name: (batch,)}``.
+        """
 
     def metrics(self) -> dict[str, float]:
         """Figures for ``metrics.csv`` at each evaluation (e.g. a learned reward's accuracy)."""
@@ -89,18 +146,13 @@ class RewardProvider(abc.ABC):
     def attach(self, run_dir: Path) -> None:
         """Called once with the run directory (providers that write data as they go keep it there)."""
 
+    @abc.abstractmethod
     def save(self, path: Path) -> None:
-        """Write the provider's learned state into the checkpoint directory ``path`` (stateless: nothing)."""
+        """Write the provider's learned state into the checkpoint directory ``path``."""
 
+    @abc.abstractmethod
     def load(self, path: Path) -> None:
         """Restore what :meth:`save` wrote."""
-
-    def files(self) -> dict[str, str]:
-        """Text files to keep in the run directory (relative path -> content), e.g. a reward program."""
-        return {}
-
-    def close(self) -> None:
-        """Release workers, models or files held by the provider (may be called more than once)."""
 
 
 def check_rewards(rewards: object, batch_size: int, source: str) -> np.ndarray:

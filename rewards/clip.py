@@ -318,7 +318,7 @@ class ClipScorer:
 class ClipReward(RewardProvider):
     """``reward=clip``: the VLM-RM reward of the frame after each transition (see :class:`ClipScorer` for args)."""
 
-    needs_frames = True
+    needs = frozenset({"frame"})
     state_only = True  # depends only on the next state's frame
 
     def __init__(self, **scorer_kwargs: Any) -> None:

@@ -14,7 +14,8 @@ coverage set, the same for both rewards, so a shaped copy's residual is an exact
 
 Rewards are functions on batches, ``reward_fn(obs, action, next_obs, next_frames) -> (batch,)``, so
 any provider can be compared once it can be evaluated on transitions that never happened (the
-env's own reward needs a closed form for that: ``true_reward`` in the env config).
+env's own reward needs a closed form for that: the ``reward_fn`` of its env card, as numpy with
+``envs.cards.numpy_fn(envs.cards.closed_forms(env_cfg)[0])``).
 """
 
 from __future__ import annotations

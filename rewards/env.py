@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
-from rewards.base import RewardProvider, TransitionBatch
+from envs.errors import ConfigError
+from rewards.base import RewardProvider, TorchRewardFn, TransitionBatch
 
 
 class EnvReward(RewardProvider):
-    """Returns the env's reward unchanged."""
+    """Returns the env's reward unchanged.
+
+    Args:
+        env: The run's env config (``${env}``). Where the env's card has the reward in closed form
+            (:mod:`envs.cards`), :meth:`torch_reward` returns it, bound to the config's kwargs, so
+            planners can roll it out through a model; without ``env`` there is no torch path.
+    """
+
+    def __init__(self, env: Mapping[str, Any] | None = None) -> None:
+        self._torch: TorchRewardFn | None = None
+        if env is not None:
+            from envs.cards import closed_forms
+
+            try:
+                self._torch = closed_forms(env)[0]
+            except ConfigError:  # an env rewardlab has no card for: no closed form
+                self._torch = None
 
     def reward(self, batch: TransitionBatch) -> np.ndarray:
         return np.asarray(batch.env_reward, dtype=np.float32)
+
+    def torch_reward(self) -> TorchRewardFn | None:
+        """The env's closed-form reward on tensors, where its card has one (``None`` otherwise)."""
+        return self._torch

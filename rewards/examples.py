@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 # CartPole-v1 observation: [cart x, cart velocity, pole angle (rad), pole angular velocity]
-from envs.true_rewards import CARTPOLE_ANGLE_LIMIT, CARTPOLE_X_LIMIT
+from envs.classic import CARTPOLE_ANGLE_LIMIT, CARTPOLE_X_LIMIT
 
 
 def cartpole_upright(obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -62,11 +62,11 @@ class FnReward(RewardProvider):
     def __init__(self, target: str | None = None, frames: bool = False) -> None:
         self.target = target
         self.fn = resolve_target(target)
-        self.needs_frames = bool(frames)
+        self.needs = frozenset({"frame"}) if frames else frozenset()
         self.last_components: dict[str, np.ndarray] = {}
 
     def reward(self, batch: TransitionBatch) -> np.ndarray:
-        kwargs = {"frames": batch.frames} if self.needs_frames else {}
+        kwargs = {"frames": batch.frames} if "frame" in self.needs else {}
         out = self.fn(batch.obs, batch.action, batch.next_obs, **kwargs)
         if isinstance(out, tuple):
             if len(out) != 2 or not isinstance(out[1], dict):

@@ -25,7 +25,8 @@ import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
-from rewards.base import RewardProvider, TransitionBatch, check_rewards
+from envs import extras
+from rewards.base import LearnedReward, RewardProvider, TransitionBatch, check_rewards
 
 
 @dataclass
@@ -48,7 +49,9 @@ class RewardVecEnv(VecEnvWrapper):
     Args:
         venv: The vector env (its reward is the true reward).
         provider: The reward provider producing the proxy reward.
-        observe: Show the provider every batch (:meth:`RewardProvider.observe`): the training env's wrapper does.
+        observe: Show a :class:`~rewards.base.LearnedReward` every batch (its ``observe``): the training
+            env's wrapper does. The envs must put the provider's ``needs`` in ``info``
+            (:func:`envs.make.make_vec_env` with ``extras=provider.needs``).
     """
 
     def __init__(self, venv: VecEnv, provider: RewardProvider, observe: bool = False) -> None:
@@ -56,7 +59,8 @@ class RewardVecEnv(VecEnvWrapper):
         provider.bind(venv.observation_space, venv.action_space)
         self.provider = provider
         # only providers that learn from the data pay for it (the components are gathered every step)
-        self.observe = bool(observe) and type(provider).observe is not RewardProvider.observe
+        self.learner: LearnedReward | None = provider if observe and isinstance(provider, LearnedReward) else None
+        self.needs = extras.check_needs(provider.needs, type(provider).__name__)
         self._source = type(provider).__name__
         self._obs: np.ndarray | None = None
         self._actions: np.ndarray | None = None
@@ -91,7 +95,7 @@ class RewardVecEnv(VecEnvWrapper):
             for i in done_idx:
                 next_obs[i] = infos[i]["terminal_observation"]
         truncated = np.fromiter((info.get("TimeLimit.truncated", False) for info in infos), bool, self.num_envs)
-        frames = np.stack([info.pop("frame") for info in infos]) if self.provider.needs_frames else None
+        batch_extras = extras.gather(infos, self.needs) if self.needs else {}
         true_reward = np.asarray(env_reward, dtype=np.float32)
         batch = TransitionBatch(
             obs=self._obs,
@@ -100,11 +104,11 @@ class RewardVecEnv(VecEnvWrapper):
             env_reward=true_reward,
             terminated=np.asarray(dones, dtype=bool) & ~truncated,
             truncated=truncated,
-            frames=frames,
+            extras=batch_extras,
         )
         proxy = check_rewards(self.provider.reward(batch), self.num_envs, source=self._source)
-        if self.observe:
-            self.provider.observe(batch, _env_components(infos))
+        if self.learner is not None:
+            self.learner.observe(batch, _env_components(infos))
 
         self._true_return += true_reward
         self._proxy_return += proxy

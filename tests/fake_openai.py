@@ -7,7 +7,7 @@ answers 500 (and says so), so an unexpected extra call shows up in the test. Usa
     replies = [status_reply(429, headers={"retry-after-ms": "1"}), chat_reply("hi")]
     base_url, state, shutdown = start_fake_openai(replies)
     try:
-        ...  # make_backend("openai", model="fake-model", base_url=base_url, ...)
+        ...  # OpenAIBackend(model="fake-model", base_url=base_url, ...)
         assert len(state.chat_requests()) == 2
     finally:
         shutdown()

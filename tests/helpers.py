@@ -31,7 +31,7 @@ def reward_venv(name: str, provider: RewardProvider, n: int = 1, observe: bool =
     from rewards.wrapper import RewardVecEnv
 
     cfg = OmegaConf.to_container(OmegaConf.load(REPO / f"experiments/conf/env/{name}.yaml"))
-    return RewardVecEnv(make_vec_env(cfg, n, 0, frames_in_info=provider.needs_frames), provider, observe=observe)
+    return RewardVecEnv(make_vec_env(cfg, n, 0, extras=provider.needs), provider, observe=observe)
 
 
 def constant_one(obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
@@ -69,3 +69,16 @@ def crash_later(obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> np
     if (next_obs[:, 0] > 0.05).any():
         raise RuntimeError("bug in the reward function")
     return constant_one(obs, action, next_obs)
+
+
+def offline_agent(cls: type, env: RewardVecEnv, dataset: str | None = None, seed: int = 0, labels: str = "provider", **kwargs: object) -> object:
+    """An offline agent ``cls`` on ``env`` built as the runner builds it: requirements checked, ``dataset``
+    loaded and labelled with ``env``'s reward provider (or its stored rewards), then given to the agent."""
+    from experiments.builders import build_agent, build_dataset, check_agent
+
+    node = {"name": cls.name, "_target_": f"{cls.__module__}.{cls.__qualname__}", **kwargs}
+    check_agent(node, env.action_space, None, has_dataset=dataset is not None)
+    data = None
+    if dataset is not None:
+        data = build_dataset({"_target_": "envs.data.load", "dataset_id": dataset, "root": None, "labels": labels}, env.provider)
+    return build_agent(node, env, env.provider, seed, "cpu", dataset=data)

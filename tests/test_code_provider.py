@@ -26,8 +26,8 @@ def _fenced(code: str) -> str:
 
 def _llm_args(base_url: str, cache: Path) -> list[str]:
     return [
-        "reward=code", 'reward.task="balance the pole"', "reward.backend=openai", f"reward.base_url={base_url}",
-        "reward.model=fake-model", f"reward.cache_dir={cache}", "reward.timeout_s=1", "reward.max_retries=3",
+        "reward=code", 'reward.task="balance the pole"', "llm=openai", f"llm.base_url={base_url}",
+        "llm.model=fake-model", f"llm.cache_dir={cache}", "llm.timeout_s=1", "llm.max_retries=3",
         "reward.attempts=4", "reward.smoke_samples=64",
     ]  # fmt: skip
 
@@ -56,7 +56,7 @@ def test_openai_backend_survives_429_timeout_and_bad_answers_then_replays_for_fr
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")  # sent to the server, never written to the run
     replies = [
         status_reply(429, "rate limited", headers={"retry-after-ms": "10"}),
-        Reply(delay_s=3.0, body="too late"),  # longer than reward.timeout_s=1: the client retries
+        Reply(delay_s=3.0, body="too late"),  # longer than llm.timeout_s=1: the client retries
         chat_reply("I would reward the agent for balancing the pole."),  # no code: fed back
         chat_reply(_fenced(NAN_PROGRAM)),  # NaN on every state: fed back with the line
         chat_reply(_fenced(CARTPOLE)),
@@ -80,11 +80,10 @@ def test_openai_backend_survives_429_timeout_and_bad_answers_then_replays_for_fr
     assert "balance the pole" in last_prompt and "obs[:, 2]  pole angle" in last_prompt
     assert not any("sk-test-secret" in p.read_text(errors="replace") for p in run.rglob("*") if p.is_file())
 
-    # The same command with backend=replay: no server, the identical program.
+    # The same command with llm=replay: no server, the identical program.
     again = tmp_path / "E"
-    args = [
-        a.replace("reward.backend=openai", "reward.backend=replay") for a in _llm_args("http://127.0.0.1:9/v1", cache)
-    ]
+    args = [a.replace("llm=openai", "llm=replay") for a in _llm_args("http://127.0.0.1:9/v1", cache)]
+    args = [a for a in args if not a.startswith(("llm.base_url=", "llm.timeout_s=", "llm.max_retries="))]
     out = run_cli("run.py", ["env=cartpole", *args, "agent=ppo", f"hydra.run.dir={again}", *FAST])
     assert out.returncode == 0, out.stderr
     replayed = json.loads((again / "reward_program.json").read_text())
@@ -146,12 +145,12 @@ def test_eureka_search_against_a_fake_server(run_cli, tmp_path: Path) -> None:
     ]
     out_dir = tmp_path / "S"
     args = [
-        "env=cartpole", 'reward.task="balance the pole"', "reward.backend=openai", "reward.model=fake-model",
-        f"reward.cache_dir={tmp_path / 'c'}", "reward.max_retries=0", "reward.smoke_samples=64", "iterations=2",
+        "env=cartpole", 'reward.task="balance the pole"', "llm=openai", "llm.model=fake-model",
+        f"llm.cache_dir={tmp_path / 'c'}", "llm.max_retries=0", "reward.smoke_samples=64", "iterations=2",
         "samples=2", "steps=1000", "eval_episodes=2", f"out={out_dir}",
     ]  # fmt: skip
     with fake_openai(replies) as (base_url, state):
-        out = run_cli("reward_search.py", [*args, f"reward.base_url={base_url}"], timeout=600)
+        out = run_cli("reward_search.py", [*args, f"llm.base_url={base_url}"], timeout=600)
         requests = state.chat_requests()
     assert out.returncode == 0, out.stderr + out.stdout
     assert len(requests) == 4
@@ -178,12 +177,12 @@ def test_icpl_search_feeds_back_preferences_without_true_reward_numbers(run_cli,
     replies = [chat_reply(_fenced(CARTPOLE)), chat_reply(_fenced(weak)), chat_reply(_fenced(CARTPOLE))]
     out_dir = tmp_path / "S"
     args = [
-        "env=cartpole", 'reward.task="balance the pole"', "reward.backend=openai", "reward.model=fake-model",
-        f"reward.cache_dir={tmp_path / 'c'}", "reward.max_retries=0", "reward.smoke_samples=64", "mode=icpl",
+        "env=cartpole", 'reward.task="balance the pole"', "llm=openai", "llm.model=fake-model",
+        f"llm.cache_dir={tmp_path / 'c'}", "llm.max_retries=0", "reward.smoke_samples=64", "mode=icpl",
         "iterations=2", "samples=2", "steps=1000", "eval_episodes=2", f"out={out_dir}",
     ]  # fmt: skip
     with fake_openai(replies[:2] + replies[2:] * 2) as (base_url, state):
-        out = run_cli("reward_search.py", [*args, f"reward.base_url={base_url}"], timeout=600)
+        out = run_cli("reward_search.py", [*args, f"llm.base_url={base_url}"], timeout=600)
         requests = state.chat_requests()
     assert out.returncode == 0, out.stderr + out.stdout
     record = json.loads((out_dir / "search.json").read_text())

@@ -14,9 +14,10 @@ from envs.errors import ConfigError
 from experiments import prefs
 from experiments.evaluation import evaluate
 from rewards.env import EnvReward
+from rewards.preference.model import MlpRewardModel
 from rewards.preference.provider import PreferenceReward
 from rewards.preference.segments import LEFT, PreferencePairs
-from tests.helpers import reward_venv
+from tests.helpers import offline_agent, reward_venv
 from tests.test_offline import _mixed_cartpole, _Quiet, root  # noqa: F401  (fixture)
 
 
@@ -49,10 +50,11 @@ def test_prefs_then_cpl_and_p_iql_beat_bc_on_mixed_data(root: Path) -> None:  # 
         ("p-iql", IQL, {"max_steps": 3000, "batch_size": 256}),
     ):
         if name == "p-iql":  # the two-step baseline: a reward model from the same pairs, then IQL on its labels
-            env = reward_venv("cartpole", PreferenceReward(pairs=out["path"], members=3, epochs=30))
+            reward = PreferenceReward(pairs=out["path"], model=MlpRewardModel(members=3), epochs=30)
+            env = reward_venv("cartpole", reward)
         else:
             env = reward_venv("cartpole", EnvReward())
-        agent = cls(env, seed=0, dataset="local/cartpole/mixed-v0", hidden=(64, 64), **extra)
+        agent = offline_agent(cls, env, seed=0, dataset="local/cartpole/mixed-v0", hidden=(64, 64), **extra)
         agent.train(3000, _Quiet())
         eval_env = reward_venv("cartpole", EnvReward(), n=4)
         scores[name] = np.mean([e.true_return for e in evaluate(agent, eval_env, 8, seed=123)])
@@ -67,5 +69,5 @@ def test_cpl_without_the_preference_file_lists_what_exists(root: Path) -> None: 
     _mixed_cartpole(root)
     env = reward_venv("cartpole", EnvReward())
     with pytest.raises(ConfigError, match="no preference file .*this dataset has: none .*prefs.py"):
-        CPL(env, dataset="local/cartpole/mixed-v0", preferences="nope")
+        offline_agent(CPL, env, dataset="local/cartpole/mixed-v0", preferences="nope")
     env.close()

@@ -8,12 +8,14 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs
+from envs.cards import card, cards
 from envs.errors import ConfigError
 from envs.make import make_env, make_vec_env
 from envs.minigrid import OneHotObs, make_minigrid
 from experiments.cli import CONF_DIR, group_choices
 
-ALL_IDS = [f"rewardlab/{i}" for i in envs.CLASSIC + envs.MUJOCO + envs.MINIGRID]  # jobshop: tests/test_jobshop.py
+ALL_IDS = [c.id for c in cards() if "jobshop" not in c.features]  # jobshop: tests/test_jobshop.py
+MUJOCO_IDS = [c.id for c in cards() if c.entry_point == "envs.mujoco:make_mujoco"]
 
 
 def test_every_env_config_names_a_registered_id() -> None:
@@ -29,6 +31,7 @@ def test_every_env_config_names_a_registered_id() -> None:
 @pytest.mark.filterwarnings("ignore:.*observation space (minimum|maximum) value is")
 @pytest.mark.parametrize("env_id", ALL_IDS)
 def test_check_env(env_id: str) -> None:
+    assert card(env_id).id == env_id  # every registered id has its card
     env = gym.make(env_id, render_mode="rgb_array")
     try:
         # Gymnasium's render check opens "human" windows (GLFW / pygame); rgb_array is checked below.
@@ -99,7 +102,7 @@ def _robot_pixels(frame: np.ndarray) -> float:
     return float(((f[..., 0] - f[..., 2]) > 60).mean())
 
 
-@pytest.mark.parametrize("env_id", [f"rewardlab/{i}" for i in envs.MUJOCO])
+@pytest.mark.parametrize("env_id", MUJOCO_IDS)
 def test_mujoco_camera_follows_the_robot(env_id: str) -> None:
     env = gym.make(env_id, render_mode="rgb_array", render_width=96, render_height=96)
     try:
@@ -177,7 +180,7 @@ def test_unknown_id_and_bad_kwargs_are_config_errors() -> None:
 
 def test_frames_in_info_hold_the_terminal_frame_before_auto_reset() -> None:
     cfg = {"name": "cartpole", "id": "rewardlab/CartPole-v1", "render": {"width": 64, "height": 48}}
-    venv = make_vec_env(cfg, n_envs=2, seed=0, frames_in_info=True)
+    venv = make_vec_env(cfg, n_envs=2, seed=0, extras={"frame"})
     venv.reset()
     for _ in range(200):
         _, _, dones, infos = venv.step(np.array([0, 0]))  # always push left: falls within ~10 steps

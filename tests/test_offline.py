@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from agents.offline import dataset as ds
+from envs import data as ds
 from agents.offline.bc import BC
 from agents.offline.iql import IQL, expectile_loss
+from envs.cards import card, numpy_fn
 from envs.errors import ConfigError
-from envs.true_rewards import pendulum as pendulum_reward
 from experiments import collect, relabel
 from rewards.env import EnvReward
-from tests.helpers import reward_venv
+from tests.helpers import offline_agent, reward_venv
 
 SMALL = ["agent.hidden=[64,64]", "agent.batch_size=128"]
+pendulum_reward = numpy_fn(card("rewardlab/Pendulum-v1").reward_fn)
 
 
 @pytest.fixture
@@ -78,9 +79,9 @@ def test_missing_dataset_lists_local_ones_and_space_mismatch_prints_both(root: P
         ds.load("local/nope-v0")
     env = reward_venv("cartpole", EnvReward())
     with pytest.raises(ConfigError, match=r"observation space is Box\(.*\(3,\).*the env's is Box\(.*\(4,\)"):
-        IQL(env, dataset="local/pendulum/random-v0")
+        offline_agent(IQL, env, dataset="local/pendulum/random-v0")
     with pytest.raises(ConfigError, match="give dataset=<id>; local datasets .*local/pendulum/random-v0"):
-        BC(env, dataset=None)
+        offline_agent(BC, env)
     env.close()
 
 
@@ -127,12 +128,12 @@ def test_checkpoint_resume_is_exact(root: Path, tmp_path: Path) -> None:
     collect.main(["env=pendulum", "policy=random", "episodes=2", "name=local/pendulum/random-v0"])
     kw = {"dataset": "local/pendulum/random-v0", "hidden": (32, 32), "batch_size": 64, "max_steps": 60}
     env = reward_venv("pendulum", EnvReward())
-    straight = IQL(env, seed=3, **kw)
+    straight = offline_agent(IQL, env, seed=3, **kw)
     straight.train(60, _Quiet())
-    first = IQL(env, seed=3, **kw)
+    first = offline_agent(IQL, env, seed=3, **kw)
     first.train(25, _Quiet())
     first.save(tmp_path / "ckpt")
-    resumed = IQL(env, seed=99, **kw)  # another seed: everything must come from the checkpoint
+    resumed = offline_agent(IQL, env, seed=99, **kw)  # another seed: everything must come from the checkpoint
     resumed.load(tmp_path / "ckpt")
     resumed.train(60, _Quiet())
     for name, module in straight.modules.items():
@@ -145,7 +146,7 @@ def _mixed_cartpole(root: Path) -> None:
     collect.main(
         [
             "env=cartpole",
-            "policy=agents.scripted:cartpole_balance",
+            "policy=scripted:balance",
             "episodes=4",
             "recipe=expert",
             "name=local/cartpole/expert-v0",
@@ -172,7 +173,7 @@ def test_iql_filters_mixed_data_that_bc_imitates(root: Path) -> None:
     scores = {}
     for cls, extra in ((BC, {}), (IQL, {"max_steps": 3000})):
         env = reward_venv("cartpole", EnvReward())
-        agent = cls(env, seed=0, dataset="local/cartpole/mixed-v0", hidden=(64, 64), batch_size=256, **extra)
+        agent = offline_agent(cls, env, seed=0, dataset="local/cartpole/mixed-v0", hidden=(64, 64), batch_size=256, **extra)
         agent.train(3000, _Quiet())
         eval_env = reward_venv("cartpole", EnvReward(), n=4)
         scores[cls.name] = np.mean([e.true_return for e in evaluate(agent, eval_env, 8, seed=123)])
@@ -275,7 +276,7 @@ def test_frames_are_collected_and_feed_frame_based_relabelling(root: Path) -> No
     collect.main(
         ["env=cartpole", "policy=random", "episodes=2", "frames=true", "name=local/cartpole/frames-v0", *small]
     )
-    data = ds.load("local/cartpole/frames-v0", frames=True)
+    data = ds.load("local/cartpole/frames-v0", extras={"frame"})
     assert data.frames is not None and data.frames.shape == (len(data), 24, 32, 3) and data.frames.dtype == np.uint8
     relabel.main(
         [
@@ -291,7 +292,7 @@ def test_frames_are_collected_and_feed_frame_based_relabelling(root: Path) -> No
     np.testing.assert_allclose(new.rewards, expected, rtol=1e-5)
     collect.main(["env=cartpole", "policy=random", "episodes=1", "name=local/cartpole/noframes-v0"])
     with pytest.raises(ConfigError, match="has no frames.*frames=true"):
-        ds.load("local/cartpole/noframes-v0", frames=True)
+        ds.load("local/cartpole/noframes-v0", extras={"frame"})
 
 
 def test_stored_labels_are_used_only_with_the_provider_that_wrote_them(root: Path) -> None:
@@ -302,12 +303,12 @@ def test_stored_labels_are_used_only_with_the_provider_that_wrote_them(root: Pat
     stored = ds.load("local/pendulum/random-fn-v0").rewards
     kw = {"dataset": "local/pendulum/random-fn-v0", "hidden": (16,), "reward_scale": 1.0}
     env = reward_venv("pendulum", FnReward("rewards.examples:pendulum_upright"))
-    agent = IQL(env, labels="stored", **kw)
+    agent = offline_agent(IQL, env, labels="stored", **kw)
     np.testing.assert_allclose(agent._rewards.numpy(), stored)
     true_env = reward_venv("pendulum", EnvReward())
     with pytest.raises(ConfigError, match="labelled by FnReward.*evaluates the proxy with EnvReward"):
-        IQL(true_env, labels="stored", **kw)
-    by_provider = IQL(true_env, **kw)  # default: labelled by the run's provider (here the env's reward)
+        offline_agent(IQL, true_env, labels="stored", **kw)
+    by_provider = offline_agent(IQL, true_env, **kw)  # default: labelled by the run's provider (here the env's reward)
     np.testing.assert_allclose(by_provider._rewards.numpy(), ds.load("local/pendulum/random-v0").true_rewards)
 
 
@@ -316,11 +317,11 @@ def test_network_initialisation_follows_the_seed_not_the_global_rng(root: Path) 
     env = reward_venv("cartpole", EnvReward())
     torch.manual_seed(1)
     state = torch.get_rng_state()
-    a = IQL(env, seed=5, dataset="local/cartpole/random-v0", hidden=(16,))
+    a = offline_agent(IQL, env, seed=5, dataset="local/cartpole/random-v0", hidden=(16,))
     assert torch.equal(torch.get_rng_state(), state)  # building an agent does not consume the global RNG
     torch.manual_seed(2)
-    b = IQL(env, seed=5, dataset="local/cartpole/random-v0", hidden=(16,))
-    c = IQL(env, seed=6, dataset="local/cartpole/random-v0", hidden=(16,))
+    b = offline_agent(IQL, env, seed=5, dataset="local/cartpole/random-v0", hidden=(16,))
+    c = offline_agent(IQL, env, seed=6, dataset="local/cartpole/random-v0", hidden=(16,))
     same = [torch.equal(x, y) for x, y in zip(a.actor.state_dict().values(), b.actor.state_dict().values())]
     other = [torch.equal(x, y) for x, y in zip(a.actor.state_dict().values(), c.actor.state_dict().values())]
     assert all(same) and not all(other)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.offline.dataset import OfflineData
+from envs.data import Episodes
 from envs.errors import ConfigError
 from rewards.preference.model import RewardEnsemble, train_reward_model
 from rewards.preference.segments import EQUAL, LEFT, RIGHT, SKIP, PreferencePairs, Segments, cut_segments
@@ -32,7 +32,7 @@ def _segments(rewards: np.ndarray, components: dict[str, np.ndarray] | None = No
     )
 
 
-def _data(lengths: list[int], seed: int = 0) -> OfflineData:
+def _data(lengths: list[int], seed: int = 0) -> Episodes:
     """A dataset of episodes of the given lengths whose reward is the first observation coordinate."""
     rng = np.random.default_rng(seed)
     steps = sum(lengths)
@@ -45,7 +45,7 @@ def _data(lengths: list[int], seed: int = 0) -> OfflineData:
     obs_index_arr = np.array(obs_index, dtype=np.int64)
     rewards = observations[obs_index_arr, 0].astype(np.float32)
     box = gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32)
-    return OfflineData(
+    return Episodes(
         dataset_id="test/toy-v0",
         observations=observations,
         obs_index=obs_index_arr,

@@ -11,7 +11,7 @@ import torch
 
 from agents.sb3 import SB3Agent
 from envs.errors import ConfigError
-from rewards.preference.model import RewardEnsemble, shrink_frames, train_reward_model
+from rewards.preference.model import CnnRewardModel, RewardEnsemble, shrink_frames, train_reward_model
 from rewards.preference.provider import PreferenceReward
 from rewards.preference.segments import EQUAL, LEFT, RIGHT, PreferencePairs, Segments
 from rewards.preference.teachers import SyntheticTeacher, VlmTeacher
@@ -108,19 +108,19 @@ def test_vlm_teacher_maps_clip_scores_to_labels() -> None:
 @pytest.mark.parametrize(
     "extra",
     [
-        ["reward.model=cnn"],
+        ["reward/model=cnn"],
         [
-            "reward.teacher=clip",
-            "reward.clip.goal=a pole standing upright",
-            "reward.clip.model=rewardlab-tiny",
-            "reward.clip.pretrained=null",
-            "reward.clip.stride=5",
+            "reward/teacher=clip",
+            "reward.teacher.goal=a pole standing upright",
+            "reward.teacher.model=rewardlab-tiny",
+            "reward.teacher.pretrained=null",
+            "reward.teacher.stride=5",
         ],
     ],
     ids=["cnn", "clip-teacher"],
 )
 def test_online_preferences_over_frames(run_cli, tmp_path: Path, extra: list[str]) -> None:  # type: ignore[no-untyped-def]
-    if "reward.teacher=clip" in extra:
+    if "reward/teacher=clip" in extra:
         pytest.importorskip("open_clip")
     res = run_cli(
         "run.py",
@@ -146,7 +146,7 @@ def test_online_preferences_over_frames(run_cli, tmp_path: Path, extra: list[str
     pairs = PreferencePairs.load(tmp_path / "run" / "preferences.npz")
     assert len(pairs) == 20 and pairs.left.frames is not None
     assert pairs.left.frames.shape[1:] == (25, 48, 48, 3)  # kept shrunk to frame_size
-    assert ("clip(" in pairs.teacher) == ("reward.teacher=clip" in extra)
+    assert ("clip(" in pairs.teacher) == ("reward/teacher=clip" in extra)
     rows = csv_rows(tmp_path / "run" / "metrics.csv")
     assert float(rows[-1]["labels"]) == 20 and rows[-1]["reward_model_accuracy"]
 
@@ -154,7 +154,7 @@ def test_online_preferences_over_frames(run_cli, tmp_path: Path, extra: list[str
 def test_frames_kept_within_the_memory_budget() -> None:
     frame_bytes = 40 * 40 * 3
     provider = PreferenceReward(
-        model="cnn", frame_size=40, frame_memory_mb=300 * frame_bytes / 2**20, every=10**9, first_after=10**9
+        model=CnnRewardModel(), frame_size=40, frame_memory_mb=300 * frame_bytes / 2**20, every=10**9, first_after=10**9
     )
     venv = reward_venv("cartpole", provider, n=2, observe=True)
     venv.reset()
@@ -168,9 +168,9 @@ def test_frames_kept_within_the_memory_budget() -> None:
 
 
 def test_off_policy_agents_refuse_an_online_frame_reward() -> None:
-    venv = reward_venv("pendulum", PreferenceReward(model="cnn"), observe=True)
+    venv = reward_venv("pendulum", PreferenceReward(model=CnnRewardModel()), observe=True)
     with pytest.raises(ConfigError, match="on-policy"):
-        SB3Agent("SAC", venv, seed=0, device="cpu")
+        SB3Agent("SAC", venv, reward=venv.provider, seed=0, device="cpu")
     venv.close()
     with pytest.raises(ConfigError, match="reward.model"):
         PreferenceReward(model="transformer")
@@ -187,7 +187,7 @@ def test_offline_reward_model_on_frames_from_a_preference_file(
     with_frames = prefs.main([f"dataset={data}", "pairs=40", "segment=10", "name=px", "frames=true"])
     without = prefs.main([f"dataset={data}", "pairs=40", "segment=10", "name=plain"])
     assert PreferencePairs.load(with_frames["path"]).left.frames.shape[1] == 10
-    common = ["env=cartpole", "agent=iql", f"dataset={data}", "reward=preference", "reward.model=cnn"]
+    common = ["env=cartpole", "agent=iql", f"dataset={data}", "reward=preference", "reward/model=cnn"]
     common += ["reward.epochs=3", "reward.frame_size=40", "steps=200", "eval.episodes=2", "video.final_episodes=0"]
     res = run_cli("run.py", [*common, f"reward.pairs={with_frames['path']}", "hydra.run.dir=run"])
     assert res.returncode == 0, res.stderr[-3000:]

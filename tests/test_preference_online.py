@@ -13,6 +13,7 @@ from agents.sb3 import SB3Agent
 from envs.errors import ConfigError
 from rewards.preference.provider import PreferenceReward
 from rewards.preference.segments import PreferencePairs
+from rewards.preference.teachers import HierarchicalTeacher
 from tests.helpers import csv_rows, reward_venv
 
 
@@ -22,7 +23,7 @@ def test_ppo_learns_cartpole_from_a_synthetic_teacher(run_cli, tmp_path: Path) -
         [
             "env=cartpole",
             "reward=preference",
-            "reward.teacher=synthetic",
+            "reward/teacher=synthetic",
             "agent=ppo",
             "steps=20000",
             "eval.every=5000",
@@ -101,8 +102,7 @@ def test_sac_replay_buffer_is_relabelled_with_the_new_reward_model() -> None:
 
 def test_hierarchical_teacher_reads_the_envs_reward_terms() -> None:
     provider = PreferenceReward(
-        teacher="hierarchical",
-        ranking=["forward", "ctrl"],
+        teacher=HierarchicalTeacher(ranking=["forward", "ctrl"]),
         budget=10,
         queries=10,
         every=10**9,
@@ -136,6 +136,49 @@ def test_bad_settings_are_refused() -> None:
     with pytest.raises(ConfigError, match="teacher"):
         PreferenceReward(teacher="oracle")
     with pytest.raises(ConfigError, match="ranking"):
-        PreferenceReward(teacher="hierarchical")
+        PreferenceReward(teacher=HierarchicalTeacher())
     with pytest.raises(ConfigError, match="sampling"):
         PreferenceReward(sampling="random")
+
+
+def test_the_teacher_and_the_model_are_config_groups() -> None:
+    from experiments.builders import build_reward
+    from experiments.cli import CONF_DIR, check_composes, group_choices
+    from rewards.preference.model import CnnRewardModel, MlpRewardModel
+    from rewards.preference.provider import MODELS, TEACHERS
+    from rewards.preference.teachers import SyntheticTeacher, VlmTeacher
+
+    assert set(TEACHERS) == set(group_choices("reward/teacher", CONF_DIR))
+    assert set(MODELS) == set(group_choices("reward/model", CONF_DIR))
+
+    default = build_reward(check_composes(["reward=preference"]).reward)
+    assert isinstance(default.teacher, SyntheticTeacher) and default.teacher.equal_within == 1e-6
+    assert type(default.model_factory) is MlpRewardModel and default.model_factory.hidden == (64, 64)
+    assert default.needs == frozenset() and not default.rescale and default.device.type == "cpu"
+
+    chosen = [
+        "reward=preference",
+        "reward/teacher=hierarchical",
+        "reward.teacher.ranking=[forward,ctrl]",
+        "reward.teacher.mistake=0.1",
+        "reward/model=cnn",
+        "reward.model.members=2",
+        "reward.model.channels=[4,8,8]",
+        "device=cpu",
+    ]
+    provider = build_reward(check_composes(chosen).reward)
+    assert isinstance(provider.teacher, HierarchicalTeacher) and provider.teacher.ranking == ["forward", "ctrl"]
+    assert provider.teacher.mistake == 0.1
+    assert isinstance(provider.model_factory, CnnRewardModel) and provider.model_factory.channels == (4, 8, 8)
+    assert provider.needs == frozenset({"frame"}) and provider.rescale  # a model on frames: rescaled by default
+
+    clip = check_composes(["reward=preference", "reward/teacher=clip", "reward.teacher.goal=a pole", "device=cpu"])
+    assert clip.reward.teacher._target_.endswith(VlmTeacher.__name__) and clip.reward.teacher.device == "cpu"
+    assert VlmTeacher.needs == frozenset({"frame"})
+
+    # the old form (a dot) would replace the node by a string: refused with the group's form and its choices
+    for old, group in (("reward.teacher=clip", "teacher"), ("reward.model=cnn", "model")):
+        with pytest.raises(ConfigError, match=rf"write reward/{group}=<name> \(choices: "):
+            build_reward(check_composes(["reward=preference", old]).reward)
+    with pytest.raises(ConfigError, match="reward.teacher.ranking"):
+        build_reward(check_composes(["reward=preference", "reward/teacher=hierarchical"]).reward)

@@ -9,10 +9,13 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs.true_rewards import cartpole, pendulum
+from envs.cards import card, numpy_fn
 from rewards import distance
 from rewards.base import TransitionBatch
 from rewards.shaped import ShapedReward
+
+cartpole = numpy_fn(card("rewardlab/CartPole-v1").reward_fn)
+pendulum = numpy_fn(card("rewardlab/Pendulum-v1").reward_fn)
 
 
 def _random_transitions(n: int, seed: int = 0) -> distance.Transitions:

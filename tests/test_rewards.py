@@ -20,7 +20,7 @@ class Recorder(RewardProvider):
     """Records every batch; returns minus the env reward (a proxy that differs from the truth)."""
 
     def __init__(self, needs_frames: bool = False) -> None:
-        self.needs_frames = needs_frames
+        self.needs = frozenset({"frame"}) if needs_frames else frozenset()
         self.batches: list[TransitionBatch] = []
 
     def reward(self, batch: TransitionBatch) -> np.ndarray:
@@ -90,7 +90,7 @@ def test_env_reward_equals_the_true_reward() -> None:
 
 def test_frames_are_batched_for_frame_based_providers() -> None:
     provider = Recorder(needs_frames=True)
-    venv = RewardVecEnv(make_vec_env(CARTPOLE, 2, seed=0, frames_in_info=True), provider)
+    venv = RewardVecEnv(make_vec_env(CARTPOLE, 2, seed=0, extras={"frame"}), provider)
     _rollout(venv, 3, np.random.default_rng(0))
     assert all(b.frames is not None and b.frames.shape == (2, 64, 96, 3) and b.frames.dtype == np.uint8 for b in provider.batches)
     venv.close()
@@ -130,7 +130,7 @@ def test_fn_reward_bad_outputs_are_config_errors(target: str, message: str) -> N
 
 def test_frame_based_fn_reward_in_the_wrapper() -> None:
     provider = FnReward(target="tests.helpers:brightness", frames=True)
-    venv = RewardVecEnv(make_vec_env(CARTPOLE, 2, seed=0, frames_in_info=provider.needs_frames), provider)
+    venv = RewardVecEnv(make_vec_env(CARTPOLE, 2, seed=0, extras=provider.needs), provider)
     venv.reset()
     _, reward, _, _ = venv.step(np.array([0, 1]))
     assert reward.shape == (2,) and (0.5 < reward).all() and (reward < 1.0).all()  # white background, dark cart

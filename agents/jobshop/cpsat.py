@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
-from agents.base import Agent, TrainCallback
+from agents.base import Agent, Requirements, TrainCallback
 from agents.jobshop.pdr import OPS_LEFT, check_jobshop_env, pick
 from envs.errors import ConfigError
 from envs.jobshop.instance import JobShopInstance
@@ -82,6 +84,13 @@ class CPSat(Agent):
     """
 
     learns = False
+
+    @classmethod
+    def requirements(cls, config: Mapping[str, Any]) -> Requirements:
+        """The job table of ``env=jobshop`` (its card's ``jobshop`` feature) and its discrete job choice."""
+        return Requirements(
+            action_spaces=(gym.spaces.Discrete,), features=frozenset({"jobshop"}), hint="it schedules jobs: use env=jobshop"
+        )
 
     def __init__(self, env: Any, time_limit: float = 60.0, workers: int = 2, seed: int = 0, device: str = "cpu") -> None:
         if not time_limit or float(time_limit) <= 0:

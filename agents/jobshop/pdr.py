@@ -20,12 +20,14 @@ Where the operation starts is not the rule's choice: the env places it by left-s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
-from agents.base import Agent, TrainCallback
+from agents.base import Agent, Requirements, TrainCallback
 from envs.errors import ConfigError
 
 # Observation columns (envs/jobshop/env.py).
@@ -78,6 +80,13 @@ class DispatchingRule(Agent):
     """
 
     learns = False
+
+    @classmethod
+    def requirements(cls, config: Mapping[str, Any]) -> Requirements:
+        """The job table of ``env=jobshop`` (its card's ``jobshop`` feature) and its discrete job choice."""
+        return Requirements(
+            action_spaces=(gym.spaces.Discrete,), features=frozenset({"jobshop"}), hint="it schedules jobs: use env=jobshop"
+        )
 
     def __init__(self, rule: str = "mwkr", env: Any = None, seed: int = 0, device: str = "cpu") -> None:
         if rule not in RULES:

@@ -1,5 +1,6 @@
 """Offline agents: learn from a fixed Minari dataset (``dataset=<id>``), evaluated in the env.
 
 ``agent=iql`` (:mod:`agents.offline.iql`), ``agent=bc`` (:mod:`agents.offline.bc`); datasets in
-:mod:`agents.offline.dataset`, what the agents share in :mod:`agents.offline.base`.
+:mod:`envs.data` (labelled with the run's reward by :mod:`rewards.labels`), what the agents share in
+:mod:`agents.offline.base`.
 """

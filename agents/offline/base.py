@@ -1,55 +1,63 @@
-"""What every offline agent shares: the dataset on the device, relabelling, sampling, the training loop.
+"""What every offline agent shares: the data on the device, sampling, one update -> log -> checkpoint loop.
 
-An offline agent (``agent=iql``, ``agent=bc``) learns from a fixed Minari dataset
-(``dataset=<id>``, see :mod:`agents.offline.dataset`) and is evaluated in the env by the runner
-like any other agent. Building one:
+An offline agent (``agent=iql``, ``agent=bc``, ``agent=cpl``) learns from a fixed dataset and is
+evaluated in the env by the runner like any other agent. As in d3rlpy (an algorithm built from
+shapes, then ``fit(dataset)``), building one and giving it data are two steps:
 
-1. loads the dataset flat (observations stored once) and refuses one whose spaces differ from the env's;
-2. labels it with the run's reward provider (``reward=``): the provider scores every transition
-   in chunks, with the env's true reward as ``env_reward``, so ``reward=env`` trains on the true
-   reward and any other provider on its proxy. ``labels=stored`` instead trains on the rewards
-   stored in the dataset by ``experiments/relabel.py`` (for providers too slow to run per run);
-3. moves observations, actions and labels to the device once (on the CPU ``torch.from_numpy``
-   shares the arrays, so a dataset is held in memory once) and samples minibatches by index;
-   observation normalisation is applied per minibatch, not to a second copy of the data.
+1. the constructor takes the env's spaces (and its hyperparameters) and builds the networks;
+2. :meth:`OfflineAgent.set_dataset` takes prepared :class:`envs.data.Episodes` whose ``rewards``
+   are already the run's labels (:func:`rewards.labels.labelled`: the run's reward provider, or the
+   dataset's stored rewards), checks that its spaces are the env's, and moves observations, actions
+   and rewards to the device once (on the CPU ``torch.from_numpy`` shares the arrays, so a dataset
+   is held in memory once; observations are normalised per minibatch, not in a second copy).
 
-Subclasses implement :meth:`OfflineAgent.update` (one gradient step on a :class:`Batch`, returning
-``loss_*`` tensors) and the ``modules`` / ``optimizers`` they own; ``steps=`` counts gradient steps.
+Subclasses build their ``modules`` / ``optimizers`` in ``__init__``, may rescale rewards
+(:meth:`OfflineAgent.scale_rewards`) or read more data (:meth:`OfflineAgent.prepare`), and implement
+:meth:`OfflineAgent.update` (one gradient step on what :meth:`OfflineAgent.sample` returns, giving
+``loss_*`` tensors). :meth:`OfflineAgent.train` is the one loop: sample, update, log every
+``log_every`` steps, and report every step to the runner's callback (which evaluates and checkpoints);
+``steps=`` counts gradient steps.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
-from agents.base import Agent, TrainCallback
-from agents.offline import dataset as ds
+from agents.base import Agent, Requirements, TrainCallback
 from agents.offline.nets import ActionScaler
+from envs import data as ds
 from envs.errors import ConfigError
-from rewards.base import RewardProvider, check_rewards
-
-log = logging.getLogger("rewardlab")
-LABELS = ("provider", "stored")
 
 
 @dataclass
 class Batch:
-    """A minibatch on the device: ``obs``/``next_obs`` normalised, ``(batch, ...)`` each."""
+    """A minibatch of transitions on the device, ``(batch, ...)`` each.
+
+    Attributes:
+        obs: ``(batch, obs_dim)`` normalised observations.
+        actions: ``(batch, act_dim)`` actions scaled to ``[-1, 1]`` (Box), or ``(batch,)`` int64 (Discrete).
+        rewards: ``(batch,)`` labels as the algorithm trains on them (:meth:`OfflineAgent.scale_rewards`).
+        next_obs: ``(batch, obs_dim)`` normalised next observations.
+        not_done: ``(batch,)`` ``1 - terminated``: truncated transitions still bootstrap.
+    """
 
     obs: torch.Tensor
     actions: torch.Tensor
     rewards: torch.Tensor
     next_obs: torch.Tensor
-    not_done: torch.Tensor  # 1 - terminated: truncated transitions still bootstrap
+    not_done: torch.Tensor
+
+
+BatchT = TypeVar("BatchT")
 
 
 def _mean_std(x: np.ndarray, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
@@ -70,140 +78,102 @@ def adam(params: Any, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=float(lr), fused=True)
 
 
-def label(
-    data: ds.OfflineData, provider: RewardProvider, chunk: int = 65536, components: dict[str, np.ndarray] | None = None
-) -> np.ndarray:
-    """``(steps,)`` float32 rewards from ``provider`` over the whole dataset, in chunks.
-
-    Args:
-        data: The dataset (its true reward is the batches' ``env_reward``).
-        provider: The reward provider, already bound to the dataset's spaces.
-        chunk: Transitions per provider call.
-        components: If given, filled with the provider's named components, ``{name: (steps,)}``.
-    """
-    import sys
-
-    from tqdm import tqdm
-
-    out = np.empty(len(data), dtype=np.float32)
-    source = type(provider).__name__
-    show = sys.stderr.isatty() and len(data) > 4 * chunk
-    with tqdm(total=len(data), desc=f"labelling with {source}", unit="transition", disable=not show) as bar:
-        for sl, batch in data.transition_batches(chunk):
-            out[sl] = check_rewards(provider.reward(batch), len(batch), source=source)
-            if components is not None:
-                for k, v in provider.last_components.items():
-                    components.setdefault(k, np.zeros(len(data), dtype=np.float32))[sl] = v
-            bar.update(len(batch))
-    return out
-
-
-class OfflineAgent(Agent):
+class OfflineAgent(Agent, Generic[BatchT]):
     """Base of the offline agents (module docstring).
 
     Args:
-        env: The run's (reward-wrapped) vector env: its spaces and its reward provider are used, it is never stepped.
-        seed: Seeds network initialisation and minibatch sampling.
+        observation_space: The env's observation space (Box or Discrete; flattened).
+        action_space: The env's action space (bounded Box or Discrete).
+        seed: Seeds network initialisation, minibatch sampling and sampled actions.
         device: ``cpu``, ``cuda`` ...
-        dataset: The dataset id (``dataset=`` on the command line).
-        dataset_root: Where datasets live (null: ``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``).
-        labels: ``provider`` (label with the run's ``reward=``) or ``stored`` (the dataset's rewards).
         batch_size: Minibatch size.
         hidden: Hidden layer sizes of every network.
         normalize_obs: Standardise observations with the dataset's mean and std.
         log_every: Gradient steps between rows of ``train.csv``.
+
+    Raises:
+        ConfigError: Unsupported action space or a bad batch size.
     """
 
     name = "offline"
 
     def __init__(
         self,
-        env: Any,
+        observation_space: gym.Space,
+        action_space: gym.Space,
         seed: int = 0,
         device: str = "cpu",
-        dataset: str | None = None,
-        dataset_root: str | None = None,
-        labels: str = "provider",
         batch_size: int = 256,
         hidden: Sequence[int] = (256, 256),
         normalize_obs: bool = True,
         log_every: int = 1000,
     ) -> None:
-        if not dataset:
-            local = ds.list_datasets(dataset_root)
-            raise ConfigError(
-                f"agent={self.name} learns from a dataset: give dataset=<id>; local datasets under "
-                f"{ds.dataset_root(dataset_root)}: {', '.join(local) or 'none'} (make one with experiments/collect.py)"
-            )
-        if labels not in LABELS:
-            raise ConfigError(f"agent.labels={labels!r} must be one of {', '.join(LABELS)}")
+        if not isinstance(action_space, (gym.spaces.Box, gym.spaces.Discrete)):
+            raise ConfigError(f"agent={self.name} supports Box or Discrete actions, not {action_space}")
         if int(batch_size) < 1:
             raise ConfigError(f"agent.batch_size={batch_size!r} must be >= 1")
+        self.observation_space, self.action_space = observation_space, action_space
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self.hidden = tuple(int(h) for h in hidden)
         self.log_every = max(1, int(log_every))
-        self.observation_space: gym.Space = env.observation_space
-        self.action_space: gym.Space = env.action_space
-        if not isinstance(self.action_space, (gym.spaces.Box, gym.spaces.Discrete)):
-            raise ConfigError(f"agent={self.name} supports Box or Discrete actions, not {self.action_space}")
-        provider: RewardProvider | None = getattr(env, "provider", None)
-
-        data = ds.load(
-            dataset, dataset_root, frames=bool(provider is not None and provider.needs_frames and labels == "provider")
-        )
-        ds.check_spaces(data, self.observation_space, self.action_space)
-        self.dataset_id = dataset
-        self.dataset_info = self._dataset_info(data, labels, provider)
-        rewards = self._labels(data, labels, provider)
-        self.reward_stats = {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std())}
-        self.ref_scores = data.reference_scores
-
-        self.scaler = ActionScaler(self.action_space)
-        if isinstance(self.action_space, gym.spaces.Box):
-            np.clip((data.actions - self.scaler.center) / self.scaler.half, -1.0, 1.0, out=data.actions)  # in place
-        obs = data.observations.reshape(data.observations.shape[0], -1)
-        self.obs_dim = int(obs.shape[1])
-        if normalize_obs:
-            mean, std = _mean_std(obs)
-        else:
-            mean, std = np.zeros(self.obs_dim, np.float32), np.ones(self.obs_dim, np.float32)
-        self.obs_mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device)
-        self.obs_std = torch.as_tensor(std, dtype=torch.float32, device=self.device)
-        self._obs = torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32)).to(self.device)
-        self._obs_index = torch.from_numpy(data.obs_index).to(self.device)
-        act = data.actions if isinstance(self.action_space, gym.spaces.Box) else data.actions.reshape(-1)
-        self._actions = torch.from_numpy(act).to(self.device)
-        self._rewards = torch.from_numpy(self.scale_rewards(data, rewards)).to(self.device)
-        self._not_done = torch.from_numpy((~data.terminations).astype(np.float32)).to(self.device)
-        self.size = len(data)
-        del data, obs, rewards
-
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(int(seed))
-        self.act_generator = torch.Generator(device=self.device)
-        self.act_generator.manual_seed(int(seed) + 1)
+        self.normalize_obs = bool(normalize_obs)
+        self.scaler = ActionScaler(action_space)
+        self.obs_dim = int(np.prod(observation_space.shape)) if observation_space.shape else 1
+        self.obs_mean = torch.zeros(self.obs_dim, device=self.device)
+        self.obs_std = torch.ones(self.obs_dim, device=self.device)
         self.seed = int(seed)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(self.seed)
+        self.act_generator = torch.Generator(device=self.device)
+        self.act_generator.manual_seed(self.seed + 1)
         self._step = 0
+        self.size = 0
+        self.dataset_id: str | None = None
+        self.dataset_info: dict[str, Any] = {}
+        self.reward_stats: dict[str, float] = {}
+        self.ref_scores: tuple[float | None, float | None] = (None, None)
+
+    @classmethod
+    def requirements(cls, config: Mapping[str, Any]) -> Requirements:
+        """Box or Discrete actions, and a dataset."""
+        return Requirements(
+            action_spaces=(gym.spaces.Box, gym.spaces.Discrete),
+            dataset=True,
+            hint="make one with experiments/collect.py",
+        )
 
     # --- data ----------------------------------------------------------------------------------
 
-    def _labels(self, data: ds.OfflineData, labels: str, provider: RewardProvider | None) -> np.ndarray:
-        if labels == "stored":
-            stored_by = (data.metadata.get(ds.META) or {}).get("labels")
-            if stored_by and provider is not None and stored_by.get("provider") != type(provider).__name__:
-                raise ConfigError(
-                    f"labels=stored: dataset {data.dataset_id!r} was labelled by {stored_by.get('provider')} "
-                    f"({stored_by.get('reward')}), but this run evaluates the proxy with {type(provider).__name__}; "
-                    "give the reward= the dataset was relabelled with, or labels=provider"
-                )
-            return data.rewards
-        if provider is None:
-            return data.true_rewards
-        return label(data, provider)
+    def set_dataset(self, data: ds.Episodes) -> None:
+        """Take labelled episodes to learn from (module docstring); Box actions are rescaled in place.
+
+        Raises:
+            ConfigError: The data's spaces are not the env's.
+        """
+        ds.check_spaces(data, self.observation_space, self.action_space)
+        self.dataset_id = data.dataset_id
+        self.dataset_info = self._dataset_info(data)
+        self.reward_stats = {"reward_mean": float(data.rewards.mean()), "reward_std": float(data.rewards.std())}
+        self.ref_scores = data.reference_scores
+        if self.scaler.box:
+            np.clip((data.actions - self.scaler.center) / self.scaler.half, -1.0, 1.0, out=data.actions)  # in place
+        obs = data.observations.reshape(data.observations.shape[0], -1)
+        if self.normalize_obs:
+            mean, std = _mean_std(obs)
+            self.obs_mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device)
+            self.obs_std = torch.as_tensor(std, dtype=torch.float32, device=self.device)
+        self._obs = torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32)).to(self.device)
+        self._obs_index = torch.from_numpy(data.obs_index).to(self.device)
+        act = data.actions if self.scaler.box else data.actions.reshape(-1)
+        self._actions = torch.from_numpy(act).to(self.device)
+        self._rewards = torch.from_numpy(self.scale_rewards(data, data.rewards)).to(self.device)
+        self._not_done = torch.from_numpy((~data.terminations).astype(np.float32)).to(self.device)
+        self.size = len(data)
+        self.prepare(data)
 
     @staticmethod
-    def _dataset_info(data: ds.OfflineData, labels: str, provider: RewardProvider | None) -> dict[str, Any]:
+    def _dataset_info(data: ds.Episodes) -> dict[str, Any]:
         returns = data.episode_returns()
         lo, hi = data.reference_scores
         return {
@@ -215,12 +185,15 @@ class OfflineAgent(Agent):
             "ref_min_score": lo,
             "ref_max_score": hi,
             "recipe": (data.metadata.get(ds.META) or {}).get("recipe"),
-            "labels": labels if labels == "stored" else f"provider:{type(provider).__name__ if provider else 'none'}",
+            "labels": f"provider:{data.labelled_by}" if data.labelled_by else "stored",
         }
 
-    def scale_rewards(self, data: ds.OfflineData, rewards: np.ndarray) -> np.ndarray:
+    def scale_rewards(self, data: ds.Episodes, rewards: np.ndarray) -> np.ndarray:
         """Rewards as the algorithm trains on them (subclasses rescale, e.g. IQL); float32 ``(steps,)``."""
         return np.ascontiguousarray(rewards, dtype=np.float32)
+
+    def prepare(self, data: ds.Episodes) -> None:
+        """Read what else the algorithm needs from the data (e.g. CPL's preference pairs); default nothing."""
 
     @contextlib.contextmanager
     def seeded_init(self) -> Iterator[None]:
@@ -230,13 +203,14 @@ class OfflineAgent(Agent):
             yield
 
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        """``(batch, obs_dim)`` observations standardised with the dataset's statistics."""
         return (obs - self.obs_mean) / self.obs_std
 
-    def sample(self) -> Batch:
-        """A uniform minibatch of transitions."""
+    def sample(self) -> BatchT:
+        """A uniform minibatch of transitions (:class:`Batch`); subclasses that learn from other units override."""
         idx = torch.randint(self.size, (self.batch_size,), generator=self.generator, device=self.device)
         rows = self._obs_index[idx]
-        return Batch(
+        return Batch(  # type: ignore[return-value]
             obs=self.normalize(self._obs[rows]),
             actions=self._actions[idx],
             rewards=self._rewards[idx],
@@ -250,7 +224,7 @@ class OfflineAgent(Agent):
     optimizers: dict[str, torch.optim.Optimizer]
     schedulers: dict[str, Any] = {}  # noqa: RUF012  (replaced per instance)
 
-    def update(self, batch: Batch) -> Mapping[str, torch.Tensor]:
+    def update(self, batch: BatchT) -> Mapping[str, torch.Tensor]:
         """One gradient step; returns ``loss_*`` (and other) statistics as 0-d tensors."""
         raise NotImplementedError
 
@@ -267,6 +241,8 @@ class OfflineAgent(Agent):
         return self.ref_scores
 
     def train(self, steps: int, callback: TrainCallback) -> None:
+        if self.size == 0:
+            raise RuntimeError(f"agent={self.name} has no data: call set_dataset(...) before train()")
         for m in self.modules.values():
             m.train()
         sums: dict[str, torch.Tensor] = {}
@@ -313,11 +289,12 @@ class OfflineAgent(Agent):
         tmp.replace(path / "agent.pt")
 
     def load(self, path: Path) -> None:
+        """Restore a checkpoint; with data set (resuming), it must be the data the checkpoint was trained on."""
         file = Path(path) / "agent.pt"
         if not file.exists():
             raise ConfigError(f"{path} holds no offline agent checkpoint (agent.pt)")
         state = torch.load(file, map_location=self.device, weights_only=False)
-        if state["dataset"] != self.dataset_id or state["size"] != self.size:
+        if self.size and (state["dataset"] != self.dataset_id or state["size"] != self.size):  # acting only: no data
             raise ConfigError(
                 f"checkpoint {path} was trained on dataset {state['dataset']!r} ({state['size']} transitions), "
                 f"not {self.dataset_id!r} ({self.size})"

@@ -12,11 +12,13 @@ from typing import Any
 
 import torch
 
+import gymnasium as gym
+
 from agents.offline.base import Batch, OfflineAgent, adam
 from agents.offline.nets import make_policy
 
 
-class BC(OfflineAgent):
+class BC(OfflineAgent[Batch]):
     """``agent=bc``.
 
     Args:
@@ -28,14 +30,15 @@ class BC(OfflineAgent):
 
     def __init__(
         self,
-        env: Any,
+        observation_space: gym.Space,
+        action_space: gym.Space,
         seed: int = 0,
         device: str = "cpu",
         learning_rate: float = 3e-4,
         dropout: float | None = None,
-        **data: Any,
+        **shared: Any,
     ) -> None:
-        super().__init__(env, seed, device, **data)
+        super().__init__(observation_space, action_space, seed, device, **shared)
         with self.seeded_init():
             self.actor = make_policy(self.obs_dim, self.action_space, self.hidden, dropout).to(self.device)
         self.modules = {"actor": self.actor}

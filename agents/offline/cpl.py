@@ -21,26 +21,49 @@ and ``bc_weight`` keeps a BC term afterwards.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import torch
 from torch.nn import functional as F
 
 from agents.offline.base import OfflineAgent, adam
 from agents.offline.nets import make_policy
+from envs import data as ds
 from envs.errors import ConfigError
 
 
 def biased_bce(adv_left: torch.Tensor, adv_right: torch.Tensor, target: torch.Tensor, bias: float) -> torch.Tensor:
-    """CPL's loss per pair: ``target`` = P(left preferred) (1, 0, or 0.5 for equal)."""
+    """CPL's loss per pair: ``target`` = P(left preferred) (1, 0, or 0.5 for equal); all ``(pairs,)``."""
     left_wins = F.logsigmoid(adv_left - bias * adv_right)
     right_wins = F.logsigmoid(adv_right - bias * adv_left)
     return -(target * left_wins + (1.0 - target) * right_wins)
 
 
-class CPL(OfflineAgent):
-    """``agent=cpl`` (module docstring; the data arguments are :class:`~agents.offline.base.OfflineAgent`'s).
+@dataclass
+class PairBatch:
+    """A minibatch of labelled segment pairs on the device (``b`` pairs of ``H`` steps).
+
+    Attributes:
+        left_obs, right_obs: ``(b, H, obs_dim)`` normalised observations.
+        left_actions, right_actions: ``(b, H, act_dim)`` actions in ``[-1, 1]`` (Box) or ``(b, H)`` int64.
+        left_mask, right_mask: ``(b, H)`` float32, 0 for padding after a terminal state.
+        target: ``(b,)`` P(left preferred): 1, 0 or 0.5 (equal).
+    """
+
+    left_obs: torch.Tensor
+    left_actions: torch.Tensor
+    left_mask: torch.Tensor
+    right_obs: torch.Tensor
+    right_actions: torch.Tensor
+    right_mask: torch.Tensor
+    target: torch.Tensor
+
+
+class CPL(OfflineAgent[PairBatch]):
+    """``agent=cpl`` (module docstring; the shared arguments are :class:`~agents.offline.base.OfflineAgent`'s).
 
     Args:
         preferences: Name of the preference file beside the dataset, or a path to one.
@@ -58,7 +81,8 @@ class CPL(OfflineAgent):
 
     def __init__(
         self,
-        env: Any,
+        observation_space: gym.Space,
+        action_space: gym.Space,
         seed: int = 0,
         device: str = "cpu",
         preferences: str = "default",
@@ -70,33 +94,45 @@ class CPL(OfflineAgent):
         max_steps: int = 100_000,
         learning_rate: float = 1e-4,
         dropout: float | None = None,
-        **data: Any,
+        **shared: Any,
     ) -> None:
         if not 0.0 < float(bias) <= 1.0:
             raise ConfigError(f"agent.bias={bias!r} must be in (0, 1] (CPL's conservative bias λ)")
         if float(alpha) <= 0:
             raise ConfigError(f"agent.alpha={alpha!r} must be > 0")
-        super().__init__(env, seed, device, **data)
+        super().__init__(observation_space, action_space, seed, device, **shared)
+        self.preferences = str(preferences)
+        self.alpha, self.bias, self.bc_weight = float(alpha), float(bias), float(bc_weight)
+        self.bc_steps = int(bc_steps) if bc_steps is not None else int(float(bc_fraction) * int(max_steps))
+        self.num_pairs = 0
+        self.pairs_info: dict[str, Any] = {}
+        with self.seeded_init():
+            self.actor = make_policy(self.obs_dim, self.action_space, self.hidden, dropout).to(self.device)
+        self.modules = {"actor": self.actor}
+        self.optimizers = {"actor": adam(self.actor.parameters(), learning_rate)}
+
+    def prepare(self, data: ds.Episodes) -> None:
+        """Load the preference pairs (``preferences``) cut from ``data``, as device tensors.
+
+        Raises:
+            ConfigError: No such preference file (the dataset's files are listed), or every pair skipped.
+        """
         from rewards.preference.segments import PreferencePairs
 
-        path = Path(preferences)
+        path = Path(self.preferences)
         if path.suffix != ".npz":
-            from agents.offline import dataset as ds
-
-            path = ds.preferences_dir(self.dataset_id, data.get("dataset_root")) / f"{preferences}.npz"
+            path = ds.preferences_dir(data.dataset_id, data.root) / f"{self.preferences}.npz"
         if not path.exists():
             have = sorted(p.stem for p in path.parent.glob("*.npz")) if path.parent.is_dir() else []
             raise ConfigError(
-                f"agent.preferences={preferences!r}: no preference file {path}; this dataset has: {', '.join(have) or 'none'} "
-                f"(make one with experiments/prefs.py dataset={self.dataset_id} name=<name>)"
+                f"agent.preferences={self.preferences!r}: no preference file {path}; this dataset has: "
+                f"{', '.join(have) or 'none'} (make one with experiments/prefs.py dataset={data.dataset_id} name=<name>)"
             )
         pairs = PreferencePairs.load(path)
         answered = pairs.answered()
         if len(answered) == 0:
             raise ConfigError(f"{path}: every pair was skipped; nothing to learn from")
         pairs = pairs.subset(answered)
-        self.alpha, self.bias, self.bc_weight = float(alpha), float(bias), float(bc_weight)
-        self.bc_steps = int(bc_steps) if bc_steps is not None else int(float(bc_fraction) * int(max_steps))
 
         def tensors(seg: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             obs = torch.as_tensor(seg.obs.reshape(*seg.obs.shape[:2], -1), dtype=torch.float32, device=self.device)
@@ -110,46 +146,38 @@ class CPL(OfflineAgent):
         self.left, self.right = tensors(pairs.left), tensors(pairs.right)
         self.targets = torch.as_tensor(pairs.targets(), device=self.device)
         self.num_pairs = len(pairs)
-        self.pairs_info = {
-            "file": str(path),
-            "pairs": len(pairs),
-            "teacher": pairs.teacher,
-            "segment": pairs.left.length,
-        }
-        with self.seeded_init():
-            self.actor = make_policy(self.obs_dim, self.action_space, self.hidden, dropout).to(self.device)
-        self.modules = {"actor": self.actor}
-        self.optimizers = {"actor": adam(self.actor.parameters(), learning_rate)}
+        self.pairs_info = {"file": str(path), "pairs": len(pairs), "teacher": pairs.teacher, "segment": pairs.left.length}
 
-    def sample(self) -> Any:  # a minibatch of pairs, not transitions
-        return torch.randint(self.num_pairs, (self.batch_size,), generator=self.generator, device=self.device)
+    def sample(self) -> PairBatch:
+        """``batch_size`` labelled pairs drawn uniformly (with replacement)."""
+        idx = torch.randint(self.num_pairs, (self.batch_size,), generator=self.generator, device=self.device)
+        return PairBatch(
+            *(t[idx] for t in self.left), *(t[idx] for t in self.right), target=self.targets[idx]  # type: ignore[misc]
+        )
 
-    def _segment_log_prob(
-        self, side: tuple[torch.Tensor, torch.Tensor, torch.Tensor], idx: torch.Tensor
-    ) -> torch.Tensor:
-        obs, act, mask = side[0][idx], side[1][idx], side[2][idx]  # (b, H, ...)
+    def _segment_log_prob(self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, h = mask.shape
         flat_act = act.reshape(b * h, -1) if self.scaler.box else act.reshape(b * h)
         lp = self.actor.log_prob(obs.reshape(b * h, -1), flat_act).view(b, h)
         return lp * mask
 
-    def update(self, batch: Any) -> Mapping[str, torch.Tensor]:
-        idx = batch
-        lp_left, lp_right = self._segment_log_prob(self.left, idx), self._segment_log_prob(self.right, idx)
-        steps = self.left[2][idx].sum() + self.right[2][idx].sum()
+    def update(self, batch: PairBatch) -> Mapping[str, torch.Tensor]:
+        lp_left = self._segment_log_prob(batch.left_obs, batch.left_actions, batch.left_mask)
+        lp_right = self._segment_log_prob(batch.right_obs, batch.right_actions, batch.right_mask)
+        steps = batch.left_mask.sum() + batch.right_mask.sum()
         bc = -(lp_left.sum() + lp_right.sum()) / steps
         if self._step < self.bc_steps:
             loss, cpl = bc, torch.zeros((), device=self.device)
         else:
             adv_l, adv_r = self.alpha * lp_left.sum(1), self.alpha * lp_right.sum(1)
-            cpl = biased_bce(adv_l, adv_r, self.targets[idx], self.bias).mean()
+            cpl = biased_bce(adv_l, adv_r, batch.target, self.bias).mean()
             loss = cpl + self.bc_weight * bc
         opt = self.optimizers["actor"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():
-            t = self.targets[idx]
+            t = batch.target
             decided = t != 0.5
             agree = ((lp_left.sum(1) > lp_right.sum(1)) == (t == 1.0)) & decided
             acc = agree.sum() / decided.sum().clamp(min=1)

@@ -25,9 +25,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+import gymnasium as gym
+
 from agents.offline.base import Batch, OfflineAgent, adam
-from agents.offline.dataset import OfflineData
 from agents.offline.nets import TwinQ, make_policy, mlp
+from envs.data import Episodes
 from envs.errors import ConfigError
 
 EXP_ADV_MAX = 100.0
@@ -39,8 +41,8 @@ def expectile_loss(u: torch.Tensor, tau: float) -> torch.Tensor:
     return (weight * u.pow(2)).mean()
 
 
-class IQL(OfflineAgent):
-    """``agent=iql`` (module docstring; the data arguments are :class:`~agents.offline.base.OfflineAgent`'s).
+class IQL(OfflineAgent[Batch]):
+    """``agent=iql`` (module docstring; the shared arguments are :class:`~agents.offline.base.OfflineAgent`'s).
 
     Args:
         expectile: tau of the value's expectile regression (0.5: mean, -> 1: max).
@@ -58,7 +60,8 @@ class IQL(OfflineAgent):
 
     def __init__(
         self,
-        env: Any,
+        observation_space: gym.Space,
+        action_space: gym.Space,
         seed: int = 0,
         device: str = "cpu",
         expectile: float = 0.7,
@@ -70,14 +73,15 @@ class IQL(OfflineAgent):
         max_steps: int = 1_000_000,
         reward_scale: str | float = "auto",
         actor_dropout: float | None = None,
-        **data: Any,
+        **shared: Any,
     ) -> None:
         if not 0.0 < float(expectile) < 1.0:
             raise ConfigError(f"agent.expectile={expectile!r} must be in (0, 1)")
         if reward_scale != "auto" and not isinstance(reward_scale, (int, float)):
             raise ConfigError(f"agent.reward_scale={reward_scale!r} must be auto or a number")
         self.reward_scale_cfg = reward_scale
-        super().__init__(env, seed, device, **data)
+        self.reward_scale = 1.0
+        super().__init__(observation_space, action_space, seed, device, **shared)
         self.expectile, self.beta, self.gamma, self.polyak = float(expectile), float(beta), float(gamma), float(polyak)
         hidden: Sequence[int] = self.hidden
         with self.seeded_init():
@@ -100,7 +104,7 @@ class IQL(OfflineAgent):
             "actor": torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizers["actor"], max(1, int(max_steps)))
         }
 
-    def scale_rewards(self, data: OfflineData, rewards: np.ndarray) -> np.ndarray:
+    def scale_rewards(self, data: Episodes, rewards: np.ndarray) -> np.ndarray:
         if self.reward_scale_cfg == "auto":
             returns = data.episode_returns(rewards)
             spread = float(returns.max() - returns.min()) if len(returns) > 1 else 0.0

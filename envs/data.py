@@ -1,4 +1,9 @@
-"""Offline datasets in the Minari format: where they live, writing them, loading them flat.
+"""The data layer: episodes and transitions in one flat type, and datasets in the Minari format.
+
+:class:`Episodes` is the one in-memory form of recorded experience, whoever uses it: offline
+agents (``dataset=<id>``), labelling with a reward provider (:mod:`rewards.labels`), collection and
+relabelling scripts, preference segments cut for teachers (offline and the online preference
+provider's recent episodes). Per-step extras (:mod:`envs.extras`, e.g. frames) travel with it.
 
 Datasets are ordinary Minari datasets (``minari.load_dataset`` opens them too), kept under a
 *root* directory: ``dataset_root=`` on the command line, else ``$MINARI_DATASETS_PATH``, else
@@ -12,7 +17,7 @@ reward provider wrote its ``rewards`` (the env's own reward is then kept in
 ``ref_min_score`` / ``ref_max_score`` (random policy mean return / expert dataset mean return)
 give normalised scores.
 
-:func:`load` reads a dataset into one flat :class:`OfflineData` (one observation array of
+:func:`load` reads a dataset into one flat :class:`Episodes` (one observation array of
 ``steps + episodes`` rows: ``s_{t+1}`` is the row after ``s_t``, so observations are stored once,
 not twice as ``obs`` + ``next_obs``), after checking that it is complete and consistent.
 """
@@ -25,18 +30,20 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 
 from envs.errors import ConfigError
 
+if TYPE_CHECKING:
+    from rewards.base import TransitionBatch
+
 TRUE_REWARD = "true_reward"  # infos key of the env's reward in a relabelled dataset
-FRAME = "frame"  # infos key of the frame after each step (collected with frames=true)
 META = "rewardlab"  # our key in the dataset's metadata.json
 DEFAULT_ROOT = Path("~/.minari/datasets")
 
@@ -135,23 +142,35 @@ def read_metadata(dataset_id: str, root: str | Path | None = None) -> dict[str, 
 
 
 @dataclass
-class OfflineData:
-    """A dataset as flat arrays (module docstring).
+class Episodes:
+    """Episodes as flat arrays: the one data type of offline datasets, labelling and preference data.
+
+    Made by :func:`load` (a Minari dataset) or :meth:`from_episodes` (episodes in memory, e.g. the
+    online preference provider's recent experience). Observations are stored once: an episode of
+    ``T`` steps holds ``T + 1`` consecutive rows, so ``s_{t+1}`` is the row after ``s_t``.
 
     Attributes:
         observations: ``(steps + episodes, *obs_shape)``: each episode's ``T + 1`` observations in turn.
         obs_index: ``(steps,)`` int64 row of ``s_t`` in ``observations``; ``s_{t+1}`` is the next row.
         actions: ``(steps, *action_shape)``.
         true_rewards: ``(steps,)`` float32, the env's own reward.
-        rewards: ``(steps,)`` float32, the stored rewards (the proxy of a relabelled dataset, else the true reward).
+        rewards: ``(steps,)`` float32, the rewards to learn from: as stored (the proxy of a relabelled
+            dataset, else the true reward), or the labels of :func:`rewards.labels.label`.
         terminations: ``(steps,)`` bool. truncations: ``(steps,)`` bool.
         episode_starts: ``(episodes + 1,)`` int64 offsets of each episode's first transition.
-        observation_space, action_space: The dataset's spaces.
-        metadata: The dataset's ``metadata.json``.
-        frames: ``(steps, H, W, 3)`` uint8 frames after each step, when loaded with ``frames=True``.
+        observation_space, action_space: The data's spaces.
+        dataset_id: The dataset's id (or a description of where the episodes came from).
+        metadata: The dataset's ``metadata.json`` (empty for episodes in memory).
+        extras: ``{name: (steps, ...)}`` per-step extras (:mod:`envs.extras`; ``"frame"``: the frame
+            after each step), loaded when asked for.
+        components: ``{name: (steps,)}`` named reward terms per step: the env's ``reward_*`` terms
+            (online) or the labelling provider's components.
+        root: The dataset root it was loaded from (files that belong to it, such as preference
+            pairs, live beside it); ``None`` for episodes in memory.
+        labelled_by: The reward provider (class name) whose labels ``rewards`` holds; ``None``: the
+            rewards as stored.
     """
 
-    dataset_id: str
     observations: np.ndarray
     obs_index: np.ndarray
     actions: np.ndarray
@@ -162,15 +181,98 @@ class OfflineData:
     episode_starts: np.ndarray
     observation_space: gym.Space
     action_space: gym.Space
-    metadata: dict[str, Any]
-    frames: np.ndarray | None = None
+    dataset_id: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    components: dict[str, np.ndarray] = field(default_factory=dict)
+    root: Path | None = None
+    labelled_by: str | None = None
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
 
     @property
     def num_episodes(self) -> int:
+        """Number of episodes."""
         return int(self.episode_starts.shape[0] - 1)
+
+    @property
+    def frames(self) -> np.ndarray | None:
+        """``(steps, H, W, 3)`` uint8 frames after each step (``extras["frame"]``), or ``None``."""
+        return self.extras.get("frame")
+
+    @classmethod
+    def from_episodes(
+        cls,
+        episodes: Sequence[Episode],
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        dataset_id: str = "episodes in memory",
+    ) -> Episodes:
+        """Concatenate :class:`Episode` s (each ``T + 1`` observations) into the flat form.
+
+        An episode's ``infos`` may hold ``true_reward`` (the env's reward when ``rewards`` is a proxy),
+        per-step extras under their names (:mod:`envs.extras`) and ``reward_components``
+        (``{name: (T,)}``); what every episode holds is kept.
+
+        Raises:
+            ConfigError: No episodes, or an episode whose arrays disagree in length.
+        """
+        if not episodes:
+            raise ConfigError(f"{dataset_id}: no episodes")
+        lengths = np.array([len(e.actions) for e in episodes], dtype=np.int64)
+        for i, (e, n) in enumerate(zip(episodes, lengths, strict=True)):
+            if n == 0 or len(e.observations) != n + 1 or len(e.rewards) != n:
+                raise ConfigError(
+                    f"{dataset_id}: episode {i} has {len(e.observations)} observations, {n} actions, {len(e.rewards)} rewards"
+                )
+        starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        rows = starts[:-1] + np.arange(len(episodes))
+        infos = [e.infos or {} for e in episodes]
+
+        def common(key: str) -> bool:
+            return all(key in i for i in infos)
+
+        rewards = np.concatenate([np.asarray(e.rewards, dtype=np.float32) for e in episodes])
+        from envs.extras import known
+
+        names = [k for k in known() if common(k)]
+        comp_names = sorted(set.intersection(*(set(i.get("reward_components", {})) for i in infos)))
+        return cls(
+            observations=np.concatenate([e.observations for e in episodes]),
+            obs_index=np.concatenate([r + np.arange(n) for r, n in zip(rows, lengths, strict=True)]).astype(np.int64),
+            actions=np.concatenate([e.actions for e in episodes]),
+            true_rewards=(
+                np.concatenate([np.asarray(i[TRUE_REWARD], dtype=np.float32) for i in infos])
+                if common(TRUE_REWARD)
+                else rewards.copy()
+            ),
+            rewards=rewards,
+            terminations=np.concatenate([np.asarray(e.terminations, dtype=bool) for e in episodes]),
+            truncations=np.concatenate([np.asarray(e.truncations, dtype=bool) for e in episodes]),
+            episode_starts=starts,
+            observation_space=observation_space,
+            action_space=action_space,
+            dataset_id=dataset_id,
+            extras={k: np.concatenate([np.asarray(i[k]) for i in infos]) for k in names},
+            components={
+                k: np.concatenate([np.asarray(i["reward_components"][k], dtype=np.float32) for i in infos])
+                for k in comp_names
+            },
+        )
+
+    def with_rewards(
+        self, rewards: np.ndarray, components: Mapping[str, np.ndarray] | None = None, labelled_by: str | None = None
+    ) -> Episodes:
+        """The same episodes (arrays shared, not copied) with ``rewards`` (``(steps,)`` float32) to learn from.
+
+        Raises:
+            ValueError: ``rewards`` does not have one value per transition.
+        """
+        rewards = np.asarray(rewards, dtype=np.float32)
+        if rewards.shape != (len(self),):
+            raise ValueError(f"rewards of shape {rewards.shape} for {len(self)} transitions")
+        return replace(self, rewards=rewards, components=dict(components or {}), labelled_by=labelled_by)
 
     def next_observations(self, index: np.ndarray) -> np.ndarray:
         """``s_{t+1}`` of the transitions ``index``."""
@@ -213,8 +315,8 @@ class OfflineData:
             )
         return out
 
-    def transition_batches(self, chunk: int) -> Iterator[tuple[slice, Any]]:
-        """``(slice, TransitionBatch)`` over the dataset in chunks (for reward providers); env_reward is the true reward."""
+    def transition_batches(self, chunk: int) -> Iterator[tuple[slice, TransitionBatch]]:
+        """``(slice, TransitionBatch)`` over the data in chunks (for reward providers); env_reward is the true reward."""
         from rewards.base import TransitionBatch
 
         for start in range(0, len(self), chunk):
@@ -229,7 +331,7 @@ class OfflineData:
                     env_reward=self.true_rewards[sl],
                     terminated=self.terminations[sl],
                     truncated=self.truncations[sl],
-                    frames=None if self.frames is None else self.frames[sl],
+                    extras={k: v[sl] for k, v in self.extras.items()},
                 ),
             )
 
@@ -242,23 +344,33 @@ def _flat_dim(space: gym.Space, what: str, dataset_id: str) -> None:
         )
 
 
-def load(dataset_id: str, root: str | Path | None = None, frames: bool = False) -> OfflineData:
-    """Read a whole dataset into an :class:`OfflineData`, checking it on the way.
+def _missing_extra(dataset_id: str, name: str) -> ConfigError:
+    if name == "frame":
+        return ConfigError(
+            f"dataset {dataset_id!r} has no frames, which this reward provider needs; collect it with frames=true"
+        )
+    return ConfigError(f"dataset {dataset_id!r} has no {name!r} in its infos, which this reward provider needs")
+
+
+def load(dataset_id: str, root: str | Path | None = None, extras: Collection[str] = ()) -> Episodes:
+    """Read a whole dataset into :class:`Episodes`, checking it on the way.
 
     Args:
         dataset_id: The dataset's id below the root.
         root: The dataset root (module docstring).
-        frames: Also load the frames (``infos["frame"]``); a dataset without them is refused.
+        extras: Per-step extras to load as well (``infos[name]``, e.g. ``{"frame"}``); a dataset
+            without one of them is refused.
 
     Raises:
-        ConfigError: Missing dataset (the message lists the local ones), unsupported spaces, or a
-            dataset that cannot be read completely (corrupted or partly written).
+        ConfigError: Missing dataset (the message lists the local ones), unsupported spaces, a missing
+            extra, or a dataset that cannot be read completely (corrupted or partly written).
     """
     check_id(dataset_id)
     base = dataset_root(root)
     metadata = read_metadata(dataset_id, base)
     minari = _import_minari()
     where = dataset_path(dataset_id, base)
+    wanted = sorted(set(extras))
 
     def corrupted(detail: str) -> ConfigError:
         return ConfigError(
@@ -285,7 +397,7 @@ def load(dataset_id: str, root: str | Path | None = None, frames: bool = False) 
             truncations = np.empty(total, dtype=bool)
             obs_index = np.empty(total, dtype=np.int64)
             starts = np.empty(n_eps + 1, dtype=np.int64)
-            frame_rows: list[np.ndarray] | None = [] if frames else None
+            extra_rows: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
             t, e = 0, -1
             for e, ep in enumerate(ds.iterate_episodes()):
                 n = len(ep.rewards)
@@ -305,13 +417,10 @@ def load(dataset_id: str, root: str | Path | None = None, frames: bool = False) 
                 true_rewards[t : t + n] = infos[TRUE_REWARD] if TRUE_REWARD in infos else ep.rewards
                 terminations[t : t + n] = ep.terminations
                 truncations[t : t + n] = ep.truncations
-                if frame_rows is not None:
-                    if FRAME not in infos:
-                        raise ConfigError(
-                            f"dataset {dataset_id!r} has no frames, which this reward provider needs; "
-                            "collect it with frames=true"
-                        )
-                    frame_rows.append(np.asarray(infos[FRAME], dtype=np.uint8))
+                for name, rows_of in extra_rows.items():
+                    if name not in infos:
+                        raise _missing_extra(dataset_id, name)
+                    rows_of.append(np.asarray(infos[name]))
                 t += n
             if e + 1 != n_eps or t != total:
                 raise corrupted(f"read {e + 1} episodes / {t} steps, the metadata declares {n_eps} / {total}")
@@ -328,8 +437,7 @@ def load(dataset_id: str, root: str | Path | None = None, frames: bool = False) 
     ):
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise corrupted(f"non-finite {name}")
-    return OfflineData(
-        dataset_id=dataset_id,
+    return Episodes(
         observations=observations,
         obs_index=obs_index,
         actions=actions,
@@ -340,12 +448,14 @@ def load(dataset_id: str, root: str | Path | None = None, frames: bool = False) 
         episode_starts=starts,
         observation_space=obs_space,
         action_space=act_space,
+        dataset_id=dataset_id,
         metadata=metadata,
-        frames=None if frame_rows is None else np.concatenate(frame_rows),
+        extras={name: np.concatenate(rows_of) for name, rows_of in extra_rows.items()},
+        root=base,
     )
 
 
-def check_spaces(data: OfflineData, observation_space: gym.Space, action_space: gym.Space) -> None:
+def check_spaces(data: Episodes, observation_space: gym.Space, action_space: gym.Space) -> None:
     """Refuse a dataset whose spaces differ from the env's, printing both."""
     for what, theirs, ours in (
         ("observation", data.observation_space, observation_space),
