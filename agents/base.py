@@ -94,6 +94,17 @@ class TrainCallback(Protocol):
         """Training statistics; losses are named ``loss_*``."""
 
 
+class SilentCallback:
+    """A :class:`TrainCallback` that never stops training and keeps nothing (scripts that train outside the runner)."""
+
+    def on_step(self, num_steps: int) -> bool:
+        """Go on."""
+        return True
+
+    def on_log(self, num_steps: int, values: Mapping[str, float]) -> None:
+        """Ignore the statistics."""
+
+
 class Agent(abc.ABC):
     """Base class of every agent (see module docstring)."""
 
@@ -137,7 +148,7 @@ class Agent(abc.ABC):
         """Facts for ``summary.json`` (``agent_info``), e.g. a solver's status; JSON-serialisable."""
         return {}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (an optional hook: a no-op for agents that hold nothing)
         """Release what the agent holds (its training env, workers)."""
 
 

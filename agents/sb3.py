@@ -31,6 +31,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+from typing_extensions import override
 
 from agents.base import Agent, Requirements, TrainCallback
 from envs.errors import ConfigError
@@ -266,15 +267,20 @@ class SB3Agent(Agent):
             kind = action_noise.get("type", "normal")
             if kind not in NOISES:
                 raise ConfigError(f"action_noise.type={kind!r} is not one of {', '.join(NOISES)}")
-            dim = int(np.prod(env.action_space.shape))
+            shape = env.action_space.shape
+            if shape is None:
+                raise ConfigError(f"action_noise needs an action space with a shape, not {env.action_space}")
+            dim = int(np.prod(shape))
             std = float(action_noise.get("std", 0.1))
             kwargs["action_noise"] = NOISES[kind](mean=np.zeros(dim), sigma=std * np.ones(dim))
         return kwargs
 
     @property
+    @override
     def num_steps(self) -> int:
         return int(self.model.num_timesteps)
 
+    @override
     def train(self, steps: int, callback: TrainCallback) -> None:
         remaining = int(steps) - self.num_steps
         if remaining <= 0:
@@ -290,14 +296,17 @@ class SB3Agent(Agent):
         )
         logger.dump(self.num_steps)  # statistics of the last update
 
+    @override
     def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        model_obs: np.ndarray | dict[str, np.ndarray] = obs
         if self.vecnorm is not None:
-            obs = self.vecnorm.normalize_obs(obs)
-        actions, _ = self.model.predict(obs, deterministic=deterministic)
+            model_obs = self.vecnorm.normalize_obs(obs)
+        actions, _ = self.model.predict(model_obs, deterministic=deterministic)
         return actions
 
     # --- checkpoints ---------------------------------------------------------------------
 
+    @override
     def save(self, path: Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -308,6 +317,7 @@ class SB3Agent(Agent):
         if self.save_replay_buffer and isinstance(buffer, ReplayBuffer):
             _save_buffer(buffer, path / "replay_buffer.npz")
 
+    @override
     def load(self, path: Path) -> None:
         path = Path(path)
         env: VecEnv = self.raw_env
@@ -325,12 +335,18 @@ class SB3Agent(Agent):
                 f"{str(exc).splitlines()[0]}"
             ) from exc
         buffer_file = path / "replay_buffer.npz"
-        if isinstance(self.model, OffPolicyAlgorithm) and buffer_file.exists():
+        if isinstance(self.model, OffPolicyAlgorithm) and self.model.replay_buffer is not None and buffer_file.exists():
             _load_buffer(self.model.replay_buffer, buffer_file)
 
     def relabel(self, reward: RewardProvider, chunk: int = 65536) -> None:
-        """Recompute the proxy rewards stored in an off-policy agent's replay buffer with ``reward``
-        (after a learned reward changed); on-policy agents keep nothing to relabel."""
+        """Recompute the proxy rewards stored in an off-policy agent's replay buffer with ``reward``.
+
+        Called after a learned reward changed; on-policy agents keep nothing to relabel.
+
+        Args:
+            reward: The provider whose rewards replace the stored ones.
+            chunk: Transitions scored per call of ``reward.reward`` (bounds memory).
+        """
         buffer = getattr(self.model, "replay_buffer", None)
         if not isinstance(buffer, ReplayBuffer):
             return
@@ -357,13 +373,18 @@ class SB3Agent(Agent):
             out[sl] = check_rewards(reward.reward(batch), n, source=type(reward).__name__)
         buffer.rewards[:size] = out.reshape(size, buffer.n_envs)
 
+    @override
     def close(self) -> None:
-        self.model.get_env().close()
+        env = self.model.get_env()
+        if env is not None:
+            env.close()
 
 
 def _load_vecnormalize(file: Path, venv: VecEnv) -> VecNormalize:
-    """``VecNormalize.load`` that also accepts an env of another observation shape when
-    observations are not normalised (only the reward statistics matter then)."""
+    """``VecNormalize.load`` that also accepts an env of another observation shape.
+
+    The shape may differ when observations are not normalised (only the reward statistics matter then).
+    """
     import pickle
 
     with file.open("rb") as f:

@@ -77,16 +77,16 @@ def scoring(args: argparse.Namespace) -> None:
         frames = np.random.default_rng(batch).integers(0, 256, size=(batch, *args.frame, 3), dtype=np.uint8)
         ready = scorer.preprocess(frames)
 
-        def ours() -> None:
+        def ours(frames: np.ndarray = frames) -> None:  # bound now: each batch times its own frames
             scorer.score(frames)
 
-        def bare() -> None:
+        def bare(frames: np.ndarray = frames) -> None:
             x = torch.stack([pil_preprocess(Image.fromarray(f)) for f in frames]).to(device)
             with torch.inference_mode(), scorer._autocast():
                 emb = model.encode_image(x, normalize=True)
             (emb.float() @ goal.float()).cpu().numpy()
 
-        def model_only() -> None:
+        def model_only(ready: torch.Tensor = ready) -> None:
             with torch.inference_mode(), scorer._autocast():
                 model.encode_image(ready, normalize=True)
 

@@ -30,11 +30,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("MUJOCO_GL", "egl")  # before anything can import mujoco
 
-import numpy as np
+import numpy as np  # noqa: E402
 
-from rewards.base import RewardProvider, TransitionBatch
+from rewards.base import RewardProvider, TransitionBatch  # noqa: E402
 
 ZEROS = "import numpy as np\ndef compute_reward(obs, action, next_obs):\n    return np.zeros(len(obs)), {}\n"
 

@@ -462,9 +462,10 @@ def check_spaces(data: Episodes, observation_space: gym.Space, action_space: gym
         ("action", data.action_space, action_space),
     ):
         same = type(theirs) is type(ours) and theirs.shape == ours.shape
-        if same and isinstance(ours, gym.spaces.Discrete):
+        # With the types equal, testing ``theirs`` as well only narrows it for the type checker.
+        if same and isinstance(ours, gym.spaces.Discrete) and isinstance(theirs, gym.spaces.Discrete):
             same = int(theirs.n) == int(ours.n)
-        if same and isinstance(ours, gym.spaces.Box):
+        if same and isinstance(ours, gym.spaces.Box) and isinstance(theirs, gym.spaces.Box):
             same = np.allclose(theirs.low, ours.low) and np.allclose(theirs.high, ours.high)
         if not same:
             raise ConfigError(
@@ -485,7 +486,7 @@ class Episode:
     rewards: np.ndarray
     terminations: np.ndarray
     truncations: np.ndarray
-    infos: dict[str, np.ndarray] | None = None
+    infos: dict[str, Any] | None = None  # per-step arrays (T, ...) by key; "reward_components": {name: (T,)}
     seed: int | None = None
 
 
@@ -506,7 +507,8 @@ def write(
     Args:
         dataset_id: The new dataset's id (must not exist).
         episodes: The episodes.
-        observation_space, action_space: The env's spaces.
+        observation_space: The env's observation space.
+        action_space: The env's action space.
         root: The dataset root.
         env_spec: The env's ``EnvSpec`` (lets ``MinariDataset.recover_environment`` rebuild it).
         algorithm: How the data was produced (Minari's ``algorithm_name``).

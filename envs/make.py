@@ -23,9 +23,9 @@ from typing import Any
 import gymnasium as gym
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
-import envs  # noqa: F401  (registers the rewardlab ids)
-from envs.errors import ConfigError
+import envs  # registers the rewardlab ids
 from envs import extras as extras_mod
+from envs.errors import ConfigError
 
 VEC_KINDS = ("dummy", "subproc")
 RESERVED = {"name", "id", "kwargs", "render", "max_episode_steps", "vec"}

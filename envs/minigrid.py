@@ -16,13 +16,17 @@ The cards (:class:`envs.cards.EnvCard`) give the prompt layout of this observati
 
 from __future__ import annotations
 
-from typing import Any, SupportsFloat
+from typing import TYPE_CHECKING, Any, SupportsFloat, cast
 
 import gymnasium as gym
 import numpy as np
+from typing_extensions import override
 
 from envs.cards import EnvCard
 from envs.rendering import RenderSize
+
+if TYPE_CHECKING:
+    from minigrid.minigrid_env import MiniGridEnv
 
 N_OBJECTS, N_COLORS, N_STATES, N_DIRECTIONS = 11, 6, 3, 4
 _CELL = N_OBJECTS + N_COLORS + N_STATES
@@ -33,16 +37,18 @@ class OneHotObs(gym.ObservationWrapper):
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
-        view = env.unwrapped.agent_view_size
+        view = cast("MiniGridEnv", env.unwrapped).agent_view_size
         self._n_cells = view * view
         size = self._n_cells * _CELL + N_DIRECTIONS
+        self._size = size
         self.observation_space = gym.spaces.Box(0.0, 1.0, (size,), np.float32)
         self._offsets = np.array([0, N_OBJECTS, N_OBJECTS + N_COLORS], dtype=np.int64)
         self._cell_base = np.arange(self._n_cells, dtype=np.int64)[:, None] * _CELL
 
+    @override
     def observation(self, observation: dict[str, Any]) -> np.ndarray:
         image = np.asarray(observation["image"], dtype=np.int64).reshape(self._n_cells, 3)
-        out = np.zeros(self.observation_space.shape, dtype=np.float32)
+        out = np.zeros(self._size, dtype=np.float32)  # (size,), the observation space's shape
         out[(self._cell_base + self._offsets + image).ravel()] = 1.0
         out[self._n_cells * _CELL + int(observation["direction"])] = 1.0
         return out
@@ -51,6 +57,7 @@ class OneHotObs(gym.ObservationWrapper):
 class SuccessInfo(gym.Wrapper):
     """Adds ``info["success"]`` on the last step of every episode."""
 
+    @override
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         if terminated or truncated:
@@ -83,7 +90,7 @@ def make_minigrid(
 
     env = gym.make(base_id, render_mode=render_mode, tile_size=int(tile_size), **kwargs)
     env = SuccessInfo(OneHotObs(env))
-    base = env.unwrapped
+    base = cast("MiniGridEnv", env.unwrapped)
     width = int(render_width) if render_width else base.width * int(tile_size)
     height = int(render_height) if render_height else base.height * int(tile_size)
     return RenderSize(env, width, height, fit="pad")
@@ -106,7 +113,8 @@ def describe(env: gym.Env) -> str | None:
         return None
     n = shape[0]
     mission = str(getattr(env.unwrapped, "mission", "")).strip()
-    size = f"{env.unwrapped.width}x{env.unwrapped.height}" if hasattr(env.unwrapped, "width") else "?"
+    base = env.unwrapped
+    size = f"{base.width}x{base.height}" if hasattr(base, "width") and hasattr(base, "height") else "?"
     objects = ", ".join(f"{i} {o}" for i, o in enumerate(_OBJECTS))
     colors = ", ".join(f"{i} {c}" for i, c in enumerate(_COLORS))
     states = ", ".join(f"{i} {s}" for i, s in enumerate(_STATES))

@@ -17,14 +17,16 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium as gym
+from typing_extensions import override
 
 from envs.cards import EnvCard, TensorFn, never_terminates, vector_layout
 from envs.rendering import RenderSize  # noqa: F401  (sets MUJOCO_GL=egl before mujoco loads)
 
 if TYPE_CHECKING:
+    from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
     from torch import Tensor
 
 
@@ -42,17 +44,19 @@ class MujocoRenderFlags(gym.Wrapper):
         self._infinite_floor = infinite_floor
         self._configured = False
 
+    @override
     def render(self) -> Any:
         if not self._configured and self.env.render_mode == "rgb_array":
             import mujoco
 
+            base = cast("MujocoEnv", self.env.unwrapped)  # make_mujoco wraps Gymnasium MuJoCo envs only
             # Gymnasium creates the offscreen viewer lazily; ask for it now so that the very
             # first frame is already rendered with the flags applied.
-            viewer = self.env.unwrapped.mujoco_renderer._get_viewer(self.env.render_mode)
+            viewer = base.mujoco_renderer._get_viewer(self.env.render_mode)
             for name, value in self._flags.items():
                 viewer.scn.flags[getattr(mujoco.mjtRndFlag, name)] = int(value)
             if self._infinite_floor:
-                model = self.env.unwrapped.model
+                model = base.model
                 planes = model.geom_type == mujoco.mjtGeom.mjGEOM_PLANE
                 model.geom_size[planes, :2] = 0.0  # zero half-sizes: drawn without an edge
             self._configured = True
@@ -79,6 +83,20 @@ def _mujoco_warnings_as_python() -> Iterator[None]:
         yield
     finally:
         mujoco.set_mju_user_warning(previous)
+
+
+def _load_triton_before_egl() -> None:
+    """Load triton's native library before MuJoCo's first EGL frame (a workaround, not a feature).
+
+    torch's compiler stack loads triton the first time an optimiser is created; when Mesa's EGL
+    (MuJoCo's headless renderer) is already loaded in the process, that load segfaults (torch 2.14.1
+    with Debian's Mesa: render a HalfCheetah frame, then ``torch.optim.Adam(...)``, exit 139). Loaded
+    first, both work. Builds of torch without triton (CPU wheels) skip this.
+    """
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        pass
 
 
 def make_mujoco(
@@ -109,6 +127,8 @@ def make_mujoco(
         infinite_floor: Draw the ground plane to the horizon (rendering only).
         **kwargs: Passed to ``gymnasium.make`` (env parameters such as ``ctrl_cost_weight``).
     """
+    if render_mode is not None:
+        _load_triton_before_egl()
     with _mujoco_warnings_as_python():
         if camera_name is not None and "camera_id" not in kwargs:
             kwargs["camera_name"] = camera_name
@@ -152,8 +172,11 @@ def hopper_termination(
         obs: ``(batch, 11)`` (12 with positions included).
         action: ``(batch, 3)``.
         next_obs: ``(batch, 11)``: z, angle, 3 joint angles, 6 clipped velocities.
-        healthy_state_range, healthy_z_range, healthy_angle_range, terminate_when_unhealthy,
-            exclude_current_positions_from_observation: The env's kwargs of these names.
+        healthy_state_range: The env's kwarg: open range of every observation element after z (angle included).
+        healthy_z_range: The env's kwarg: open range of the torso's z (m).
+        healthy_angle_range: The env's kwarg: open range of the torso's angle (rad).
+        terminate_when_unhealthy: The env's kwarg: ``False``: never terminates.
+        exclude_current_positions_from_observation: The env's kwarg: ``False``: x is ``obs[:, 0]``.
 
     Returns:
         ``(batch,)`` bool.
@@ -182,8 +205,10 @@ def walker2d_termination(
         obs: ``(batch, 17)`` (18 with positions included).
         action: ``(batch, 6)``.
         next_obs: ``(batch, 17)``: z, angle, ...
-        healthy_z_range, healthy_angle_range, terminate_when_unhealthy,
-            exclude_current_positions_from_observation: The env's kwargs of these names.
+        healthy_z_range: The env's kwarg: open range of the torso's z (m).
+        healthy_angle_range: The env's kwarg: open range of the torso's angle (rad).
+        terminate_when_unhealthy: The env's kwarg: ``False``: never terminates.
+        exclude_current_positions_from_observation: The env's kwarg: ``False``: x is ``obs[:, 0]``.
 
     Returns:
         ``(batch,)`` bool.
@@ -211,8 +236,9 @@ def ant_termination(
         obs: ``(batch, 105)`` (107 with positions included).
         action: ``(batch, 8)``.
         next_obs: ``(batch, 105)``: qpos[2:] (13), qvel (14), contact forces (78).
-        healthy_z_range, terminate_when_unhealthy, exclude_current_positions_from_observation:
-            The env's kwargs of these names.
+        healthy_z_range: The env's kwarg: closed range of the torso's z (m).
+        terminate_when_unhealthy: The env's kwarg: ``False``: never terminates.
+        exclude_current_positions_from_observation: The env's kwarg: ``False``: x, y are ``obs[:, :2]``.
 
     Returns:
         ``(batch,)`` bool.
@@ -239,8 +265,9 @@ def humanoid_termination(
         obs: ``(batch, 348)`` (350 with positions included).
         action: ``(batch, 17)``.
         next_obs: ``(batch, 348)``: z first.
-        healthy_z_range, terminate_when_unhealthy, exclude_current_positions_from_observation:
-            The env's kwargs of these names.
+        healthy_z_range: The env's kwarg: open range of the torso's z (m).
+        terminate_when_unhealthy: The env's kwarg: ``False``: never terminates.
+        exclude_current_positions_from_observation: The env's kwarg: ``False``: x, y are ``obs[:, :2]``.
 
     Returns:
         ``(batch,)`` bool.

@@ -12,6 +12,7 @@ from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
+from typing_extensions import override
 
 # Headless by default: MuJoCo through EGL, pygame (classic control, MiniGrid) without a window.
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -37,12 +38,12 @@ def resize_frame(frame: np.ndarray, width: int, height: int, fit: str = "stretch
     from PIL import Image
 
     if fit == "stretch":
-        return np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
+        return np.asarray(Image.fromarray(frame).resize((width, height), Image.Resampling.BILINEAR))
     scale = min(width / w, height / h)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     out = np.zeros((height, width, 3), dtype=np.uint8)
     top, left = (height - new_h) // 2, (width - new_w) // 2
-    out[top : top + new_h, left : left + new_w] = np.asarray(Image.fromarray(frame).resize((new_w, new_h), Image.BILINEAR))
+    out[top : top + new_h, left : left + new_w] = np.asarray(Image.fromarray(frame).resize((new_w, new_h), Image.Resampling.BILINEAR))
     return out
 
 
@@ -66,6 +67,7 @@ class RenderSize(gym.Wrapper):
         self.height = int(height)
         self.fit = fit
 
+    @override
     def render(self) -> Any:
         frame = self.env.render()
         if isinstance(frame, np.ndarray) and frame.ndim == 3:
@@ -81,6 +83,7 @@ class FrameInInfo(gym.Wrapper):
     terminal frame and not the first frame of the next episode.
     """
 
+    @override
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         info["frame"] = self.env.render()

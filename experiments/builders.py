@@ -24,13 +24,14 @@ from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from agents.base import Agent, LearnsFromDataset, Requirements, check_compatible
 from envs.cards import EnvCard, card
 from envs.data import Episodes
 from envs.errors import ConfigError
 from envs.make import make_vec_env
+from experiments.cli import config_dict
 from rewards.base import RewardProvider
 from rewards.wrapper import RewardVecEnv
 
@@ -40,7 +41,7 @@ RUN_ARGUMENTS = ("env", "reward", "observation_space", "action_space", "card", "
 
 def _node(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
     if isinstance(cfg, DictConfig):
-        return dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+        return config_dict(cfg)
     return dict(cfg)
 
 
@@ -111,7 +112,7 @@ def agent_class(agent_cfg: Mapping[str, Any] | DictConfig) -> type[Agent]:
         raise ConfigError(f"agent {name}: its config has no _target_ (the agent class, package.module.Class)")
     try:
         cls = get_class(str(target))
-    except Exception as exc:  # noqa: BLE001 - Hydra raises ImportError or a plain Exception
+    except Exception as exc:  # Hydra raises ImportError or a plain Exception
         raise ConfigError(
             f"agent {name}: _target_={target} cannot be imported ({' '.join(str(exc).split())[:300]}); "
             "is its extra installed (pip install -e '.[all]')?"

@@ -24,7 +24,7 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from envs.errors import ConfigError
 
@@ -33,8 +33,16 @@ EXIT_USAGE = 2
 
 
 def search_dirs(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> list[Path]:
-    """The config directories a command line composes from: ``conf_dir`` and any
-    ``hydra.searchpath=[file://DIR,...]`` (how configs that live outside the repository are added)."""
+    """The config directories a command line composes from.
+
+    Args:
+        argv: The command line's overrides (``key=value`` ...).
+        conf_dir: The repository's config directory.
+
+    Returns:
+        ``conf_dir`` followed by the directories of any ``hydra.searchpath=[file://DIR,...]``
+        (how configs that live outside the repository are added).
+    """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     dirs = [conf_dir]
@@ -44,7 +52,7 @@ def search_dirs(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> list[Path]:
         try:
             (override,) = OverridesParser.create().parse_overrides([arg])
             value = override.value()
-        except Exception:  # noqa: BLE001 - Hydra reports syntax errors itself
+        except Exception:  # Hydra reports syntax errors itself
             continue
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, str) and item.startswith("file://"):
@@ -70,7 +78,7 @@ def _override_values(arg: str) -> tuple[str, list[str]] | None:
 
     try:
         (override,) = OverridesParser.create().parse_overrides([arg])
-    except Exception:  # noqa: BLE001 - Hydra reports syntax errors itself
+    except Exception:  # Hydra reports syntax errors itself
         return None
     if override.package is not None or override.is_delete():
         return None
@@ -81,8 +89,16 @@ def _override_values(arg: str) -> tuple[str, list[str]] | None:
 
 
 def check_group_choices(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> None:
-    """Raise :class:`ConfigError` for an unknown name in a config-group override (``env=``, ``reward/teacher=``),
-    or a nested group written with a dot (``reward.teacher=clip``, which Hydra would take as a plain string)."""
+    """Check every config-group override of a command line against the config files that exist.
+
+    Args:
+        argv: The command line's overrides.
+        conf_dir: The repository's config directory (search-path directories are added to it).
+
+    Raises:
+        ConfigError: An unknown name in a config-group override (``env=``, ``reward/teacher=``), or a
+            nested group written with a dot (``reward.teacher=clip``, which Hydra would take as a plain string).
+    """
     dirs = search_dirs(argv, conf_dir)
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
@@ -147,8 +163,9 @@ def check_composes(argv: Sequence[str], conf_dir: Path = CONF_DIR, config_name: 
 
 
 def compose_script(argv: Sequence[str], config_name: str, script: str) -> Any:
-    """The config of a single-invocation entry point (``reward_eval.py``, ...): shorthands expanded
-    (:func:`expand_shorthands`), group names checked, composed.
+    """The config of a single-invocation entry point (``reward_eval.py``, ...).
+
+    Shorthands are expanded (:func:`expand_shorthands`), group names checked, then the config composed.
 
     Raises:
         ConfigError: An unknown group choice, a composition error, or a sweep / flag invocation.
@@ -190,6 +207,27 @@ def dataset_source(cfg: Any, script: str) -> tuple[str, str | None]:
     return str(node.dataset_id), (None if root is None else str(root))
 
 
+def config_dict(node: Any) -> dict[str, Any]:
+    """A composed config node as a plain ``dict`` (``OmegaConf.to_container``, interpolations resolved).
+
+    Args:
+        node: A mapping node of a composed config (``cfg.env``, ``cfg.reward`` ...).
+
+    Returns:
+        The node's settings; nested nodes become plain dicts and lists.
+
+    Raises:
+        ConfigError: The node is a list or a plain value, not a mapping.
+        ValueError: ``node`` is not an OmegaConf config at all (from ``OmegaConf.to_container``).
+    """
+    from omegaconf import OmegaConf
+
+    container = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(container, dict):
+        raise ConfigError(f"expected a mapping of settings, got {type(container).__name__}: {container!r}")
+    return cast("dict[str, Any]", container)  # the keys of a composed config's mapping are strings
+
+
 def precheck(argv: Sequence[str]) -> None:
     """All checks that can run before Hydra creates a run directory (module docstring)."""
     check_group_choices(argv)
@@ -226,7 +264,7 @@ def check_int(cfg: Any, key: str, minimum: int, allow_none: bool = False) -> Non
         raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}{extra}")
 
 
-def validate(cfg: Any) -> None:  # noqa: C901 - a flat list of checks
+def validate(cfg: Any) -> None:
     """Check the runner's settings on a composed config (types and ranges).
 
     Raises:

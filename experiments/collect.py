@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,10 @@ class _Policy:
     """
 
     def __init__(self, cfg: Any, env_cfg: dict[str, Any], device: str) -> None:
-        self.kind, self.fn, self.agent, self.run_dir = "random", None, None, None
+        self.kind = "random"
+        self.fn: Callable[..., Any] | None = None
+        self.agent: Any = None
+        self.run_dir: Path | None = None
         self.n_envs = int(cfg.n_envs)
         self.deterministic = bool(cfg.deterministic)
         policy = str(cfg.policy)
@@ -105,7 +109,7 @@ class _Policy:
     def bind(self, venv: Any, seed: int) -> None:
         self.space = venv.action_space
         self.space.seed(seed)
-        if self.kind == "run":
+        if self.run_dir is not None:  # kind "run"
             from experiments.policies import load_agent
 
             self.agent = load_agent(self.run_dir, self.checkpoint, venv, seed, self.device)
@@ -113,7 +117,7 @@ class _Policy:
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         if self.kind == "random":
             return np.stack([self.space.sample() for _ in range(len(obs))])
-        if self.kind == "scripted":
+        if self.fn is not None:  # kind "scripted"
             return np.asarray(self.fn(obs))
         return self.agent.act(obs, deterministic=self.deterministic)
 
@@ -131,6 +135,7 @@ def rollouts(
 
     from envs.data import Episode
     from envs.make import make_vec_env
+    from experiments.evaluation import array_obs
     from rewards.env import EnvReward
     from rewards.wrapper import RewardVecEnv
 
@@ -167,7 +172,8 @@ def rollouts(
     ) as bar:
         while True:
             actions = policy(obs)
-            next_obs, _, dones, infos = venv.step(actions)
+            step_obs, _, dones, infos = venv.step(actions)
+            next_obs = array_obs(step_obs)
             for i in range(n):
                 b = bufs[i]
                 b["obs"].append(obs[i])
@@ -179,8 +185,8 @@ def rollouts(
                 if frames:
                     b["frame"].append(infos[i]["frame"])
             recorded += n if steps is not None else 0
-            for i in np.flatnonzero(dones):
-                finish(int(i), infos[i]["terminal_observation"])
+            for d in np.flatnonzero(dones):
+                finish(int(d), infos[d]["terminal_observation"])
                 if episodes is not None:
                     bar.update(1)
                     if len(out) >= episodes:
@@ -249,7 +255,7 @@ def replay_episodes(run_dir: Path, checkpoint: Path, action_space: Any) -> list[
                         truncations=done & timeouts,
                     )
                 )
-            start = end + 1
+            start = int(end) + 1
     if not out:
         raise ConfigError(f"recipe=medium-replay: the replay buffer of {checkpoint} holds no finished episode")
     return out
@@ -267,18 +273,31 @@ def random_score(env_cfg: dict[str, Any], episodes: int, seed: int) -> float:
 
 
 def main(argv: list[str]) -> dict[str, Any]:
+    """Record a dataset as the recipe says and write it under the dataset root (module docstring).
+
+    Args:
+        argv: ``key=value`` overrides of ``experiments/conf/collect.yaml`` (``env=``, ``policy=``,
+            ``episodes=`` or ``steps=``, ``name=``, ``recipe=`` ...).
+
+    Returns:
+        ``dataset`` (its id), ``path``, ``episodes``, ``steps``, ``return_mean``, ``return_std``,
+        ``ref_min_score``, ``ref_max_score`` (``None`` when unknown) and ``seconds``.
+
+    Raises:
+        ConfigError: A bad setting, a dataset name already taken, or a policy or source that does
+            not fit the env or the recipe.
+    """
     cfg = compose_script(argv, "collect", "collect.py")
     _validate(cfg)
     import torch
-    from omegaconf import OmegaConf
 
     from envs import data as ds
     from envs.make import make_env
-    from experiments.cli import resolve_device
+    from experiments.cli import config_dict, resolve_device
 
     torch.set_num_threads(1)
     t0 = time.time()
-    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    env_cfg = config_dict(cfg.env)
     name, root = str(cfg.name), cfg.dataset_root
     if ds.dataset_path(name, root).exists():
         raise ConfigError(

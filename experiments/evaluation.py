@@ -11,7 +11,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, SupportsFloat
 
 import numpy as np
 
@@ -43,7 +43,8 @@ def evaluate(agent: Agent, venv: RewardVecEnv, episodes: int, seed: int, determi
     venv.pop_episodes()
     results: list[EpisodeStats] = []
     while (done < quota).any():
-        obs, _, _, _ = venv.step(agent.act(obs, deterministic=deterministic))
+        next_obs, _, _, _ = venv.step(agent.act(obs, deterministic=deterministic))
+        obs = array_obs(next_obs)
         for ep in venv.pop_episodes():
             if done[ep.env_index] < quota[ep.env_index]:
                 done[ep.env_index] += 1
@@ -122,12 +123,12 @@ def record_video(
     success = None
     try:
         obs, _ = env.reset(seed=int(seed))
-        writer.append_data(env.render())
+        writer.append_data(_render(env))
         frames = 1
         while frames < max_frames:
             action = agent.act(np.asarray(obs)[None], deterministic=deterministic)[0]
             next_obs, reward, terminated, truncated, info = env.step(action)
-            frame = env.render()
+            frame = _render(env)
             true_return += float(reward)
             if provider is not None:
                 extras = {**single(info, needs - {"frame"}), **({"frame": frame[None]} if "frame" in needs else {})}
@@ -154,12 +155,40 @@ def record_video(
     }
 
 
+def array_obs(obs: Any) -> np.ndarray:
+    """The observations of a :class:`RewardVecEnv` step, typed as the array they are.
+
+    ``VecEnv.step`` is typed to return any of SB3's observation kinds; a :class:`RewardVecEnv`
+    refuses all but arrays when it is reset.
+
+    Args:
+        obs: ``(n_envs, *obs_shape)`` observations returned by ``venv.step``.
+
+    Returns:
+        ``obs`` itself.
+
+    Raises:
+        TypeError: ``obs`` is not an array (a dict or tuple observation space).
+    """
+    if not isinstance(obs, np.ndarray):
+        raise TypeError(f"RewardVecEnv needs array observations, got {type(obs).__name__}")
+    return obs
+
+
+def _render(env: Any) -> np.ndarray:
+    """The ``(H, W, 3)`` uint8 frame of an env made with ``render_mode="rgb_array"``."""
+    frame = env.render()
+    if not isinstance(frame, np.ndarray):
+        raise TypeError(f"{type(env).__name__}.render() returned {type(frame).__name__}, not an rgb_array frame")
+    return frame
+
+
 def _score_one(
     provider: RewardProvider,
     obs: Any,
     action: Any,
     next_obs: Any,
-    reward: float,
+    reward: SupportsFloat,
     terminated: bool,
     truncated: bool,
     extras: Mapping[str, np.ndarray],

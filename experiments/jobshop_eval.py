@@ -32,8 +32,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
-from envs.errors import ConfigError  # noqa: E402
-from experiments.cli import user_errors  # noqa: E402
+from envs.errors import ConfigError
+from experiments.cli import user_errors
 
 OWN_KEYS = ("suite", "sizes", "instances", "run", "out", "seed", "device")
 
@@ -76,6 +76,20 @@ def _instances(own: dict[str, str]) -> list[str]:
 
 
 def main(argv: list[str]) -> list[dict[str, Any]]:
+    """Dispatch every chosen instance with the agent and write the results (module docstring).
+
+    Args:
+        argv: ``key=value`` arguments: ``suite=``, ``sizes=``, ``instances=``, ``run=``, ``out=``,
+            ``seed=``, ``device=``, ``agent=``, ``agent.<key>=`` and ``env.<key>=``.
+
+    Returns:
+        One row per instance, as in ``results.csv`` (``instance``, ``jobs``, ``machines``,
+        ``makespan``, ``best_known``, ``gap_percent``, ``seconds``; ``status`` when the agent reports one).
+
+    Raises:
+        ConfigError: An unknown argument or instance, no ``out=``, or a run that cannot be evaluated here.
+        RuntimeError: A schedule whose makespan disagrees with its operations.
+    """
     own, agent_overrides, env_overrides = _parse(argv)
     if not own.get("out"):
         raise ConfigError("jobshop_eval.py needs out=<directory>")
@@ -83,7 +97,7 @@ def main(argv: list[str]) -> list[dict[str, Any]]:
 
     from omegaconf import OmegaConf
 
-    from experiments.cli import check_composes, check_group_choices, resolve_device
+    from experiments.cli import check_composes, check_group_choices, config_dict, resolve_device
     from experiments.rundir import latest_checkpoint, write_json_atomic
 
     checkpoint = None
@@ -109,8 +123,10 @@ def main(argv: list[str]) -> list[dict[str, Any]]:
     import numpy as np
     import torch
 
+    from agents.base import SilentCallback
     from envs.jobshop.schedule import schedule_from_json, validate_schedule
     from experiments.builders import build_agent, build_envs
+    from experiments.evaluation import array_obs
     from rewards.env import EnvReward
 
     torch.set_num_threads(1)
@@ -118,7 +134,7 @@ def main(argv: list[str]) -> list[dict[str, Any]]:
     device = resolve_device(own.get("device", "cpu"))
     out = Path(own["out"]).expanduser()
     (out / "schedules").mkdir(parents=True, exist_ok=True)
-    base_env = OmegaConf.to_container(cfg.env, resolve=True)
+    base_env = config_dict(cfg.env)
     rows: list[dict[str, Any]] = []
     agent_info: dict[str, Any] = {}
     print(f"{'instance':<9} {'size':>7} {'makespan':>9} {'best':>7} {'gap %':>7} {'seconds':>8}", flush=True)
@@ -132,10 +148,11 @@ def main(argv: list[str]) -> list[dict[str, Any]]:
             agent.load(checkpoint / "agent")
         t = time.time()
         if not agent.learns:
-            agent.train(0, None)  # type: ignore[arg-type]  # solvers solve here
+            agent.train(0, SilentCallback())  # solvers solve here
         obs = venv.reset()
         while True:
-            obs, _, dones, infos = venv.step(agent.act(obs, deterministic=True))
+            next_obs, _, dones, infos = venv.step(agent.act(obs, deterministic=True))
+            obs = array_obs(next_obs)
             if dones[0]:
                 schedule = infos[0]["schedule"]
                 break
@@ -184,9 +201,9 @@ def main(argv: list[str]) -> list[dict[str, Any]]:
         for size, group in by_size.items()
     }
     print(f"\n{'size':>7} {'n':>3} {'mean gap %':>11} {'mean s':>8}")
-    for size, t in table.items():
-        gap = "-" if t["mean_gap_percent"] is None else f"{t['mean_gap_percent']:.2f}"
-        print(f"{size:>7} {t['instances']:>3} {gap:>11} {t['mean_seconds']:>8.2f}")
+    for size, figures in table.items():
+        gap = "-" if figures["mean_gap_percent"] is None else f"{figures['mean_gap_percent']:.2f}"
+        print(f"{size:>7} {figures['instances']:>3} {gap:>11} {figures['mean_seconds']:>8.2f}")
     agent_desc = {"run": own.get("run"), "agent": OmegaConf.to_container(cfg.agent, resolve=True), "agent_info": agent_info}
     write_json_atomic(out / "summary.json", {**agent_desc, "sizes": table, "instances": len(rows)})
     return rows

@@ -88,9 +88,11 @@ class LabelSession:
 
     @property
     def answered(self) -> int:
+        """How many pairs have an answer."""
         return int(np.sum(self.labels >= 0))
 
     def next_pair(self) -> int | None:
+        """The first pair without an answer, or ``None`` when every pair is answered."""
         todo = np.flatnonzero(self.labels < 0)
         return int(todo[0]) if len(todo) else None
 
@@ -127,10 +129,12 @@ class LabelSession:
         if path.exists():
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
+        if seg.frames is None:  # not reached: loading with extras={"frame"} refuses a dataset without frames
+            raise ConfigError(f"dataset {self.dataset} has no frames; collect it with frames=true")
         frames = seg.frames[pair].copy()
         frames[~seg.valid()[pair]] //= 3  # after the episode's end: darkened
         tmp = path.with_name(f".tmp_{path.name}")
-        with imageio.get_writer(
+        writer = imageio.get_writer(
             str(tmp),
             format="FFMPEG",
             fps=self.fps,
@@ -138,13 +142,20 @@ class LabelSession:
             pixelformat="yuv420p",
             macro_block_size=16,
             ffmpeg_log_level="error",
-        ) as writer:
+        )
+        with writer:  # not `as writer`: imageio's stubs say __enter__ returns the base class, which lacks append_data
             for frame in frames:
                 writer.append_data(frame)
         tmp.replace(path)
         return path
 
     def state(self) -> dict[str, Any]:
+        """What the page shows next (the body of ``GET /api/next``).
+
+        Returns:
+            ``{"answered", "total", "task", "file", "done"}``, plus ``"pair"`` and the ``"left"`` and
+            ``"right"`` clip addresses while a pair is left to answer.
+        """
         pair = self.next_pair()
         out: dict[str, Any] = {
             "answered": self.answered,
@@ -218,6 +229,14 @@ def make_server(session: LabelSession, host: str = "127.0.0.1", port: int = 8765
 
 
 def main(argv: list[str]) -> None:
+    """Serve the labelling page for a dataset until interrupted (module docstring).
+
+    Args:
+        argv: ``key=value`` overrides of ``experiments/conf/label.yaml`` (``dataset=``, ``pairs=``, ...).
+
+    Raises:
+        ConfigError: A bad setting, a dataset without frames, or a port that cannot be served on.
+    """
     cfg = compose_script(list(argv), "label", "label.py")
     dataset, root = dataset_source(cfg, "label.py (a dataset collected with frames=true)")
     check_int(cfg, "pairs", 1)
@@ -238,6 +257,8 @@ def main(argv: list[str]) -> None:
     except OSError as exc:
         raise ConfigError(f"cannot serve on {cfg.host}:{cfg.port} ({exc.strerror}); give another port=") from exc
     host, port = server.server_address[:2]
+    if isinstance(host, (bytes, bytearray)):  # typeshed allows bytes; an AF_INET server reports str
+        host = host.decode()
     print(
         f"labelling {session.total} pairs of {dataset} ({session.answered} answered so far): open http://{host}:{port}/ "
         f"- answers go to {session.answers_path} and {session.pairs_path}; Ctrl-C stops (nothing is lost)",

@@ -21,6 +21,7 @@ def run_checkpoint(policy: str, env_cfg: dict[str, Any], checkpoint: str = "late
     """
     from omegaconf import OmegaConf
 
+    from experiments.cli import config_dict
     from experiments.rundir import CHECKPOINTS, latest_checkpoint
 
     run_dir = Path(str(policy)).expanduser()
@@ -35,7 +36,7 @@ def run_checkpoint(policy: str, env_cfg: dict[str, Any], checkpoint: str = "late
         if not (ckpt / "agent").is_dir():
             names = sorted(p.name for p in (run_dir / CHECKPOINTS).glob("step_*"))
             raise ConfigError(f"checkpoint={checkpoint!r} not found; {run_dir} has: {', '.join(names) or 'none'}")
-    run_env = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml").env, resolve=True)
+    run_env = config_dict(OmegaConf.load(run_dir / "config.yaml").env)
     if run_env.get("id") != env_cfg.get("id"):
         raise ConfigError(
             f"policy={run_dir} was trained on {run_env.get('id')}, not on env={env_cfg.get('name')} "

@@ -27,6 +27,18 @@ from experiments.cli import check_int, compose_script, dataset_source, user_erro
 
 
 def main(argv: list[str]) -> dict[str, Any]:
+    """Cut segment pairs from a dataset, label them with the synthetic teacher, save them (module docstring).
+
+    Args:
+        argv: ``key=value`` overrides of ``experiments/conf/prefs.yaml`` (``dataset=``, ``pairs=``,
+            ``segment=``, ``name=``, ``teacher.*=``, ``frames=`` ...).
+
+    Returns:
+        ``path`` (the ``.npz`` written), ``pairs``, ``labels`` (the count of each label name) and ``seconds``.
+
+    Raises:
+        ConfigError: A bad setting, or a preference file of that name already exists.
+    """
     cfg = compose_script(list(argv), "prefs", "prefs.py")
     dataset, root = dataset_source(cfg, "prefs.py")
     check_int(cfg, "pairs", 1)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 import numpy as np
 
 from envs.errors import ConfigError
-from experiments.cli import check_int, compose_script, dataset_source, user_errors
+from experiments.cli import check_int, compose_script, config_dict, dataset_source, user_errors
 
 
 def _with_dataset_env(argv: list[str]) -> list[str]:
@@ -42,11 +42,23 @@ def _with_dataset_env(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str]) -> dict[str, Any]:
+    """Write a copy of a dataset labelled with a reward provider (module docstring).
+
+    Args:
+        argv: ``key=value`` overrides of ``experiments/conf/relabel.yaml`` (``dataset=``, ``reward=``,
+            ``name=``, ...); ``env=`` defaults to the env the dataset was collected on.
+
+    Returns:
+        ``dataset`` (the new id), ``path``, ``steps``, ``proxy_mean``, ``true_mean``, ``pearson`` (of the
+        proxy and the true reward over the transitions) and ``seconds``.
+
+    Raises:
+        ConfigError: A bad setting, a dataset name already taken, or a dataset of another env.
+    """
     cfg = compose_script(_with_dataset_env(list(argv)), "relabel", "relabel.py")
     src, root = dataset_source(cfg, "relabel.py")
     check_int(cfg, "chunk", 1)
     import torch
-    from omegaconf import OmegaConf
 
     from envs import data as ds
     from experiments.builders import build_reward
@@ -54,7 +66,7 @@ def main(argv: list[str]) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     t0 = time.time()
-    reward_cfg = OmegaConf.to_container(cfg.reward, resolve=True)
+    reward_cfg = config_dict(cfg.reward)
     from minari.dataset.minari_dataset import parse_dataset_id
 
     ds.check_id(src)
@@ -69,7 +81,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     provider = build_reward(cfg.reward)
     data = ds.load(src, root, extras=provider.needs)
     meta = data.metadata.get(ds.META) or {}
-    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    env_cfg = config_dict(cfg.env)
     if meta.get("env") and meta["env"].get("id") != env_cfg.get("id"):
         raise ConfigError(
             f"dataset {src!r} was collected on {meta['env'].get('id')}, not env={env_cfg['name']} ({env_cfg['id']})"
@@ -82,7 +94,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     infos.update(data.extras)  # frames (and other extras) carried over
     episodes = data.episodes(rewards=proxy, infos=infos)
     if components:
-        for ep, (a, b) in zip(episodes, zip(data.episode_starts[:-1], data.episode_starts[1:])):
+        for ep, (a, b) in zip(episodes, zip(data.episode_starts[:-1], data.episode_starts[1:], strict=True), strict=True):
+            assert ep.infos is not None  # the infos given to data.episodes() hold the true reward
             ep.infos["reward_components"] = {k: v[a:b] for k, v in components.items()}
     labels = {"provider": type(provider).__name__, "reward": reward_cfg, "source": src}
     path = ds.write(

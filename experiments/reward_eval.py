@@ -29,6 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
 import numpy as np
+from typing_extensions import override
 
 from envs.errors import ConfigError
 from experiments.cli import check_int, compose_script, user_errors
@@ -47,16 +48,19 @@ class Recorder(RewardProvider):
         self.batches: list[TransitionBatch] = []
         self.proxies: list[np.ndarray] = []
 
+    @override
     def bind(self, observation_space: Any, action_space: Any) -> None:
         super().bind(observation_space, action_space)
         self.inner.bind(observation_space, action_space)
 
+    @override
     def reward(self, batch: TransitionBatch) -> np.ndarray:
         proxy = self.inner.reward(batch)
         self.batches.append(batch)
         self.proxies.append(np.asarray(proxy, dtype=np.float32))
         return proxy
 
+    @override
     def close(self) -> None:
         self.inner.close()
 
@@ -69,8 +73,11 @@ def _validate(cfg: Any) -> None:
 
 
 def _true_reward_fn(env_cfg: dict[str, Any]) -> tuple[Any, str | None]:
-    """The env's closed-form reward as numpy ``f(obs, action, next_obs) -> (batch,)`` float64 and its
-    name (``module:function`` on the env's card), or ``(None, None)``."""
+    """The env's closed-form reward and its name, or ``(None, None)`` when the env's card has none.
+
+    The reward is a numpy ``f(obs, action, next_obs) -> (batch,)`` float64; its name is the card's
+    ``module:function``.
+    """
     from envs.cards import closed_forms, numpy_fn
 
     try:
@@ -88,6 +95,7 @@ def collect(cfg: Any, env_cfg: dict[str, Any], provider: RewardProvider, policy_
     from tqdm import tqdm
 
     from envs.make import make_vec_env
+    from experiments.evaluation import array_obs
     from rewards.wrapper import RewardVecEnv
 
     recorder = Recorder(provider)
@@ -112,7 +120,8 @@ def collect(cfg: Any, env_cfg: dict[str, Any], provider: RewardProvider, policy_
                 actions = np.stack([space.sample() for _ in range(venv.num_envs)])
             else:
                 actions = agent.act(obs, deterministic=bool(cfg.deterministic))
-            obs, _, _, _ = venv.step(actions)
+            next_obs, _, _, _ = venv.step(actions)
+            obs = array_obs(next_obs)
             collected += venv.num_envs
             bar.update(venv.num_envs)
     if agent is not None:
@@ -157,20 +166,34 @@ def _plot(path: Path, true: np.ndarray, proxy: np.ndarray, canon: tuple[np.ndarr
 
 
 def main(argv: list[str]) -> dict[str, Any]:
+    """Compare a reward provider with the env's own reward and write the report (module docstring).
+
+    Args:
+        argv: ``key=value`` overrides of ``experiments/conf/reward_eval.yaml`` (``env=``, ``reward=``,
+            ``policy=``, ``samples=``, ``epic.*=`` ...).
+
+    Returns:
+        The contents of ``reward_eval.json``: the settings, summary statistics of both rewards,
+        ``pearson``, ``spearman``, ``epic`` (settings and distance), ``epic_distance`` (``None`` when
+        undefined), ``notes`` and ``wall_time_s``.
+
+    Raises:
+        ConfigError: A bad setting, or a policy run that cannot act on this env.
+    """
     cfg = compose_script(argv, "reward_eval", "reward_eval.py")
     _validate(cfg)
     import torch
     from omegaconf import OmegaConf
 
-    from experiments.cli import resolve_device
-    from experiments.rundir import write_json_atomic
     from experiments.builders import build_reward
+    from experiments.cli import config_dict, resolve_device
+    from experiments.rundir import write_json_atomic
     from rewards import distance
 
     torch.set_num_threads(1)
     device = resolve_device(str(cfg.device))
     policy_dir = None
-    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    env_cfg = config_dict(cfg.env)
     if str(cfg.policy) != "random":
         from experiments.policies import run_checkpoint
 
@@ -226,7 +249,7 @@ def _epic(cfg: Any, env_cfg: dict[str, Any], provider: RewardProvider, data: dic
     from rewards import distance
 
     true_fn, true_name = _true_reward_fn(env_cfg)
-    settings = {"gamma": float(cfg.epic.gamma), "transitions": int(cfg.epic.transitions), "samples": int(cfg.epic.samples),
+    settings: dict[str, Any] = {"gamma": float(cfg.epic.gamma), "transitions": int(cfg.epic.transitions), "samples": int(cfg.epic.samples),
                 "true_reward": true_name, "distance": None}
     if true_fn is None:
         notes.append(f"EPIC needs the env's reward in closed form; env {env_cfg['name']} has no true_reward "

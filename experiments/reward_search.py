@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Searching over language-model-written reward programs: Eureka and ICPL.
+r"""Searching over language-model-written reward programs: Eureka and ICPL.
 
-    python experiments/reward_search.py env=cartpole reward.task="balance the pole" \\
+    python experiments/reward_search.py env=cartpole reward.task="balance the pole" \
         llm=local iterations=2 samples=4 [mode=eureka|icpl] [teacher=synthetic|terminal]
 
 Each iteration asks the model (the ``llm`` config group: ``llm=openai|local|replay``, ``llm.model``,
@@ -39,7 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
 from envs.errors import ConfigError
-from experiments.cli import check_int, compose_script, user_errors
+from experiments.cli import check_int, compose_script, config_dict, user_errors
 
 REPO = Path(__file__).resolve().parents[1]
 MODES = ("eureka", "icpl")
@@ -165,6 +165,21 @@ def _table(iteration: int, cands: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str]) -> dict[str, Any]:
+    """Run the search, iteration by iteration, and write its record (module docstring).
+
+    Args:
+        argv: ``key=value`` overrides of ``experiments/conf/reward_search.yaml`` (``env=``,
+            ``reward.task=``, ``llm=``, ``iterations=``, ``samples=``, ``mode=``, ``teacher=`` ...).
+
+    Returns:
+        The contents of ``search.json``: the resolved ``config``, ``env_description``, one entry per
+        iteration (counts, rejections by check stage, candidates), ``best`` (``None`` when no program
+        could be trained) and ``wall_time_s``.
+
+    Raises:
+        ConfigError: A bad setting.
+        LLMError: Every model call of an iteration failed.
+    """
     cfg = compose_script(argv, "reward_search", "reward_search.py")
     _validate(cfg)
     import torch
@@ -180,9 +195,9 @@ def main(argv: list[str]) -> dict[str, Any]:
 
     torch.set_num_threads(int(cfg.torch_threads))
     rc = cfg.reward
-    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
-    limits = sandbox_limits(OmegaConf.to_container(rc.limits, resolve=True))
-    backend = backend_from_config(OmegaConf.to_container(cfg.llm, resolve=True) if cfg.get("llm") else None)
+    env_cfg = config_dict(cfg.env)
+    limits = sandbox_limits(config_dict(rc.limits))
+    backend = backend_from_config(config_dict(cfg.llm) if cfg.get("llm") else None)
     sampling = Sampling(float(rc.temperature), float(rc.top_p), int(rc.max_tokens))
     out = (
         Path(str(cfg.out)).expanduser()

@@ -18,8 +18,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
-from envs.errors import ConfigError  # noqa: E402
-from experiments.cli import user_errors  # noqa: E402
+from envs.errors import ConfigError
+from experiments.cli import user_errors
 
 DEFAULTS: dict[str, Any] = {
     "run": None,  # the run directory (required)
@@ -34,6 +34,18 @@ DEFAULTS: dict[str, Any] = {
 
 
 def main(argv: list[str]) -> list[dict[str, Any]]:
+    """Re-render videos of a saved run's policy (module docstring).
+
+    Args:
+        argv: ``key=value`` arguments (the keys of :data:`DEFAULTS`; ``run=`` is required).
+
+    Returns:
+        One dict per episode: ``episode``, ``seed`` and what :func:`experiments.evaluation.record_video`
+        reports (``path``, ``frames``, ``length``, ``true_return``, ``proxy_return``, ...).
+
+    Raises:
+        ConfigError: An unknown argument, a missing run directory or checkpoint, or a bad value.
+    """
     from omegaconf import OmegaConf
 
     from experiments.rundir import CHECKPOINTS, latest_checkpoint, write_json_atomic
@@ -62,13 +74,13 @@ def main(argv: list[str]) -> list[dict[str, Any]]:
     import torch
 
     from experiments.builders import build_agent, build_envs, build_reward
-    from experiments.cli import resolve_device
+    from experiments.cli import config_dict, resolve_device
     from experiments.evaluation import record_video
     from experiments.runner import VIDEO_SEED_OFFSET
 
     torch.set_num_threads(1)
     cfg = OmegaConf.load(run_dir / "config.yaml")
-    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    env_cfg = config_dict(cfg.env)
     provider = build_reward(cfg.reward)
     env = build_envs(env_cfg, int(cfg.agent.get("n_envs", 1)), int(cfg.seed), provider)
     agent = build_agent(cfg.agent, env, provider, int(cfg.seed), resolve_device(str(opts.device)))

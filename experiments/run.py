@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Train and evaluate one env x reward x agent combination; see README.md and experiments/conf/.
 
+Usage::
+
     python experiments/run.py env=<E> reward=<R> agent=<A> [seed=N] [steps=N] [device=auto|cpu|cuda]
                               [hydra.run.dir=DIR] [resume=DIR] [preset=smoke]
     python experiments/run.py -m env=cartpole agent=ppo,a2c seed=0,1,2      # a local parallel sweep
@@ -11,18 +13,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
-from experiments.cli import expand_shorthands, precheck, user_errors  # noqa: E402
+from experiments.cli import expand_shorthands, precheck, user_errors
 
 with user_errors():
     sys.argv[1:] = expand_shorthands(sys.argv[1:])
     precheck(sys.argv[1:])
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from omegaconf import DictConfig
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
+    """Run one experiment of the composed config (:func:`experiments.runner.run`).
+
+    Args:
+        cfg: The config Hydra composed from ``experiments/conf/config.yaml`` and the overrides.
+
+    Returns:
+        The final mean true return (the objective a Hydra sweeper reads).
+    """
     from experiments.runner import run
 
     return run(cfg)

@@ -127,6 +127,12 @@ class Scalars:
         self.writer = SummaryWriter(log_dir=str(logdir), purge_step=purge_step)
 
     def write(self, group: str, row: Mapping[str, Any]) -> None:
+        """Add a log row's numeric values as scalars ``<group>/<column>`` at the row's ``step``, and flush.
+
+        Args:
+            group: ``metrics`` or ``train``.
+            row: A CSV row; it must have a ``step``. Non-numeric values (and booleans) are skipped.
+        """
         step = int(row["step"])
         for key, value in row.items():
             if (
@@ -138,6 +144,7 @@ class Scalars:
         self.writer.flush()
 
     def close(self) -> None:
+        """Flush and close the event files."""
         self.writer.close()
 
 
@@ -153,6 +160,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore the global RNG states saved by :func:`rng_state` (CUDA's only where CUDA is available)."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])

@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from agents.base import Agent, HasReferenceScores, Relabels
 from envs.errors import ConfigError
 from experiments.builders import build_agent, build_dataset, build_envs, build_reward, check_agent, env_card
-from experiments.cli import resolve_device, user_errors, validate
+from experiments.cli import config_dict, resolve_device, user_errors, validate
 from experiments.evaluation import default_eval_every, evaluate, record_video, summarize
 from experiments.rundir import (
     CsvLog,
@@ -166,7 +166,7 @@ class Runner:
         torch.set_num_threads(int(cfg.torch_threads))
         self.device = resolve_device(cfg.device)
         seed_everything(int(cfg.seed))
-        self.env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+        self.env_cfg = config_dict(cfg.env)
         self.provider = build_reward(cfg.reward)
         self.learner = self.provider if isinstance(self.provider, LearnedReward) else None
         n_envs = int(cfg.agent.get("n_envs", 1))
@@ -340,7 +340,7 @@ class Runner:
             if closable is not None:
                 try:
                     closable.close()
-                except Exception:  # noqa: BLE001 - closing must not hide the real error
+                except Exception:  # closing must not hide the real error
                     log.debug("close failed", exc_info=True)
         for h in getattr(self, "_log_handlers", []):
             log.removeHandler(h)
@@ -351,7 +351,7 @@ class Runner:
     def _install_signal_handlers(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
             return {}
-        previous = {}
+        previous: dict[int, Any] = {}
 
         def handler(signum: int, _frame: Any) -> None:
             if self.interrupted:  # second signal: stop now
@@ -371,6 +371,7 @@ class Runner:
     # --- evaluation, checkpoints, videos -----------------------------------------------------
 
     def wall_time(self) -> float:
+        """Wall-clock seconds the run has spent so far, earlier sessions of a resumed run included."""
         return self.state.wall_time + (time.time() - self.t0)
 
     def evaluate(self, step: int, episodes: int) -> dict[str, Any]:
@@ -577,7 +578,8 @@ def _resume_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> Dict
         raise ConfigError(f"resume={run_dir}: no such directory")
     if not (run_dir / "config.yaml").exists():
         raise ConfigError(f"resume={run_dir} is not a rewardlab run directory (it has no config.yaml)")
-    if latest_checkpoint(run_dir) is None:
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
         raise ConfigError(f"resume={run_dir}: the run has no checkpoint to continue from; start it again")
     changed = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in RESUME_MAY_CHANGE]
     if changed:
@@ -586,13 +588,16 @@ def _resume_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> Dict
             f"may be given with it, not {' '.join(changed)}"
         )
     saved = OmegaConf.load(run_dir / "config.yaml")
+    if not isinstance(saved, DictConfig):
+        raise ConfigError(f"resume={run_dir}: its config.yaml is a {type(saved).__name__}, not a run's config")
     given = {o.split("=", 1)[0] for o in overrides}
     for key in RESUME_MAY_CHANGE[1:]:
         if key in given:
             saved[key] = cfg[key]
     saved.resume = str(run_dir)
     validate(saved)
-    done_step = json.loads((latest_checkpoint(run_dir) / "state.json").read_text())["step"]
+    checkpoint = latest_checkpoint(run_dir) or checkpoint  # read again: a run still going may have saved a newer one
+    done_step = json.loads((checkpoint / "state.json").read_text())["step"]
     if (run_dir / "summary.json").exists() and done_step >= saved.steps:
         raise ConfigError(
             f"{run_dir} is complete at step {done_step}; give steps=N with N > {done_step} to train further"

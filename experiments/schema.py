@@ -45,8 +45,9 @@ _OPTIONAL = ("normalized_score", "best_eval_normalized_score")
 
 @dataclass
 class RunSummary:
-    """What one completed run reports (``summary.json``; the runner fills every field, readers need
-    only the identity of the run and its final returns).
+    """What one completed run reports (``summary.json``).
+
+    The runner fills every field; readers need only the identity of the run and its final returns.
 
     Attributes:
         env, reward, agent: The config names (``env=``, ``reward=``, ``agent=``).

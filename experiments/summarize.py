@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
-from experiments.schema import RunSummary  # noqa: E402
+from experiments.schema import RunSummary
 
 KEY = ("env", "reward", "agent", "steps", "dataset")
 FIGURES = (
@@ -76,6 +76,14 @@ def _fmt(mean: float | None, std: float | None, digits: int = 1) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
+    """Print the table of the finished runs below some directories (module docstring).
+
+    Args:
+        argv: Command-line arguments: the directories, and ``--csv FILE`` to write the table as CSV too.
+
+    Returns:
+        The exit status: 0, or 2 when no finished run was found.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
     parser.add_argument("--csv", type=Path, help="also write the table as CSV")
@@ -101,7 +109,7 @@ def main(argv: Sequence[str]) -> int:
         )
         if offline:
             line += (
-                f"  {str(r['dataset'] or '-'):<{width}} {_fmt(r['normalized_score_mean'], r['normalized_score_std']):>13} "
+                f"  {r['dataset'] or '-'!s:<{width}} {_fmt(r['normalized_score_mean'], r['normalized_score_std']):>13} "
                 f"{_fmt(r['best_eval_normalized_score_mean'], r['best_eval_normalized_score_std']):>15}"
             )
         print(line)

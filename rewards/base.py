@@ -75,7 +75,7 @@ class TransitionBatch:
 class TorchRewardFn(Protocol):
     """A reward on torch tensors (mbrl-lib's ``reward_fn`` shape), differentiable where the reward is."""
 
-    def __call__(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor, /) -> torch.Tensor:
         """``(batch, *obs_shape)``, ``(batch, *action_shape)``, ``(batch, *obs_shape)`` -> ``(batch,)`` float32."""
         ...
 
@@ -115,7 +115,7 @@ class RewardProvider(abc.ABC):
         """Text files to keep in the run directory (relative path -> content), e.g. a reward program."""
         return {}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (an optional hook: most providers hold nothing to release)
         """Release workers, models or files held by the provider (may be called more than once)."""
 
 

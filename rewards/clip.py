@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from typing_extensions import override
 
 from envs.errors import ConfigError
 from rewards.base import RewardProvider, TransitionBatch
@@ -68,7 +69,7 @@ def _hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
         from huggingface_hub import constants
 
         endpoint = constants.ENDPOINT
-    except Exception:  # noqa: BLE001 - no hub client: open_clip downloads by URL
+    except Exception:  # no hub client: open_clip downloads by URL
         return True
     host = urllib.parse.urlparse(endpoint).hostname or ""
     try:
@@ -324,6 +325,7 @@ class ClipReward(RewardProvider):
     def __init__(self, **scorer_kwargs: Any) -> None:
         self.scorer = ClipScorer(**scorer_kwargs)
 
+    @override
     def reward(self, batch: TransitionBatch) -> np.ndarray:
         if batch.frames is None:
             raise ConfigError("reward=clip got a batch without frames (the env must render rgb_array frames)")

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from typing_extensions import override
 
 from envs.errors import ConfigError
 from rewards.base import RewardProvider, TorchRewardFn, TransitionBatch
@@ -30,6 +31,7 @@ class EnvReward(RewardProvider):
             except ConfigError:  # an env rewardlab has no card for: no closed form
                 self._torch = None
 
+    @override
     def reward(self, batch: TransitionBatch) -> np.ndarray:
         return np.asarray(batch.env_reward, dtype=np.float32)
 

@@ -19,6 +19,7 @@ import importlib
 from collections.abc import Callable
 
 import numpy as np
+from typing_extensions import override
 
 from envs.errors import ConfigError
 from rewards.base import RewardProvider, TransitionBatch, check_rewards
@@ -65,6 +66,7 @@ class FnReward(RewardProvider):
         self.needs = frozenset({"frame"}) if frames else frozenset()
         self.last_components: dict[str, np.ndarray] = {}
 
+    @override
     def reward(self, batch: TransitionBatch) -> np.ndarray:
         kwargs = {"frames": batch.frames} if "frame" in self.needs else {}
         out = self.fn(batch.obs, batch.action, batch.next_obs, **kwargs)

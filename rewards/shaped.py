@@ -12,6 +12,7 @@ the controlled cases of reward-design studies, and the known answers of reward d
 from __future__ import annotations
 
 import numpy as np
+from typing_extensions import override
 
 from envs.errors import ConfigError
 from rewards.base import RewardProvider, TransitionBatch, check_rewards
@@ -44,6 +45,7 @@ class ShapedReward(RewardProvider):
         self.potential = resolve_target(potential, "reward.potential") if potential else None
         self.scale, self.offset, self.gamma = float(scale), float(offset), float(gamma)
 
+    @override
     def reward(self, batch: TransitionBatch) -> np.ndarray:
         if self.base is None:
             base = np.asarray(batch.env_reward, dtype=np.float64)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
+from typing_extensions import override
 
 from envs import extras
 from rewards.base import LearnedReward, RewardProvider, TransitionBatch, check_rewards
@@ -71,6 +72,7 @@ class RewardVecEnv(VecEnvWrapper):
         self._finished: list[EpisodeStats] = []
         self._components: dict[str, np.ndarray] = {}
 
+    @override
     def reset(self) -> np.ndarray:
         obs = self.venv.reset()
         if not isinstance(obs, np.ndarray):
@@ -82,12 +84,18 @@ class RewardVecEnv(VecEnvWrapper):
         self._components = {}
         return obs
 
+    @override
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions)
         self.venv.step_async(actions)
 
+    @override
     def step_wait(self) -> VecEnvStepReturn:
         obs, env_reward, dones, infos = self.venv.step_wait()
+        if not isinstance(obs, np.ndarray):
+            raise TypeError(f"RewardVecEnv needs array observations, got {type(obs).__name__}")
+        if self._obs is None or self._actions is None:
+            raise RuntimeError("RewardVecEnv.step_wait before reset() and step_async()")
         done_idx = np.flatnonzero(dones)
         next_obs = obs
         if done_idx.size:
@@ -117,8 +125,8 @@ class RewardVecEnv(VecEnvWrapper):
                 self._components[name] = np.zeros(self.num_envs, dtype=np.float64)
             self._components[name] += values
         self._length += 1
-        for i, info in enumerate(infos):
-            info["true_reward"] = float(true_reward[i])
+        for k, info in enumerate(infos):
+            info["true_reward"] = float(true_reward[k])
         for i in done_idx:
             info = infos[i]
             stats = EpisodeStats(
@@ -145,6 +153,7 @@ class RewardVecEnv(VecEnvWrapper):
         out, self._finished = self._finished, []
         return out
 
+    @override
     def close(self) -> None:
         self.provider.close()
         super().close()

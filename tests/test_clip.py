@@ -11,9 +11,9 @@ import pytest
 open_clip = pytest.importorskip("open_clip")
 torch = pytest.importorskip("torch")
 
-from envs.errors import ConfigError
-from rewards import clip
-from rewards.base import TransitionBatch
+from envs.errors import ConfigError  # noqa: E402
+from rewards import clip  # noqa: E402
+from rewards.base import TransitionBatch  # noqa: E402
 
 TINY = dict(model="rewardlab-tiny", pretrained=None, device="cpu")
 
@@ -25,7 +25,10 @@ def _frames(n: int, h: int = 96, w: int = 144, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("alpha", [0.0, 0.25, 1.0])
 def test_projection_matches_the_formula(alpha: float) -> None:
     g = torch.Generator().manual_seed(0)
-    unit = lambda *s: torch.nn.functional.normalize(torch.randn(*s, generator=g, dtype=torch.float64), dim=-1)
+
+    def unit(*s: int) -> torch.Tensor:
+        return torch.nn.functional.normalize(torch.randn(*s, generator=g, dtype=torch.float64), dim=-1)
+
     x, goal, base = unit(7, 16), unit(16), unit(16)
     d = (goal - base)[:, None]
     P = alpha * (d @ d.T) / (d.T @ d) + (1 - alpha) * torch.eye(16, dtype=torch.float64)
@@ -79,17 +82,17 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path: Path) -> None:
 def test_loading_errors_speak_to_the_user(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not an open_clip architecture"):
         clip.load_clip("ViT-Nope")
-    with pytest.raises(ConfigError, match="is not a pretrained tag of ViT-B-32; its tags: .*laion2b_s34b_b79k"):
+    with pytest.raises(ConfigError, match=r"is not a pretrained tag of ViT-B-32; its tags: .*laion2b_s34b_b79k"):
         clip.load_clip("ViT-B-32", pretrained="imagenet")
     with pytest.raises(ConfigError, match="no such file"):
         clip.load_clip("rewardlab-tiny", checkpoint=str(tmp_path / "missing.pt"))
     monkeypatch.setattr(clip, "_cached_pretrained", lambda *a: None)
     monkeypatch.setattr(clip, "_hub_reachable", lambda *a: False)
-    with pytest.raises(ConfigError, match="not cached here and the model hub cannot be reached.*reward.checkpoint=PATH"):
+    with pytest.raises(ConfigError, match=r"not cached here and the model hub cannot be reached.*reward\.checkpoint=PATH"):
         clip.load_clip("ViT-B-32", pretrained="laion2b_s34b_b79k")
-    with pytest.raises(ConfigError, match="needs reward.goal"):
+    with pytest.raises(ConfigError, match=r"needs reward\.goal"):
         clip.ClipScorer(**TINY)
-    with pytest.raises(ConfigError, match="reward.alpha=2"):
+    with pytest.raises(ConfigError, match=r"reward\.alpha=2"):
         clip.ClipScorer(goal="x", alpha=2, **TINY)
 
 

@@ -141,7 +141,7 @@ def test_corrupt_cache_file_is_reported(tmp_path: Path) -> None:
     cache = ResponseCache(tmp_path)
     key = ResponseCache.key(MODEL, PROMPT, Sampling(), 0)
     cache.path(key).write_text("{truncated")
-    with pytest.raises(LLMError, match="not valid JSON.*delete the file"):
+    with pytest.raises(LLMError, match=r"not valid JSON.*delete the file"):
         cache.get(key)
 
 
@@ -280,13 +280,13 @@ def test_the_llm_config_group_builds_each_backend(tmp_path: Path, monkeypatch: p
     )
     assert all(b.cache.root == tmp_path for b in built.values())
     assert backend_from_config(built["replay"]) is built["replay"]  # a backend passes through
-    with pytest.raises(LLMError, match="needs llm.model="):
+    with pytest.raises(LLMError, match=r"needs llm\.model="):
         backend_from_config(check_composes(["llm=openai", "llm.base_url=http://localhost:8000/v1"]).llm)
     with pytest.raises(LLMError, match="set the environment variable RL_MISSING_KEY"):
         backend_from_config(check_composes(["llm=openai", "llm.model=m", "llm.api_key_env=RL_MISSING_KEY"]).llm)
     with pytest.raises(LLMError, match="choose one with llm=openai"):
         backend_from_config(None)
-    with pytest.raises(LLMError, match="is not a rewards.code.llm.LLMBackend"):
+    with pytest.raises(LLMError, match=r"is not a rewards\.code\.llm\.LLMBackend"):
         backend_from_config({"_target_": "rewards.code.llm.Sampling"})
 
 
@@ -302,7 +302,7 @@ def test_official_api_without_key_names_the_variable(
 
 
 def test_bad_values_are_rejected(tmp_path: Path) -> None:
-    with pytest.raises(LLMError, match="needs llm.model="):
+    with pytest.raises(LLMError, match=r"needs llm\.model="):
         OpenAIBackend(base_url="http://localhost:8000/v1", cache_dir=tmp_path)
     with pytest.raises(LLMError, match="timeout_s"):
         OpenAIBackend(model="m", base_url="http://localhost:8000/v1", timeout_s=0, cache_dir=tmp_path)
@@ -345,7 +345,7 @@ assert not heavy, heavy
 
 
 def test_local_missing_model_path_is_reported(tmp_path: Path) -> None:
-    with pytest.raises(LLMError, match="llm=local: no model at .*nowhere.*directory holding a transformers model"):
+    with pytest.raises(LLMError, match=r"llm=local: no model at .*nowhere.*directory holding a transformers model"):
         LocalBackend(model=str(tmp_path / "nowhere"), cache_dir=tmp_path)
 
 

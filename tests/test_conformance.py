@@ -132,7 +132,7 @@ def _params(agent: Any) -> list[torch.Tensor]:
 def test_agent_conformance(name: str, datasets: Path, tmp_path: Path) -> None:
     """Built from its real config; trains to the budget; acts in the action space; a save/load round
     trip acts the same; a loaded agent resumes to the next budget (exactly, for offline agents)."""
-    env, cfg = _agent_config(name)
+    _env, cfg = _agent_config(name)
     agent, venv = _build(cfg, seed=0)
     budget = 24 if isinstance(agent, LearnsFromDataset) else 64
     agent.train(budget, _Quiet())
@@ -233,7 +233,7 @@ def test_check_rewards_refuses_wrong_shapes_and_nan() -> None:
     assert check_rewards([1, 2], 2, "x").dtype == np.float32
     with pytest.raises(ConfigError, match=r"shape \(2, 1\); expected \(2,\)"):
         check_rewards(np.ones((2, 1)), 2, "x")
-    with pytest.raises(ConfigError, match="non-finite reward .* at batch index 1"):
+    with pytest.raises(ConfigError, match=r"non-finite reward .* at batch index 1"):
         check_rewards([0.0, np.inf], 2, "x")
 
 
@@ -254,5 +254,5 @@ def test_toy_agent_and_reward_run_through_run_py_from_the_search_path(run_cli: A
 
 
 def test_an_agent_that_is_not_an_agent_is_refused() -> None:
-    with pytest.raises(ConfigError, match="is not an agents.base.Agent"):
+    with pytest.raises(ConfigError, match=r"is not an agents\.base\.Agent"):
         build_agent({"name": "x", "_target_": "collections.OrderedDict"}, gym.vector, None, 0, "cpu")  # type: ignore[arg-type]

@@ -68,6 +68,6 @@ def test_prefs_then_cpl_and_p_iql_beat_bc_on_mixed_data(root: Path) -> None:  # 
 def test_cpl_without_the_preference_file_lists_what_exists(root: Path) -> None:  # noqa: F811
     _mixed_cartpole(root)
     env = reward_venv("cartpole", EnvReward())
-    with pytest.raises(ConfigError, match="no preference file .*this dataset has: none .*prefs.py"):
+    with pytest.raises(ConfigError, match=r"no preference file .*this dataset has: none .*prefs\.py"):
         offline_agent(CPL, env, dataset="local/cartpole/mixed-v0", preferences="nope")
     env.close()

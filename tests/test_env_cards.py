@@ -40,7 +40,7 @@ def _rollout(env_id: str, steps: int, seed: int = 0, **kwargs: object) -> tuple[
         rows.append((obs, action, next_obs, reward, terminated))
         obs = env.reset()[0] if terminated or truncated else next_obs
     env.close()
-    return tuple(np.array(x) for x in zip(*rows))
+    return tuple(np.array(x) for x in zip(*rows, strict=True))
 
 
 def test_every_registered_id_has_one_card() -> None:
@@ -78,7 +78,7 @@ def test_pendulum_reward_reproduces_the_env() -> None:
     env = gym.make("rewardlab/Pendulum-v1")
     env.reset(seed=0)
     r = []
-    for obs, action in zip(o, a):  # replay each state with the scaled action
+    for obs, action in zip(o, a, strict=True):  # replay each state with the scaled action
         env.unwrapped.state = np.array([np.arctan2(obs[1], obs[0]), obs[2]], dtype=np.float64)
         r.append(env.step(action)[1])
     env.close()

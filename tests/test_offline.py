@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from envs import data as ds
 from agents.offline.bc import BC
 from agents.offline.iql import IQL, expectile_loss
+from envs import data as ds
 from envs.cards import card, numpy_fn
 from envs.errors import ConfigError
 from experiments import collect, relabel
@@ -80,7 +80,7 @@ def test_missing_dataset_lists_local_ones_and_space_mismatch_prints_both(root: P
     env = reward_venv("cartpole", EnvReward())
     with pytest.raises(ConfigError, match=r"observation space is Box\(.*\(3,\).*the env's is Box\(.*\(4,\)"):
         offline_agent(IQL, env, dataset="local/pendulum/random-v0")
-    with pytest.raises(ConfigError, match="give dataset=<id>; local datasets .*local/pendulum/random-v0"):
+    with pytest.raises(ConfigError, match=r"give dataset=<id>; local datasets .*local/pendulum/random-v0"):
         offline_agent(BC, env)
     env.close()
 
@@ -90,7 +90,7 @@ def test_corrupted_dataset_is_refused_not_partly_loaded(root: Path) -> None:
     file = ds.dataset_path("local/pendulum/random-v0") / "data" / "main_data.hdf5"
     raw = file.read_bytes()
     file.write_bytes(raw[: len(raw) // 2])  # cut short, as by a crash or a full disk
-    with pytest.raises(ConfigError, match="cannot be read completely.*delete it and collect it again"):
+    with pytest.raises(ConfigError, match=r"cannot be read completely.*delete it and collect it again"):
         ds.load("local/pendulum/random-v0")
     meta = file.parent / "metadata.json"
     meta.write_text("{not json")
@@ -137,7 +137,7 @@ def test_checkpoint_resume_is_exact(root: Path, tmp_path: Path) -> None:
     resumed.load(tmp_path / "ckpt")
     resumed.train(60, _Quiet())
     for name, module in straight.modules.items():
-        for (k, a), b in zip(module.state_dict().items(), resumed.modules[name].state_dict().values()):
+        for (k, a), b in zip(module.state_dict().items(), resumed.modules[name].state_dict().values(), strict=True):
             assert torch.equal(a, b), f"{name}.{k} differs after resume"
     env.close()
 
@@ -291,7 +291,7 @@ def test_frames_are_collected_and_feed_frame_based_relabelling(root: Path) -> No
     expected = data.frames.reshape(len(data), -1).mean(axis=1) / 255.0
     np.testing.assert_allclose(new.rewards, expected, rtol=1e-5)
     collect.main(["env=cartpole", "policy=random", "episodes=1", "name=local/cartpole/noframes-v0"])
-    with pytest.raises(ConfigError, match="has no frames.*frames=true"):
+    with pytest.raises(ConfigError, match=r"has no frames.*frames=true"):
         ds.load("local/cartpole/noframes-v0", extras={"frame"})
 
 
@@ -306,7 +306,7 @@ def test_stored_labels_are_used_only_with_the_provider_that_wrote_them(root: Pat
     agent = offline_agent(IQL, env, labels="stored", **kw)
     np.testing.assert_allclose(agent._rewards.numpy(), stored)
     true_env = reward_venv("pendulum", EnvReward())
-    with pytest.raises(ConfigError, match="labelled by FnReward.*evaluates the proxy with EnvReward"):
+    with pytest.raises(ConfigError, match=r"labelled by FnReward.*evaluates the proxy with EnvReward"):
         offline_agent(IQL, true_env, labels="stored", **kw)
     by_provider = offline_agent(IQL, true_env, **kw)  # default: labelled by the run's provider (here the env's reward)
     np.testing.assert_allclose(by_provider._rewards.numpy(), ds.load("local/pendulum/random-v0").true_rewards)
@@ -322,6 +322,6 @@ def test_network_initialisation_follows_the_seed_not_the_global_rng(root: Path) 
     torch.manual_seed(2)
     b = offline_agent(IQL, env, seed=5, dataset="local/cartpole/random-v0", hidden=(16,))
     c = offline_agent(IQL, env, seed=6, dataset="local/cartpole/random-v0", hidden=(16,))
-    same = [torch.equal(x, y) for x, y in zip(a.actor.state_dict().values(), b.actor.state_dict().values())]
-    other = [torch.equal(x, y) for x, y in zip(a.actor.state_dict().values(), c.actor.state_dict().values())]
+    same = [torch.equal(x, y) for x, y in zip(a.actor.state_dict().values(), b.actor.state_dict().values(), strict=True)]
+    other = [torch.equal(x, y) for x, y in zip(a.actor.state_dict().values(), c.actor.state_dict().values(), strict=True)]
     assert all(same) and not all(other)

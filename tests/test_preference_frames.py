@@ -172,7 +172,7 @@ def test_off_policy_agents_refuse_an_online_frame_reward() -> None:
     with pytest.raises(ConfigError, match="on-policy"):
         SB3Agent("SAC", venv, reward=venv.provider, seed=0, device="cpu")
     venv.close()
-    with pytest.raises(ConfigError, match="reward.model"):
+    with pytest.raises(ConfigError, match=r"reward\.model"):
         PreferenceReward(model="transformer")
 
 

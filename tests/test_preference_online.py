@@ -180,5 +180,5 @@ def test_the_teacher_and_the_model_are_config_groups() -> None:
     for old, group in (("reward.teacher=clip", "teacher"), ("reward.model=cnn", "model")):
         with pytest.raises(ConfigError, match=rf"write reward/{group}=<name> \(choices: "):
             build_reward(check_composes(["reward=preference", old]).reward)
-    with pytest.raises(ConfigError, match="reward.teacher.ranking"):
+    with pytest.raises(ConfigError, match=r"reward\.teacher\.ranking"):
         build_reward(check_composes(["reward=preference", "reward/teacher=hierarchical"]).reward)

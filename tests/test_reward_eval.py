@@ -101,7 +101,7 @@ def test_cartpole_true_reward_reproduces_the_env(sutton_barto: bool) -> None:
         next_obs, reward, terminated, truncated, _ = env.step(action)
         rows.append((obs, action, next_obs, reward))
         obs = env.reset()[0] if terminated or truncated else next_obs
-    o, a, s, r = (np.array(x) for x in zip(*rows))
+    o, a, s, r = (np.array(x) for x in zip(*rows, strict=True))
     np.testing.assert_array_equal(cartpole(o, a, s, sutton_barto_reward=sutton_barto), r.astype(np.float32))
     assert sutton_barto == bool((r == -1).any())
 
@@ -116,7 +116,7 @@ def test_pendulum_true_reward_reproduces_the_env() -> None:
         next_obs, reward, _, truncated, _ = env.step(action)
         rows.append((obs, action, next_obs, reward))
         obs = env.reset()[0] if truncated else next_obs
-    o, a, s, r = (np.array(x) for x in zip(*rows))
+    o, a, s, r = (np.array(x) for x in zip(*rows, strict=True))
     np.testing.assert_allclose(pendulum(o, a, s), r, atol=1e-4)
 
 

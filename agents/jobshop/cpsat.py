@@ -22,8 +22,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from typing_extensions import override
 
-from agents.base import Agent, Requirements, TrainCallback
+from agents.base import Agent, Requirements, SilentCallback, TrainCallback
 from agents.jobshop.pdr import OPS_LEFT, check_jobshop_env, pick
 from envs.errors import ConfigError
 from envs.jobshop.instance import JobShopInstance
@@ -110,6 +111,7 @@ class CPSat(Agent):
         self.solution: dict[str, Any] | None = None
 
     @property
+    @override
     def num_steps(self) -> int:
         return 0
 
@@ -118,8 +120,9 @@ class CPSat(Agent):
         if self.solution is None:
             self.solution = solve(self.instance, self.time_limit, self.workers, self.seed)
 
+    @override
     def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
-        self.train(0, None)  # type: ignore[arg-type]
+        self.train(0, SilentCallback())
         assert self.solution is not None
         obs = np.asarray(obs, dtype=np.float64)  # (batch, max_jobs, features)
         n, m = self.instance.durations.shape
@@ -130,12 +133,14 @@ class CPSat(Agent):
         scores[:, :n] = -next_start
         return pick(obs, scores)
 
+    @override
     def save(self, path: Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         if self.solution is not None:
             (path / "cpsat_solution.json").write_text(json.dumps({"instance": self.instance.name, **self.solution}))
 
+    @override
     def load(self, path: Path) -> None:
         file = Path(path) / "cpsat_solution.json"
         if file.exists():
@@ -144,6 +149,7 @@ class CPSat(Agent):
                 raise ConfigError(f"{file} solves another instance than {self.instance.name}")
             self.solution = data
 
+    @override
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"time_limit_s": self.time_limit, "workers": self.workers}
         if self.solution is not None:

@@ -26,6 +26,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from typing_extensions import override
 
 from agents.base import Agent, Requirements, TrainCallback
 from envs.errors import ConfigError
@@ -96,25 +97,30 @@ class DispatchingRule(Agent):
         self.rule = rule
 
     @property
+    @override
     def num_steps(self) -> int:
         return 0
 
     def train(self, steps: int, callback: TrainCallback) -> None:
         """Rules do not learn."""
 
+    @override
     def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float64)
         return pick(obs, _scores(obs, self.rule))
 
+    @override
     def save(self, path: Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         (path / "rule.txt").write_text(self.rule + "\n")
 
+    @override
     def load(self, path: Path) -> None:
         saved = (Path(path) / "rule.txt").read_text().strip()
         if saved != self.rule:
             raise ConfigError(f"checkpoint {path} holds rule {saved!r}, the agent is configured with {self.rule!r}")
 
+    @override
     def describe(self) -> dict[str, Any]:
         return {"rule": self.rule}

@@ -11,16 +11,18 @@ trained on 15x15 instances runs on 100x20 ones (with ``env.max_jobs`` large enou
 
 from __future__ import annotations
 
-from typing import Any
+from itertools import pairwise
+from typing import Any, cast
 
 import torch
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from torch import nn
+from typing_extensions import override
 
 
 def _mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (a, b) in enumerate(pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(activation())
@@ -50,14 +52,32 @@ class JobScorer(nn.Module):
         rows = features.view(-1, self.max_jobs, self.n_features)
         return rows, rows[..., 0] > 0.5
 
+    @override
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.forward_actor(features), self.forward_critic(features)
 
     def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
+        """Score every job with the shared MLP: the logits of the policy over jobs.
+
+        Args:
+            features: ``(batch, max_jobs * n_features)`` flattened observations (or any shape
+                that views as ``(batch, max_jobs, n_features)``).
+
+        Returns:
+            ``(batch, max_jobs)`` logits; -1e8 for jobs without operations left.
+        """
         rows, valid = self._rows(features)
         return self.scorer(rows).squeeze(-1).masked_fill(~valid, -1e8)
 
     def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
+        """Value latent: per-job embeddings pooled (mean and max) over the jobs still in play.
+
+        Args:
+            features: ``(batch, max_jobs * n_features)`` flattened observations (as :meth:`forward_actor`).
+
+        Returns:
+            ``(batch, hidden)`` latent for SB3's value head.
+        """
         rows, valid = self._rows(features)
         emb = self.embed(rows)
         weight = valid.unsqueeze(-1).float()
@@ -79,17 +99,27 @@ class JobScorerPolicy(MaskableActorCriticPolicy):
         self.hidden = hidden
         super().__init__(*args, **kwargs)
 
+    @override
     def _build_mlp_extractor(self) -> None:
-        max_jobs, n_features = self.observation_space.shape
-        self.mlp_extractor = JobScorer(max_jobs, n_features, self.hidden, self.activation_fn)
+        shape = self.observation_space.shape
+        if shape is None or len(shape) != 2:
+            raise ValueError(f"JobScorerPolicy needs a (max_jobs, features) observation, got {self.observation_space}")
+        max_jobs, n_features = shape
+        # SB3 declares mlp_extractor as MlpExtractor but only uses latent_dim_pi/vf and
+        # forward_actor/critic (its documented custom-network pattern), which JobScorer provides.
+        self.mlp_extractor = JobScorer(max_jobs, n_features, self.hidden, self.activation_fn)  # type: ignore[assignment]
 
+    @override
     def _build(self, lr_schedule: Any) -> None:
         super()._build(lr_schedule)
         self.action_net = nn.Identity()  # the scorer's outputs are the logits
         if self.ortho_init:  # small initial scores: a near-uniform first policy, as SB3 does for action_net
-            nn.init.orthogonal_(self.mlp_extractor.scorer[-1].weight, gain=0.01)
-            nn.init.zeros_(self.mlp_extractor.scorer[-1].bias)
-        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+            head = cast(JobScorer, self.mlp_extractor).scorer[-1]  # built by _build_mlp_extractor
+            assert isinstance(head, nn.Linear)
+            nn.init.orthogonal_(head.weight, gain=0.01)
+            nn.init.zeros_(head.bias)
+        # SB3's optimizer_class is typed as the Optimizer base, whose __init__ takes no lr (SB3 ignores this too).
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         return {**super()._get_constructor_parameters(), "hidden": self.hidden}

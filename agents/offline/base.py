@@ -25,15 +25,16 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
+from typing_extensions import override
 
 from agents.base import Agent, Requirements, TrainCallback
-from agents.offline.nets import ActionScaler
+from agents.offline.nets import ActionScaler, Policy
 from envs import data as ds
 from envs.errors import ConfigError
 
@@ -229,10 +230,12 @@ class OfflineAgent(Agent, Generic[BatchT]):
         raise NotImplementedError
 
     @property
-    def policy(self) -> nn.Module:
-        return self.modules["actor"]
+    def policy(self) -> Policy:
+        """The network :meth:`act` uses: ``modules["actor"]``, built by :func:`~agents.offline.nets.make_policy`."""
+        return cast(Policy, self.modules["actor"])
 
     @property
+    @override
     def num_steps(self) -> int:
         return self._step
 
@@ -240,6 +243,7 @@ class OfflineAgent(Agent, Generic[BatchT]):
         """``(random, expert)`` mean returns of the dataset's env, for normalised scores."""
         return self.ref_scores
 
+    @override
     def train(self, steps: int, callback: TrainCallback) -> None:
         if self.size == 0:
             raise RuntimeError(f"agent={self.name} has no data: call set_dataset(...) before train()")
@@ -261,6 +265,7 @@ class OfflineAgent(Agent, Generic[BatchT]):
         for m in self.modules.values():
             m.eval()
 
+    @override
     def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         x = torch.as_tensor(np.asarray(obs, dtype=np.float32).reshape(len(obs), -1), device=self.device)
         was_training = self.policy.training
@@ -269,6 +274,7 @@ class OfflineAgent(Agent, Generic[BatchT]):
         self.policy.train(was_training)
         return self.scaler.to_env(a)
 
+    @override
     def save(self, path: Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -288,6 +294,7 @@ class OfflineAgent(Agent, Generic[BatchT]):
         torch.save(state, tmp)
         tmp.replace(path / "agent.pt")
 
+    @override
     def load(self, path: Path) -> None:
         """Restore a checkpoint; with data set (resuming), it must be the data the checkpoint was trained on."""
         file = Path(path) / "agent.pt"
@@ -311,5 +318,6 @@ class OfflineAgent(Agent, Generic[BatchT]):
         self.obs_std = state["obs_std"].to(self.device)
         self._step = int(state["step"])
 
+    @override
     def describe(self) -> dict[str, Any]:
         return {"dataset": self.dataset_info, **self.reward_stats}

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-
 import gymnasium as gym
+import torch
+from typing_extensions import override
 
 from agents.offline.base import Batch, OfflineAgent, adam
 from agents.offline.nets import make_policy
@@ -44,6 +44,7 @@ class BC(OfflineAgent[Batch]):
         self.modules = {"actor": self.actor}
         self.optimizers = {"actor": adam(self.actor.parameters(), learning_rate)}
 
+    @override
     def update(self, batch: Batch) -> Mapping[str, torch.Tensor]:
         loss = -self.actor.log_prob(batch.obs, batch.actions).mean()
         opt = self.optimizers["actor"]

@@ -1,6 +1,6 @@
-"""Contrastive Preference Learning (Hejna et al. 2023, "Contrastive Preference Learning: Learning
-from Human Feedback without RL"): a policy learned from segment preferences directly, no reward
-model and no RL.
+"""Contrastive Preference Learning: a policy learned from segment preferences directly, no reward model, no RL.
+
+Hejna et al. 2023, "Contrastive Preference Learning: Learning from Human Feedback without RL".
 
 Under the regret-based model of preferences with maximum-entropy optimal policies, the optimal
 advantage is ``A*(s, a) = α log π*(a|s)``, so the probability that segment σ⁺ is preferred to σ⁻ is a
@@ -28,6 +28,7 @@ from typing import Any
 import gymnasium as gym
 import torch
 from torch.nn import functional as F
+from typing_extensions import override
 
 from agents.offline.base import OfflineAgent, adam
 from agents.offline.nets import make_policy
@@ -161,6 +162,7 @@ class CPL(OfflineAgent[PairBatch]):
         lp = self.actor.log_prob(obs.reshape(b * h, -1), flat_act).view(b, h)
         return lp * mask
 
+    @override
     def update(self, batch: PairBatch) -> Mapping[str, torch.Tensor]:
         lp_left = self._segment_log_prob(batch.left_obs, batch.left_actions, batch.left_mask)
         lp_right = self._segment_log_prob(batch.right_obs, batch.right_actions, batch.right_mask)
@@ -183,5 +185,6 @@ class CPL(OfflineAgent[PairBatch]):
             acc = agree.sum() / decided.sum().clamp(min=1)
         return {"loss_cpl": cpl.detach(), "loss_bc": bc.detach(), "preference_accuracy": acc}
 
+    @override
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "preferences": self.pairs_info}

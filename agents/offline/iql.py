@@ -21,11 +21,11 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch.nn import functional as F
-
-import gymnasium as gym
+from typing_extensions import override
 
 from agents.offline.base import Batch, OfflineAgent, adam
 from agents.offline.nets import TwinQ, make_policy, mlp
@@ -104,6 +104,7 @@ class IQL(OfflineAgent[Batch]):
             "actor": torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizers["actor"], max(1, int(max_steps)))
         }
 
+    @override
     def scale_rewards(self, data: Episodes, rewards: np.ndarray) -> np.ndarray:
         if self.reward_scale_cfg == "auto":
             returns = data.episode_returns(rewards)
@@ -114,6 +115,7 @@ class IQL(OfflineAgent[Batch]):
         self.reward_scale = scale
         return (rewards * scale).astype(np.float32)
 
+    @override
     def update(self, batch: Batch) -> Mapping[str, torch.Tensor]:
         with torch.no_grad():
             target_q = self.critic_target(batch.obs, batch.actions).min(0).values
@@ -148,5 +150,6 @@ class IQL(OfflineAgent[Batch]):
         loss.backward()
         opt.step()
 
+    @override
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "reward_scale": self.reward_scale}

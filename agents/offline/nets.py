@@ -9,21 +9,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import pairwise
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from typing_extensions import override
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+
+def _flat_size(space: gym.Space) -> int:
+    """Number of scalars in one sample of ``space`` (the product of its shape)."""
+    if space.shape is None:
+        raise ValueError(f"{space} has no shape: expected a Box or Discrete space")
+    return int(np.prod(space.shape))
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, dropout: float | None = None) -> nn.Sequential:
     """``in -> hidden... -> out`` with ReLU (and dropout after each hidden layer when given)."""
     layers: list[nn.Module] = []
     dims = [in_dim, *hidden]
-    for a, b in zip(dims[:-1], dims[1:]):
+    for a, b in pairwise(dims):
         layers += [nn.Linear(a, b), nn.ReLU()]
         if dropout:
             layers.append(nn.Dropout(dropout))
@@ -42,6 +51,7 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.baddbmm(self.bias, x, self.weight)
 
@@ -62,11 +72,13 @@ class TwinQ(nn.Module):
     def __init__(self, obs_dim: int, action_space: gym.Space, hidden: Sequence[int], k: int = 2) -> None:
         super().__init__()
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
-        in_dim = obs_dim if self.discrete else obs_dim + int(np.prod(action_space.shape))
-        out_dim = int(action_space.n) if self.discrete else 1
+        if isinstance(action_space, gym.spaces.Discrete):
+            in_dim, out_dim = obs_dim, int(action_space.n)
+        else:
+            in_dim, out_dim = obs_dim + _flat_size(action_space), 1
         dims = [in_dim, *hidden]
         layers: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
+        for a, b in pairwise(dims):
             layers += [EnsembleLinear(k, a, b), nn.ReLU()]
         layers.append(EnsembleLinear(k, dims[-1], out_dim))
         self.net = nn.Sequential(*layers)
@@ -98,6 +110,16 @@ class GaussianPolicy(nn.Module):
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Actions in ``[-1, 1]`` for a batch of observations, without gradients.
+
+        Args:
+            obs: ``(batch, obs_dim)`` normalised observations.
+            deterministic: The mean action instead of a sample.
+            generator: Source of the sampling noise (``None``: torch's global generator).
+
+        Returns:
+            ``(batch, act_dim)`` actions (samples clipped to ``[-1, 1]``).
+        """
         mean = torch.tanh(self.net(obs))
         if deterministic:
             return mean
@@ -119,19 +141,33 @@ class CategoricalPolicy(nn.Module):
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Action indices for a batch of observations, without gradients.
+
+        Args:
+            obs: ``(batch, obs_dim)`` normalised observations.
+            deterministic: The most probable action instead of a sample.
+            generator: Source of the sampling randomness (``None``: torch's global generator).
+
+        Returns:
+            ``(batch,)`` int64 actions.
+        """
         logits = self.net(obs)
         if deterministic:
             return logits.argmax(-1)
         return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
 
 
+#: The policies :func:`make_policy` builds (both have ``log_prob`` and ``act``).
+Policy = GaussianPolicy | CategoricalPolicy
+
+
 def make_policy(
     obs_dim: int, action_space: gym.Space, hidden: Sequence[int], dropout: float | None = None
-) -> nn.Module:
+) -> Policy:
     """A Gaussian policy for Box actions, a categorical one for Discrete actions."""
     if isinstance(action_space, gym.spaces.Discrete):
         return CategoricalPolicy(obs_dim, int(action_space.n), hidden, dropout)
-    return GaussianPolicy(obs_dim, int(np.prod(action_space.shape)), hidden, dropout)
+    return GaussianPolicy(obs_dim, _flat_size(action_space), hidden, dropout)
 
 
 class ActionScaler:
@@ -139,7 +175,7 @@ class ActionScaler:
 
     def __init__(self, space: gym.Space) -> None:
         self.box = isinstance(space, gym.spaces.Box)
-        if self.box:
+        if isinstance(space, gym.spaces.Box):
             low, high = np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
             if not (np.isfinite(low).all() and np.isfinite(high).all()):
                 raise ValueError(f"offline agents need bounded Box actions, got {space}")
@@ -147,11 +183,13 @@ class ActionScaler:
             self.half = np.maximum((high - low) / 2, 1e-8).astype(np.float32)
 
     def to_unit(self, actions: np.ndarray) -> np.ndarray:
+        """Env actions ``(..., act_dim)`` -> float32 in ``[-1, 1]`` (clipped); Discrete actions unchanged."""
         if not self.box:
             return actions
         return np.clip((actions - self.center) / self.half, -1.0, 1.0).astype(np.float32)
 
     def to_env(self, actions: np.ndarray) -> np.ndarray:
+        """Actions ``(..., act_dim)`` in ``[-1, 1]`` -> float32 in the env's bounds; Discrete actions unchanged."""
         if not self.box:
             return actions
         return (actions * self.half + self.center).astype(np.float32)

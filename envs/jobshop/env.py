@@ -45,6 +45,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from typing_extensions import override
 
 from envs.cards import EnvCard
 from envs.errors import ConfigError
@@ -71,7 +72,7 @@ class JobShopEnv(gym.Env):
         render_height: Gantt chart height in pixels.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012  (Gymnasium types it as an instance dict: no ClassVar)
 
     def __init__(
         self,
@@ -128,6 +129,7 @@ class JobShopEnv(gym.Env):
         self._dmax = float(d.max())
         self._scale = self._dmax * m
 
+    @override
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         if options and options.get("instance") is not None:
@@ -150,6 +152,7 @@ class JobShopEnv(gym.Env):
         mask[: self.instance.n_jobs] = self.builder.next_op < self.instance.n_ops
         return mask
 
+    @override
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         job = int(action)
         b = self.builder
@@ -227,7 +230,9 @@ class JobShopEnv(gym.Env):
         metrics: dict[str, float] = {"makespan": float(schedule["makespan"])}
         if inst.best_known:
             metrics["best_known"] = float(inst.best_known)
-            metrics["gap"] = inst.gap_percent(schedule["makespan"])
+            gap = inst.gap_percent(schedule["makespan"])
+            if gap is not None:  # always, with a best-known makespan
+                metrics["gap"] = gap
         return {
             "schedule": schedule,
             "episode_metrics": metrics,
@@ -236,6 +241,7 @@ class JobShopEnv(gym.Env):
 
     # --- rendering ---------------------------------------------------------------------------
 
+    @override
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
             return None

@@ -72,6 +72,7 @@ class JobShopInstance:
 
     @property
     def n_jobs(self) -> int:
+        """Number of jobs (rows of ``durations``)."""
         return int(self.durations.shape[0])
 
     @property
@@ -81,6 +82,7 @@ class JobShopInstance:
 
     @property
     def n_machines(self) -> int:
+        """Number of machines: the highest machine number + 1."""
         return int(self.machines.max()) + 1
 
     @property
@@ -94,6 +96,7 @@ class JobShopInstance:
         return 100.0 * (makespan - best) / best if best else None
 
     def to_json(self) -> dict:
+        """The instance as a JSON-serialisable dict (name, durations and machines as nested lists, bounds)."""
         return {
             "name": self.name,
             "durations": self.durations.tolist(),

@@ -51,6 +51,7 @@ class ScheduleBuilder:
 
     @property
     def done(self) -> bool:
+        """Every operation is scheduled."""
         return self.n_scheduled == self.instance.durations.size
 
     def earliest_start(self, job: int) -> int:

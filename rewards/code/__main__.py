@@ -27,6 +27,15 @@ def env_config(name: str) -> dict[str, Any]:
 
 
 def check_main(argv: list[str]) -> int:
+    """Run ``check --env ENV FILE.py [--samples N] [--seed S]``: the checks ``reward=code`` runs, on a file.
+
+    Args:
+        argv: The arguments after ``check``.
+
+    Returns:
+        The exit status: 0 accepted, 1 rejected (the stage and reason are printed), 2 bad usage
+        (no such file, unknown env).
+    """
     parser = argparse.ArgumentParser(prog="python -m rewards.code check", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--env", required=True, help="env config name, e.g. cartpole, halfcheetah, minigrid-doorkey-5x5"
@@ -61,6 +70,14 @@ def check_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``python -m rewards.code`` entry point (module docstring).
+
+    Args:
+        argv: The command line without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status (see :func:`check_main`); 2 when the first argument is not ``check``.
+    """
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] != "check":
         print("usage: python -m rewards.code check --env ENV FILE.py", file=sys.stderr)

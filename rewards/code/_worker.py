@@ -255,7 +255,7 @@ def _lock_down(limits: dict) -> list[str]:
         layers.append("netns")
     mem = int(limits["memory_mb"]) * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-    cpu = int(math.ceil(limits["lifetime_cpu_s"]))
+    cpu = math.ceil(limits["lifetime_cpu_s"])
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     fsize = int(limits["log_mb"]) * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
@@ -278,6 +278,7 @@ def _lock_down(limits: dict) -> list[str]:
     return layers
 
 
+_AUDIT_DENIED: tuple[str, ...]  # grown below: event-name prefixes the audit hook refuses
 _AUDIT_DENIED = ("open", "socket.", "subprocess.", "os.system", "os.exec", "os.posix_spawn", "os.fork", "os.kill")
 _AUDIT_DENIED += ("ctypes.", "os.remove", "os.rename", "os.mkdir", "os.rmdir", "os.chdir", "os.listdir")
 _AUDIT_DENIED += ("os.scandir", "os.putenv", "os.unsetenv", "shutil.", "urllib.", "http.", "sys.addaudithook")
@@ -302,7 +303,7 @@ def _guarded_import(name: str, globals=None, locals=None, fromlist=(), level=0):
     return module if fromlist else ALLOWED_MODULES[root]
 
 
-def _load(source: str, filename: str) -> callable:
+def _load(source: str, filename: str):  # -> the program's compute_reward (no typing import in the worker)
     import builtins
 
     safe = {name: getattr(builtins, name) for name in SAFE_BUILTINS}
@@ -336,7 +337,7 @@ def _on_tick(signum: int, frame: object) -> None:
             raise _CpuLimit
 
 
-def _run(fn: callable, args: list[np.ndarray], n: int) -> list[tuple[str, np.ndarray]]:
+def _run(fn, args: list[np.ndarray], n: int) -> list[tuple[str, np.ndarray]]:  # fn: compute_reward
     """Call the program on one batch; its outputs as float64 arrays (scalars broadcast to ``(n,)``)."""
     _calling["ticks"], _calling["on"] = 0, True
     try:
@@ -371,7 +372,7 @@ def _arrays(header: dict, payload: bytes) -> list[np.ndarray]:
     return args
 
 
-_program = {"lines": []}
+_program: dict[str, list[str]] = {"lines": []}
 
 
 def _error(kind: str, exc: BaseException, filename: str, message: str | None = None) -> dict:
@@ -409,6 +410,7 @@ def main() -> None:
         except EOFError:
             return
         if message is None:  # a batch in shared memory
+            assert shm is not None  # wait() returns None only for a batch in the shared-memory block
             try:
                 if fn is None:
                     raise RuntimeError("no program loaded")

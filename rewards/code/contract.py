@@ -78,6 +78,8 @@ def check_source(source: str) -> list[Problem]:
             targets = list(node.targets)
         elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
             targets = [node.target]
+        else:
+            continue
         for target in targets:
             for sub in ast.walk(target):
                 if isinstance(sub, ast.Attribute):
@@ -117,7 +119,7 @@ def _check_top_level(tree: ast.Module) -> list[Problem]:
     args = entry.args
     positional = [a.arg for a in args.posonlyargs + args.args]
     required = len(positional) - len(args.defaults)
-    if required > 3 or len(positional) < 3 and args.vararg is None or args.kwonlyargs and None in args.kw_defaults:
+    if required > 3 or (len(positional) < 3 and args.vararg is None) or (args.kwonlyargs and None in args.kw_defaults):
         problems.append(
             Problem(entry.lineno, f"{ENTRY} must take (obs, action, next_obs); it takes ({', '.join(positional)})")
         )

@@ -56,6 +56,7 @@ class Candidate:
     results: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The call as plain JSON-ready data (``check`` as :meth:`CheckResult.to_dict`)."""
         out = asdict(self)
         out["check"] = self.check.to_dict()
         return out

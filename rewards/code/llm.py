@@ -504,7 +504,8 @@ class LocalBackend(LLMBackend):
         start = time.perf_counter()
         with _no_progress_bars():
             tokenizer = AutoTokenizer.from_pretrained(directory)
-            model = AutoModelForCausalLM.from_pretrained(directory).to(device).eval()
+            # transformers wraps PreTrainedModel.to in functools.wraps(nn.Module.to): its stub wants ``self`` first
+            model = AutoModelForCausalLM.from_pretrained(directory).to(device).eval()  # type: ignore[arg-type]
         log.info("local model: %s loaded from %s in %.1f s", self.model, directory, time.perf_counter() - start)
         if not getattr(tokenizer, "chat_template", None):
             raise LLMError(f"llm=local: the tokenizer in {directory} has no chat template; use an instruct model")

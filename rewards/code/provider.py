@@ -1,7 +1,7 @@
-"""``reward=code``: a reward program (a user's file, or one a language model writes) run in the sandbox.
+r"""``reward=code``: a reward program (a user's file, or one a language model writes) run in the sandbox.
 
     python experiments/run.py env=cartpole reward=code reward.source=rewards/code/programs/cartpole.py
-    python experiments/run.py env=cartpole reward=code reward.task="balance the pole" \\
+    python experiments/run.py env=cartpole reward=code reward.task="balance the pole" \
         llm=openai llm.base_url=http://127.0.0.1:8000/v1 llm.model=NAME
 
 The program comes from a file (:func:`program_from_file`) or from a language model given the task
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from typing_extensions import override
 
 from envs.errors import ConfigError
 from rewards.base import RewardProvider, TransitionBatch
@@ -202,17 +203,20 @@ class CodeReward(RewardProvider):
         self.sandbox.load(self.source_text, self.filename)
         self.meta["sandbox_layers"] = list(self.sandbox.layers)
 
+    @override
     def reward(self, batch: TransitionBatch) -> np.ndarray:
         out = self.sandbox.call(batch.obs, batch.action, batch.next_obs)
         self.last_components = out.components
         return out.reward.astype(np.float32)
 
+    @override
     def files(self) -> dict[str, str]:
         return {
             "reward_program.py": self.source_text,
             "reward_program.json": json.dumps(self.meta, indent=2, default=str),
         }
 
+    @override
     def close(self) -> None:
         sandbox = getattr(self, "sandbox", None)
         if sandbox is not None:

@@ -61,6 +61,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -138,6 +139,16 @@ class Sandbox:
     Use as a context manager, or call :meth:`close`. :meth:`load` runs the program's top level;
     :meth:`call` sends a batch and returns validated arrays.
     """
+
+    # the shared batch memory of the current worker (set by _make_shm, cleared by _drop_shm)
+    _mm: mmap.mmap | None
+    _ctrl: np.ndarray | None  # (DATA_AT // 8,) int64 control slots
+    _inputs: list[np.ndarray]  # views where the next batch's obs, action, next_obs go
+    _out: np.ndarray | None  # float64 view of the worker's outputs
+    _layout_key: tuple[tuple[str, tuple[int, ...]], ...] | None  # dtypes and shapes of the laid-out batch
+    _names: list[str]  # output names of the last shared-memory reply ("reward" first)
+    _names_version: int
+    _seq: int
 
     def __init__(self, limits: SandboxLimits | None = None, scratch_root: str | Path | None = None) -> None:
         self.limits = limits or SandboxLimits()
@@ -243,6 +254,7 @@ class Sandbox:
 
     @property
     def alive(self) -> bool:
+        """Whether the worker process is running."""
         return self._proc is not None and self._proc.poll() is None
 
     # --- program -----------------------------------------------------------------------------
@@ -298,12 +310,15 @@ class Sandbox:
 
     def _use_shm(self, arrays: list[tuple[str, np.ndarray]], n: int) -> bool:
         """Lay the batch out in shared memory (telling the worker when the layout changes); False if it cannot."""
+        if self._mm is None:
+            return False
         key = tuple((a.dtype.str, a.shape) for _, a in arrays)
         if key == self._layout_key:
             return True
         if any(a.dtype.kind not in "biuf" for _, a in arrays):
             return False
-        at, spec = DATA_AT, []
+        at = DATA_AT
+        spec: list[list[Any]] = []  # [name, dtype, shape, byte offset] per array, as the worker reads them
         for name, a in arrays:
             spec.append([name, a.dtype.str, list(a.shape), at])
             at += -(-a.nbytes // 64) * 64
@@ -316,16 +331,18 @@ class Sandbox:
             return False
         self._inputs = [
             np.frombuffer(self._mm, a.dtype, count=a.size, offset=off).reshape(a.shape)
-            for (_, a), (_, _, _, off) in zip(arrays, spec)
+            for (_, a), (_, _, _, off) in zip(arrays, spec, strict=True)
         ]
         self._out = np.frombuffer(self._mm, np.float64, count=out_values, offset=at)
         self._layout_key = key
         return True
 
     def _call_shm(self, arrays: list[tuple[str, np.ndarray]], n: int) -> RewardOutput:
-        for view, (_, a) in zip(self._inputs, arrays):
+        ctrl, mm, out = self._ctrl, self._mm, self._out
+        if ctrl is None or mm is None or out is None:
+            raise RuntimeError("Sandbox._call_shm before the batch layout was set up (_use_shm)")
+        for view, (_, a) in zip(self._inputs, arrays, strict=True):
             np.copyto(view, a, casting="no")
-        ctrl = self._ctrl
         self._seq += 1
         seq = self._seq
         ctrl[REQUEST] = seq  # after the data: x86 keeps stores in order, so the worker sees the batch
@@ -357,20 +374,20 @@ class Sandbox:
             raise SandboxError(f"{self._filename}: malformed reply from the worker", "output")
         if int(ctrl[NAMES_VERSION]) != self._names_version:
             size = int(ctrl[NAMES_LEN])
-            names = json.loads(bytes(self._mm[NAMES_AT : NAMES_AT + max(0, min(size, NAMES_MAX))]) or b"null")
+            names = json.loads(bytes(mm[NAMES_AT : NAMES_AT + max(0, min(size, NAMES_MAX))]) or b"null")
             if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
                 raise SandboxError(f"{self._filename}: malformed reply from the worker", "output")
             self._names, self._names_version = ["reward", *names], int(ctrl[NAMES_VERSION])
         if len(self._names) != k or len(set(self._names)) != k:
             raise SandboxError(f"{self._filename}: malformed reply from the worker", "output")
-        return self._finish(self._names, self._out[: k * n].reshape(k, n).copy(), n)
+        return self._finish(self._names, out[: k * n].reshape(k, n).copy(), n)
 
     def _parse(self, reply: dict, payload: bytes, n: int) -> RewardOutput:
         outputs = reply.get("outputs")
         if not isinstance(outputs, list) or not outputs or len(outputs) > MAX_COMPONENTS + 1:
             raise SandboxError(f"{self._filename}: malformed reply from the worker", "output")
         names = [str(item[0]) for item in outputs]
-        for name, item in zip(names, outputs):
+        for name, item in zip(names, outputs, strict=True):
             shape = tuple(int(s) for s in item[1])
             if shape != (n,):
                 what = "the reward" if name == "reward" else f"component {name!r}"
@@ -394,7 +411,7 @@ class Sandbox:
                 f"({int((~finite[row]).sum())} of {n} values)",
                 "output",
             )
-        return RewardOutput(reward=values[0], components=dict(zip(names[1:], values[1:])))
+        return RewardOutput(reward=values[0], components=dict(zip(names[1:], values[1:], strict=True)))
 
     # --- wire --------------------------------------------------------------------------------
 

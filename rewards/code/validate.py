@@ -59,6 +59,7 @@ class CheckResult:
     pearson_true: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as a plain dict (for JSON)."""
         return asdict(self)
 
 

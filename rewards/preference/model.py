@@ -19,12 +19,14 @@ provider calls with the env's spaces when it binds. The factory also says what t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import overload
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from typing_extensions import override
 
 from envs.errors import ConfigError
 from rewards.preference.segments import PreferencePairs, Segments
@@ -51,6 +53,10 @@ class RewardEnsemble(nn.Module):
         frame_size: Side of the square frame the CNN sees (frames of other sizes are shrunk to it).
         channels: Channels of the CNN's three convolutions.
     """
+
+    # buffers (register_buffer), declared for type checkers: ``(obs_dim,)`` float32 each
+    obs_mean: torch.Tensor
+    obs_std: torch.Tensor
 
     def __init__(
         self,
@@ -79,16 +85,19 @@ class RewardEnsemble(nn.Module):
             raise ConfigError(f"reward model frame_size={frame_size!r} must be >= 36 (three strided convolutions)")
         self.inputs = inputs
         self.frame_size = int(frame_size)
-        self.obs_dim = int(np.prod(observation_space.shape)) if inputs == "obs" else 0
+        self.obs_dim = (  # inputs="obs" implies a Box (checked above)
+            int(np.prod(observation_space.shape))
+            if inputs == "obs" and isinstance(observation_space, gym.spaces.Box)
+            else 0
+        )
         self.action_space = action_space
         self.use_action = bool(use_action)
         self.act_dim = 0
-        if self.use_action:
-            self.act_dim = (
-                int(action_space.n)
-                if isinstance(action_space, gym.spaces.Discrete)
-                else int(np.prod(action_space.shape))
-            )
+        if self.use_action:  # a Box or a Discrete (checked above)
+            if isinstance(action_space, gym.spaces.Discrete):
+                self.act_dim = int(action_space.n)
+            elif isinstance(action_space, gym.spaces.Box):
+                self.act_dim = int(np.prod(action_space.shape))
         self.members = nn.ModuleList()
         for _ in range(int(members)):
             if inputs == "obs":
@@ -272,13 +281,16 @@ class RewardModelFactory:
         )
 
     def describe(self) -> str:
+        """One line naming the model and its settings, e.g. ``MlpRewardModel(members=3, hidden=[64, 64], use_action=True)``."""
         name = type(self).__name__
         return f"{name}(members={self.members}, hidden={list(self.hidden)}, use_action={self.use_action})"
 
 
 class MlpRewardModel(RewardModelFactory):
-    """``reward/model=mlp``: MLPs on the normalised flat observation (and the action); differentiable in
-    the observation, so planners can use it (:meth:`~rewards.base.RewardProvider.torch_reward`)."""
+    """``reward/model=mlp``: MLPs on the normalised flat observation (and the action).
+
+    Differentiable in the observation, so planners can use it (:meth:`~rewards.base.RewardProvider.torch_reward`).
+    """
 
 
 class CnnRewardModel(RewardModelFactory):
@@ -314,6 +326,7 @@ class CnnRewardModel(RewardModelFactory):
         """Where ``device=auto`` puts the model: a GPU when there is one (convolutions on many frames)."""
         return "cuda" if torch.cuda.is_available() else "cpu"
 
+    @override
     def __call__(self, observation_space: gym.Space, action_space: gym.Space, frame_size: int = 64) -> RewardEnsemble:
         return RewardEnsemble(
             observation_space,
@@ -326,6 +339,7 @@ class CnnRewardModel(RewardModelFactory):
             channels=self.channels,
         )
 
+    @override
     def describe(self) -> str:
         return super().describe()[:-1] + f", channels={list(self.channels)})"
 
@@ -348,7 +362,8 @@ def train_reward_model(
         generator: Randomness for the bootstrap and the minibatch order.
         epochs: Passes over the (resampled) pairs.
         batch_size: Pairs per gradient step.
-        lr, weight_decay: Adam's.
+        lr: Adam's learning rate.
+        weight_decay: Adam's weight decay.
         optimizer: Reuse an optimiser across rounds of an online loop (default: a fresh Adam).
 
     Returns:
@@ -376,15 +391,18 @@ def train_reward_model(
         for s in range(0, n, int(batch_size)):
             pos = order[s : s + int(batch_size)]
             idx = boot[:, pos]  # (members, b)
-            loss = 0.0
+            loss: torch.Tensor | None = None  # the members' losses, summed
             for j, member in enumerate(model.members):
                 rl = (member(*(x[idx[j]] for x in xl)) * ml[idx[j]]).sum(-1)
                 rr = (member(*(x[idx[j]] for x in xr)) * mr[idx[j]]).sum(-1)
-                loss = loss + F.binary_cross_entropy_with_logits(rl - rr, targets[idx[j]])
+                term = F.binary_cross_entropy_with_logits(rl - rr, targets[idx[j]])
+                loss = term if loss is None else loss + term
+            if loss is None:
+                raise ConfigError("the reward ensemble has no members")
             opt.zero_grad(set_to_none=True)
-            (loss / m).backward()  # type: ignore[union-attr]
+            (loss / m).backward()
             opt.step()
-            total += float(loss.detach()) / m * len(pos)  # type: ignore[union-attr]
+            total += float(loss.detach()) / m * len(pos)
             count += len(pos)
         last = total / count
     model.eval()
@@ -395,6 +413,10 @@ def _side(seg: Segments, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     return seg.obs[index], seg.actions[index], None if seg.frames is None else seg.frames[index]
 
 
+@overload
+def shrink_frames(frames: np.ndarray, size: int) -> np.ndarray: ...
+@overload
+def shrink_frames(frames: torch.Tensor, size: int) -> torch.Tensor: ...
 def shrink_frames(frames: np.ndarray | torch.Tensor, size: int) -> np.ndarray | torch.Tensor:
     """``(n, H, W, 3)`` uint8 frames -> ``(n, size, size, 3)`` uint8 (area averaging; squashed if not square).
 
@@ -427,7 +449,7 @@ class _MlpMember(nn.Sequential):
     def __init__(self, in_dim: int, hidden: Sequence[int]) -> None:
         super().__init__(*_mlp([in_dim, *[int(h) for h in hidden], 1]))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x).squeeze(-1)
 
 

@@ -39,6 +39,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+from typing_extensions import override
 
 from envs.data import Episode, Episodes
 from envs.errors import ConfigError
@@ -192,6 +193,7 @@ class PreferenceReward(LearnedReward):
 
     # --- the provider interface ---------------------------------------------------------------
 
+    @override
     def bind(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         if self.model is not None:  # the eval env binds too: same spaces
             return
@@ -200,7 +202,7 @@ class PreferenceReward(LearnedReward):
             torch.manual_seed(self.seed)
             self.model = self.model_factory(observation_space, action_space, frame_size=self.frame_size)
         self.model.to(self.device).eval()
-        self._open: list[dict[str, list[np.ndarray]]] = []  # per env, sized on the first batch
+        self._open: list[dict[str, list[np.ndarray | np.float32]]] = []  # per env, sized on the first batch
         self._done: deque[dict[str, np.ndarray]] = deque()
         self._frame_bytes = 0  # held by the kept episodes' frames
         self._shrunk: tuple[TransitionBatch, np.ndarray] | None = None  # the last batch's frames at frame_size
@@ -210,13 +212,15 @@ class PreferenceReward(LearnedReward):
     def _learn_from_file(self, path: Path) -> None:
         assert self.model is not None
         pairs = PreferencePairs.load(path)
-        obs_dim = int(np.prod(self.observation_space.shape))
+        obs_shape = self.observation_space.shape  # a Box's (the MLP takes nothing else); None: no fixed shape
         if self.model_sees_frames and (pairs.left.frames is None or pairs.right.frames is None):
             raise ConfigError(
                 f"reward.pairs={path} has no frames for a reward model on frames (reward/model=cnn): make it from "
                 "a dataset with frames (prefs.py frames=true) or use reward/model=mlp"
             )
-        if not self.model_sees_frames and int(np.prod(pairs.left.obs.shape[2:])) != obs_dim:
+        if not self.model_sees_frames and (
+            obs_shape is None or int(np.prod(pairs.left.obs.shape[2:])) != int(np.prod(obs_shape))
+        ):
             raise ConfigError(
                 f"reward.pairs={path}: segments have observations of shape {pairs.left.obs.shape[2:]}, the env {self.observation_space.shape}"
             )
@@ -236,6 +240,7 @@ class PreferenceReward(LearnedReward):
             "reward model trained on %d pairs from %s: train accuracy %.3f", len(pairs), path, fit["train_accuracy"]
         )
 
+    @override
     def reward(self, batch: TransitionBatch) -> np.ndarray:
         assert self.model is not None
         if self.version == 0:
@@ -304,6 +309,7 @@ class PreferenceReward(LearnedReward):
         """Figures for ``metrics.csv``: labels used, reward-model accuracy (held-out and train), loss."""
         return {"labels": float(self.labels_used), **self.stats}
 
+    @override
     def attach(self, run_dir: Path) -> None:
         self.pairs_path = Path(run_dir) / "preferences.npz"
 
@@ -311,9 +317,10 @@ class PreferenceReward(LearnedReward):
 
     @property
     def labels_used(self) -> int:
+        """Labels the teacher has given so far (skips included)."""
         return 0 if self.pairs is None else len(self.pairs)
 
-    def _empty(self) -> dict[str, list[np.ndarray]]:
+    def _empty(self) -> dict[str, list[np.ndarray | np.float32]]:
         return {"obs": [], "actions": [], "next_obs": [], "rewards": []}
 
     def _kept(self) -> Episodes:
@@ -432,6 +439,7 @@ class PreferenceReward(LearnedReward):
         if self.pairs is not None:
             self.pairs.save(path / "preferences.npz")
 
+    @override
     def load(self, path: Path) -> None:
         assert self.model is not None
         state = torch.load(path / "reward_model.pt", map_location=self.device, weights_only=False)

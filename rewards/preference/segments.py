@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -57,6 +57,7 @@ class Segments:
 
     @property
     def length(self) -> int:
+        """Transitions per segment."""
         return int(self.true_rewards.shape[1])
 
     def take(self, index: np.ndarray) -> Segments:
@@ -80,7 +81,6 @@ class Segments:
 
 def concat(a: Segments, b: Segments) -> Segments:
     """``a`` then ``b`` (components both have; a mask if either has one)."""
-
     frames = None if a.frames is None or b.frames is None else np.concatenate([a.frames, b.frames])
     return Segments(
         obs=np.concatenate([a.obs, b.obs]),
@@ -95,11 +95,13 @@ def concat(a: Segments, b: Segments) -> Segments:
     )
 
 
-def valid_starts(lengths: np.ndarray, terminated: np.ndarray, length: int, pad_terminal: bool = True) -> np.ndarray:
+def valid_starts(
+    lengths: np.ndarray | int, terminated: np.ndarray | bool, length: int, pad_terminal: bool = True
+) -> np.ndarray:
     """Per episode, how many segment start positions it offers (see :func:`cut_segments`).
 
     Args:
-        lengths: ``(episodes,)`` transitions per episode.
+        lengths: ``(episodes,)`` transitions per episode (an int: one episode, the result then 0-d).
         terminated: ``(episodes,)`` bool, the episode ended in a terminal state.
         length: Transitions per segment.
         pad_terminal: A terminated episode offers every start (windows padded past its end).
@@ -219,6 +221,7 @@ class PreferencePairs:
         )
 
     def subset(self, index: np.ndarray) -> PreferencePairs:
+        """The pairs ``index`` (a copy; teacher and source kept)."""
         return PreferencePairs(
             self.left.take(index), self.right.take(index), self.labels[index], self.teacher, self.source
         )
@@ -241,7 +244,7 @@ class PreferencePairs:
         arrays["meta/source"] = np.array(self.source)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, allow_pickle=False, **arrays)  # plain arrays only (load refuses pickles too)
         tmp.replace(path)
         return path
 

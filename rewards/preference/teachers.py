@@ -113,6 +113,7 @@ class SyntheticTeacher:
         self.equal_within = None if equal_within is None else float(equal_within)
 
     def describe(self) -> str:
+        """One line naming the teacher and its settings (stored with the labels)."""
         return (
             f"synthetic(beta={self.beta}, gamma={self.gamma}, mistake={self.mistake}, "
             f"skip_below={self.skip_below}, equal_within={self.equal_within})"
@@ -173,7 +174,8 @@ class HierarchicalTeacher:
                 "reward/teacher=hierarchical needs reward.teacher.ranking=[component, ...] (the env's reward "
                 "components, most important first)"
             )
-        m = [float(margins)] * len(self.ranking) if np.isscalar(margins) else [float(x) for x in margins]  # type: ignore[arg-type]
+        # numpy types isscalar as a TypeGuard (to generic | complex | str | ...): it narrows neither branch for mypy
+        m = [float(margins)] * len(self.ranking) if np.isscalar(margins) else [float(x) for x in margins]  # type: ignore[arg-type, union-attr]
         if len(m) != len(self.ranking) or min(m) < 0:
             raise ConfigError(f"teacher margins={margins!r}: give one number >= 0, or one per ranked component")
         self.margins = m
@@ -183,6 +185,7 @@ class HierarchicalTeacher:
         self.mistake = _mistake(mistake)
 
     def describe(self) -> str:
+        """One line naming the teacher and its settings (stored with the labels)."""
         return f"hierarchical(ranking={self.ranking}, margins={self.margins}, mistake={self.mistake})"
 
     def label(self, left: Segments, right: Segments, rng: np.random.Generator) -> np.ndarray:
@@ -250,10 +253,11 @@ class VlmTeacher:
         self.mistake = _mistake(mistake)
         from rewards.clip import ClipTeacher
 
-        self.clip = ClipTeacher(equal_margin=equal_margin, goal=goal, **scorer_kwargs)  # type: ignore[arg-type]
+        self.clip = ClipTeacher(equal_margin=equal_margin, goal=goal, **scorer_kwargs)
         self.goal, self.stride = goal, int(stride)
 
     def describe(self) -> str:
+        """One line naming the teacher and its settings (stored with the labels)."""
         return f"clip(goal={self.goal!r}, stride={self.stride}, equal_margin={self.clip.equal_margin}, mistake={self.mistake})"
 
     def label(self, left: Segments, right: Segments, rng: np.random.Generator) -> np.ndarray:
