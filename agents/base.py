@@ -68,6 +68,10 @@ class Requirements:
         dataset: It learns from an offline dataset (``dataset=<id>``) and cannot run without one.
         hint: Added to a refusal: which agents to use instead.
         label: How refusals name the agent (default ``agent=<config name>``), e.g. the algorithm ``SAC``.
+        first_update: The smallest budget (``steps``) that gives the agent one update (an off-policy
+            agent's ``learning_starts + 1``, an on-policy one's first full rollout); a run with less
+            would only evaluate its initial policy, and is refused. ``first_update_why`` says why.
+        first_update_why: What sets ``first_update``, with the setting to change (for the refusal).
     """
 
     action_spaces: tuple[type[gym.Space], ...] = ANY_ACTION
@@ -75,6 +79,8 @@ class Requirements:
     dataset: bool = False
     hint: str = ""
     label: str = ""
+    first_update: int = 0
+    first_update_why: str = ""
 
 
 class TrainCallback(Protocol):
@@ -185,8 +191,9 @@ def check_compatible(
     action_space: gym.Space,
     card: EnvCard | None,
     has_dataset: bool,
+    steps: int | None = None,
 ) -> None:
-    """Refuse an agent that cannot run on this env (or without / with a dataset), before anything is built.
+    """Refuse an agent that cannot run on this env (or without / with a dataset, or learn within ``steps``).
 
     Args:
         name: The agent's config name (``agent=<name>``).
@@ -194,6 +201,7 @@ def check_compatible(
         action_space: The env's action space.
         card: The env's card (its features); ``None``: an env rewardlab knows nothing about.
         has_dataset: The run was given ``dataset=<id>``.
+        steps: The run's budget (``None``: not checked).
 
     Raises:
         ConfigError: The first requirement the env or the run does not meet, with what would work.
@@ -212,4 +220,9 @@ def check_compatible(
     if has_dataset and not requirements.dataset:
         raise ConfigError(
             f"agent={name} learns online and would ignore dataset=; drop dataset= or use an offline agent (iql, bc, cpl)"
+        )
+    if steps is not None and steps < requirements.first_update:
+        raise ConfigError(
+            f"steps={steps} gives {who} no update: {requirements.first_update_why} "
+            f"(the first update comes at step {requirements.first_update}); give more steps or change that setting"
         )

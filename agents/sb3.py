@@ -16,7 +16,7 @@ import inspect
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -29,12 +29,16 @@ from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from typing_extensions import override
 
 from agents.base import Agent, Requirements, TrainCallback
 from envs.errors import ConfigError
+
+if TYPE_CHECKING:
+    from envs.cards import EnvCard
 from rewards.base import LearnedReward, RewardProvider, TransitionBatch, check_rewards
 
 ALGOS: dict[str, type[BaseAlgorithm] | str] = {
@@ -80,6 +84,21 @@ def _import(path: str, what: str) -> Any:
         ) from exc
     except AttributeError as exc:
         raise ConfigError(f"{what}={path!r}: {module} has no {name}") from exc
+
+
+def _first_update(algo: str, config: Mapping[str, Any]) -> tuple[int, str]:
+    """The smallest budget that gives ``algo`` one update with ``config``'s settings, and what sets it."""
+    cls = ALGOS[algo]
+    if isinstance(cls, str):  # MaskablePPO: PPO's rollout rule
+        cls = PPO
+    hp = dict(config.get("hyperparams") or {})
+    defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()}
+    n_envs = int(config.get("n_envs", 1) or 1)
+    if issubclass(cls, OnPolicyAlgorithm):
+        n_steps = int(hp.get("n_steps", defaults.get("n_steps", 1)))
+        return n_steps * n_envs, f"its first rollout is agent.hyperparams.n_steps={n_steps} x agent.n_envs={n_envs} steps"
+    starts = int(hp.get("learning_starts", defaults.get("learning_starts", 0)))
+    return starts + 1, f"it acts at random for agent.hyperparams.learning_starts={starts} steps first"
 
 
 def _schedule(name: str, value: Any) -> Any:
@@ -180,6 +199,10 @@ class SB3Agent(Agent):
         action_noise: ``{type: normal|ornstein_uhlenbeck, std: float}`` for TD3/SAC exploration.
         save_replay_buffer: Include the replay buffer in checkpoints (exact resume).
         log_every: Env steps between reports of SB3's training statistics (losses).
+        card: The env's card: an algorithm that masks actions while training (MaskablePPO) masks
+            them with the card's ``action_mask`` wherever it acts (evaluation, videos, collection);
+            without one it acts unmasked (fine for a policy that masks itself, as the jobshop per-job
+            policy does from its observation).
     """
 
     def __init__(
@@ -197,6 +220,7 @@ class SB3Agent(Agent):
         action_noise: Mapping[str, Any] | None = None,
         save_replay_buffer: bool = True,
         log_every: int = 1000,
+        card: EnvCard | None = None,
     ) -> None:
         needs = self.requirements({"algo": algo})
         if not isinstance(env.action_space, needs.action_spaces):
@@ -205,6 +229,8 @@ class SB3Agent(Agent):
         if "action_masks" in needs.features and not env.has_attr("action_masks"):
             raise ConfigError(f"{algo} needs an env with action_masks() (e.g. env=jobshop); {needs.hint}")
         self.algo = algo
+        # masks while acting as while training; without the card's mask the policy must mask itself
+        self.mask_fn = card.action_mask if card is not None and "action_masks" in needs.features else None
         algo_cls = ALGOS[algo]
         self.algo_cls: type[BaseAlgorithm] = _import(algo_cls, "agent.algo") if isinstance(algo_cls, str) else algo_cls
         if ":" in policy:
@@ -214,6 +240,10 @@ class SB3Agent(Agent):
         self.save_replay_buffer = save_replay_buffer
         self.log_every = max(1, int(log_every))
         kwargs = self._sb3_kwargs(hyperparams or {}, policy_kwargs or {}, action_noise, env)
+        if kwargs.get("optimize_memory_usage") and "replay_buffer_class" not in kwargs and not isinstance(
+            env.observation_space, gym.spaces.Dict
+        ):  # SB3's own loses s' at episode ends (relabelling, truncation, medium-replay need it)
+            kwargs["replay_buffer_class"] = CompactReplayBuffer
         self.vecnorm: VecNormalize | None = None
         train_env: VecEnv = env
         if normalize_obs or normalize_reward:
@@ -227,6 +257,18 @@ class SB3Agent(Agent):
                 "on frames while training: the buffer's rewards could not be recomputed after each update. "
                 "Use an on-policy agent (agent=ppo or a2c) or a reward model on observations (reward/model=mlp)"
             )
+        buffer = getattr(self.model, "replay_buffer", None)
+        if (
+            isinstance(reward, LearnedReward)
+            and isinstance(buffer, ReplayBuffer)
+            and buffer.optimize_memory_usage
+            and not isinstance(buffer, CompactReplayBuffer)
+        ):
+            raise ConfigError(
+                f"{algo}'s {type(buffer).__name__} with optimize_memory_usage keeps no next observation at "
+                f"episode ends, so {type(reward).__name__}'s rewards could not be recomputed; leave "
+                "agent.hyperparams.replay_buffer_class unset (rewardlab's CompactReplayBuffer keeps them)"
+            )
 
     @classmethod
     def requirements(cls, config: Mapping[str, Any]) -> Requirements:
@@ -234,11 +276,14 @@ class SB3Agent(Agent):
         algo = str(config.get("algo"))
         if algo not in ALGOS:
             raise ConfigError(f"agent.algo={algo!r} is not one of {', '.join(ALGOS)}")
+        first, why = _first_update(algo, config)
         return Requirements(
             action_spaces=ACTION_SPACES[algo],
             features=FEATURES.get(algo, frozenset()),
             hint="use ppo or a2c (any action space), dqn (discrete), sac or td3 (continuous)",
             label=algo,
+            first_update=first,
+            first_update_why=why,
         )
 
     def _sb3_kwargs(
@@ -301,6 +346,11 @@ class SB3Agent(Agent):
         model_obs: np.ndarray | dict[str, np.ndarray] = obs
         if self.vecnorm is not None:
             model_obs = self.vecnorm.normalize_obs(obs)
+        if self.mask_fn is not None:  # as in training, where the env's masks are passed
+            masked, _ = self.model.predict(  # type: ignore[call-arg]  # MaskablePPO's predict takes masks
+                model_obs, deterministic=deterministic, action_masks=self.mask_fn(np.asarray(obs))
+            )
+            return masked
         actions, _ = self.model.predict(model_obs, deterministic=deterministic)
         return actions
 
@@ -341,7 +391,12 @@ class SB3Agent(Agent):
     def relabel(self, reward: RewardProvider, chunk: int = 65536) -> None:
         """Recompute the proxy rewards stored in an off-policy agent's replay buffer with ``reward``.
 
-        Called after a learned reward changed; on-policy agents keep nothing to relabel.
+        Called after a learned reward changed; on-policy agents keep nothing to relabel. Each stored
+        transition is scored as the env made it: ``s'`` is the real next observation (in a
+        memory-optimised buffer the next row's, and the kept last observation at an episode's end:
+        :class:`CompactReplayBuffer`), Box actions are the env's (SB3 stores them scaled to [-1, 1]),
+        and ``terminated`` / ``truncated`` are the stored episode ends. The true reward is not stored
+        (``env_reward`` is NaN): learned rewards do not read it.
 
         Args:
             reward: The provider whose rewards replace the stored ones.
@@ -350,28 +405,29 @@ class SB3Agent(Agent):
         buffer = getattr(self.model, "replay_buffer", None)
         if not isinstance(buffer, ReplayBuffer):
             return
-
         size = buffer.buffer_size if buffer.full else buffer.pos
-        obs = buffer.observations[:size].reshape(-1, *buffer.obs_shape)
-        actions = buffer.actions[:size].reshape(size * buffer.n_envs, -1)
-        if isinstance(self.raw_env.action_space, gym.spaces.Box):  # SB3 stores Box actions scaled to [-1, 1]
-            actions = self.model.policy.unscale_action(actions)
-        nxt = buffer.next_observations if buffer.next_observations is not None else buffer.observations
-        next_obs = nxt[:size].reshape(-1, *buffer.obs_shape)
-        out = np.empty(len(obs), dtype=np.float32)
-        for s in range(0, len(obs), chunk):
-            sl = slice(s, min(s + chunk, len(obs)))
-            n = sl.stop - sl.start
+        n_envs = buffer.n_envs
+        box = isinstance(self.raw_env.action_space, gym.spaces.Box)
+        step = max(1, int(chunk) // n_envs)
+        for s in range(0, size, step):
+            rows = np.arange(s, min(s + step, size))
+            flat_rows, flat_envs = np.repeat(rows, n_envs), np.tile(np.arange(n_envs), len(rows))  # row-major
+            next_obs, truncated = stored_next(buffer, flat_rows, flat_envs)
+            actions = buffer.actions[rows].reshape(len(flat_rows), -1)
+            if box:  # SB3 stores Box actions scaled to [-1, 1]
+                actions = self.model.policy.unscale_action(actions)
+            done = buffer.dones[rows].reshape(-1) > 0
+            n = len(flat_rows)
             batch = TransitionBatch(
-                obs=obs[sl],
-                action=actions[sl] if isinstance(self.raw_env.action_space, gym.spaces.Box) else actions[sl, 0],
-                next_obs=next_obs[sl],
+                obs=buffer.observations[rows].reshape(n, *buffer.obs_shape),
+                action=actions if box else actions[:, 0],
+                next_obs=next_obs.reshape(n, *buffer.obs_shape),
                 env_reward=np.full(n, np.nan, dtype=np.float32),  # not stored by SB3; learned rewards do not read it
-                terminated=np.zeros(n, dtype=bool),
-                truncated=np.zeros(n, dtype=bool),
+                terminated=done & ~truncated,
+                truncated=truncated,
             )
-            out[sl] = check_rewards(reward.reward(batch), n, source=type(reward).__name__)
-        buffer.rewards[:size] = out.reshape(size, buffer.n_envs)
+            out = check_rewards(reward.reward(batch), n, source=type(reward).__name__)
+            buffer.rewards[rows] = out.reshape(len(rows), n_envs)
 
     @override
     def close(self) -> None:
@@ -395,6 +451,151 @@ def _load_vecnormalize(file: Path, venv: VecEnv) -> VecNormalize:
     return vecnorm
 
 
+class CompactReplayBuffer(ReplayBuffer):
+    """SB3's memory-optimised replay buffer, plus the real last observation of each episode.
+
+    With ``optimize_memory_usage`` SB3 keeps one observation array: the ``s'`` of row ``i`` is the
+    ``s`` of row ``i + 1`` (modulo the capacity, so the newest row's ``s'`` sits in the oldest row,
+    which is then invalid and never sampled). At an episode's end SB3 writes the real terminal
+    observation into row ``i + 1``, and the next ``add`` overwrites it with the first observation of
+    the next episode: the ``s'`` of every episode-ending transition is lost, and SB3 reads the next
+    episode's first state there. It therefore refuses ``handle_timeout_termination`` in this mode
+    (a truncated episode would bootstrap from that state; DLR-RM/stable-baselines3#934).
+
+    This buffer keeps, for each (row, env) that ends an episode, the real ``s'`` and whether the
+    episode was cut by a time limit, in a table beside the arrays (one observation per episode,
+    dropped when the row is overwritten), and reads ``s'`` through it everywhere: sampling (so
+    ``handle_timeout_termination`` works, and is on by default as in SB3's other mode), relabelling
+    (:meth:`SB3Agent.relabel`), checkpoints and ``collect.py recipe=medium-replay``. The SB3 agent
+    uses it whenever ``optimize_memory_usage`` is set; without that setting it is SB3's buffer.
+    Takes SB3's ``ReplayBuffer`` arguments.
+    """
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        device: torch.device | str = "auto",
+        n_envs: int = 1,
+        optimize_memory_usage: bool = False,
+        handle_timeout_termination: bool = True,
+    ) -> None:
+        # SB3 refuses both flags together; with the kept last observations they are sound
+        super().__init__(
+            buffer_size,
+            observation_space,
+            action_space,
+            device,
+            n_envs=n_envs,
+            optimize_memory_usage=optimize_memory_usage,
+            handle_timeout_termination=handle_timeout_termination and not optimize_memory_usage,
+        )
+        self.handle_timeout_termination = handle_timeout_termination
+        #: ``(row, env) -> (s' of shape obs_shape, truncated)`` for the rows that end an episode
+        self.episode_ends: dict[tuple[int, int], tuple[np.ndarray, bool]] = {}
+
+    @override
+    def add(
+        self,
+        obs: np.ndarray,
+        next_obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        if self.optimize_memory_usage:
+            row = self.pos
+            for j in range(self.n_envs):  # the row is overwritten: what it ended is gone
+                self.episode_ends.pop((row, j), None)
+            last = np.asarray(next_obs).reshape(self.n_envs, *self.obs_shape)
+            for j in np.flatnonzero(done).tolist():
+                cut = bool(infos[j].get("TimeLimit.truncated", False))
+                self.episode_ends[(row, j)] = (np.array(last[j], dtype=self.observations.dtype), cut)
+        super().add(obs, next_obs, action, reward, done, infos)
+
+    def next_observations_at(self, rows: np.ndarray, envs: np.ndarray) -> np.ndarray:
+        """``(k, *obs_shape)`` real ``s'`` of the transitions ``(rows[k], envs[k])`` (a copy)."""
+        if not self.optimize_memory_usage:
+            return self.next_observations[rows, envs]
+        out = self.observations[(rows + 1) % self.buffer_size, envs]
+        for k in np.flatnonzero(self.dones[rows, envs]):  # episode ends: the kept last observation
+            kept = self.episode_ends.get((int(rows[k]), int(envs[k])))
+            if kept is not None:
+                out[k] = kept[0]
+        return out
+
+    def truncated_at(self, rows: np.ndarray, envs: np.ndarray) -> np.ndarray:
+        """``(k,)`` bool: the transition ``(rows[k], envs[k])`` ended its episode at a time limit."""
+        cut = (self.dones[rows, envs] > 0) & (self.timeouts[rows, envs] > 0)
+        if self.optimize_memory_usage:
+            for k in np.flatnonzero(self.dones[rows, envs]):
+                kept = self.episode_ends.get((int(rows[k]), int(envs[k])))
+                cut[k] |= kept is not None and kept[1]
+        return cut
+
+    @override
+    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
+        if not self.optimize_memory_usage:
+            return super()._get_samples(batch_inds, env)
+        env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))  # as SB3 samples them
+        data = (
+            self._normalize_obs(self.observations[batch_inds, env_indices, :], env),
+            self.actions[batch_inds, env_indices, :],
+            self._normalize_obs(self.next_observations_at(batch_inds, env_indices), env),
+            (self.dones[batch_inds, env_indices] * (1 - self.timeouts[batch_inds, env_indices])).reshape(-1, 1),
+            self._normalize_reward(self.rewards[batch_inds, env_indices].reshape(-1, 1), env),
+        )
+        return ReplayBufferSamples(*tuple(map(self.to_torch, data)))
+
+    def ends_arrays(self) -> dict[str, np.ndarray]:
+        """The kept episode ends as arrays, for checkpoints.
+
+        Returns:
+            ``ends_rows``, ``ends_envs``: ``(k,)`` int64; ``ends_obs``: ``(k, *obs_shape)``;
+            ``ends_truncated``: ``(k,)`` bool.
+        """
+        keys = sorted(self.episode_ends)
+        return {
+            "ends_rows": np.array([r for r, _ in keys], dtype=np.int64),
+            "ends_envs": np.array([e for _, e in keys], dtype=np.int64),
+            "ends_obs": (
+                np.stack([self.episode_ends[k][0] for k in keys])
+                if keys
+                else np.zeros((0, *self.obs_shape), dtype=self.observations.dtype)
+            ),
+            "ends_truncated": np.array([self.episode_ends[k][1] for k in keys], dtype=bool),
+        }
+
+    def load_ends(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore what :meth:`ends_arrays` returned."""
+        self.episode_ends = {
+            (int(r), int(e)): (np.array(o), bool(t))
+            for r, e, o, t in zip(
+                arrays["ends_rows"], arrays["ends_envs"], arrays["ends_obs"], arrays["ends_truncated"], strict=True
+            )
+        }
+
+
+def stored_next(buffer: ReplayBuffer, rows: np.ndarray, envs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The real ``s'`` ``(k, *obs_shape)`` and ``truncated`` ``(k,)`` of the transitions ``(rows[k], envs[k])``.
+
+    Raises:
+        ConfigError: A memory-optimised buffer that is not a :class:`CompactReplayBuffer` (its
+            episode ends' ``s'`` are lost).
+    """
+    if isinstance(buffer, CompactReplayBuffer):
+        return buffer.next_observations_at(rows, envs), buffer.truncated_at(rows, envs)
+    if buffer.optimize_memory_usage:
+        raise ConfigError(
+            f"{type(buffer).__name__} with optimize_memory_usage keeps no next observation at episode ends; "
+            "leave agent.hyperparams.replay_buffer_class unset (rewardlab's CompactReplayBuffer keeps them)"
+        )
+    done = buffer.dones[rows, envs] > 0
+    return buffer.next_observations[rows, envs], done & (buffer.timeouts[rows, envs] > 0)
+
+
 _BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 
 
@@ -402,6 +603,10 @@ def _save_buffer(buffer: ReplayBuffer, file: Path) -> None:
     """Save only the filled part of an SB3 replay buffer (SB3 pickles all ``buffer_size`` rows)."""
     size = buffer.buffer_size if buffer.full else buffer.pos
     arrays = {name: getattr(buffer, name)[:size] for name in _BUFFER_ARRAYS if getattr(buffer, name, None) is not None}
+    if buffer.optimize_memory_usage:  # s' of the newest row is the next row's s
+        arrays["observations"] = buffer.observations[: min(size + 1, buffer.buffer_size)]
+    if isinstance(buffer, CompactReplayBuffer) and buffer.optimize_memory_usage:
+        arrays.update(buffer.ends_arrays())
     meta = {"pos": int(buffer.pos), "full": bool(buffer.full), "buffer_size": int(buffer.buffer_size)}
     tmp = file.with_suffix(".tmp.npz")
     np.savez(tmp, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
@@ -420,4 +625,6 @@ def _load_buffer(buffer: ReplayBuffer, file: Path) -> None:
             if name in data.files:
                 rows = data[name]
                 getattr(buffer, name)[: len(rows)] = rows
+        if isinstance(buffer, CompactReplayBuffer) and "ends_rows" in data.files:
+            buffer.load_ends(data)
         buffer.pos, buffer.full = meta["pos"], meta["full"]

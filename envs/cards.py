@@ -58,6 +58,9 @@ class EnvCard:
             ``None`` when unknown.
         policies: Scripted batched policies by name.
         features: What the env provides that some agents require (``"action_masks"``, ...).
+        action_mask: ``(batch, *obs_shape)`` observations -> ``(batch, n_actions)`` bool: the actions the
+            env allows, when the observation determines them (an env with ``action_masks``): agents that
+            mask while training mask the same way wherever they act (evaluation, videos, collection).
         disable_env_checker: The entry point calls ``gymnasium.make`` itself, whose checker
             already wraps the env; ``False`` for envs the entry point constructs directly.
     """
@@ -70,6 +73,7 @@ class EnvCard:
     termination_fn: TensorFn | None = None
     policies: Mapping[str, Policy] = field(default_factory=dict)
     features: frozenset[str] = frozenset()
+    action_mask: Callable[[np.ndarray], np.ndarray] | None = None
     disable_env_checker: bool = True
 
     @property

@@ -17,11 +17,12 @@ at the top of its config and be overridden as ``env.<key>=...`` (e.g. ``env.inst
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+import numpy as np
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
 
 import envs  # registers the rewardlab ids
 from envs import extras as extras_mod
@@ -77,19 +78,81 @@ def env_fn(env_cfg: Mapping[str, Any], extras: Collection[str] = ()) -> Callable
     return _thunk
 
 
+#: The purposes a run seeds envs for; each gets its own seed stream (:func:`env_seeds`).
+STREAMS = ("train", "eval", "video", "collect")
+
+
+def env_seeds(seed: int, n: int, stream: str = "train", generation: int = 0) -> list[int]:
+    """Reset seeds of ``n`` envs for one purpose of one run, independent of every other run and purpose.
+
+    Seeds ``seed + i`` make the streams of neighbouring run seeds overlap (env ``i + 1`` of seed 0 is
+    env ``i`` of seed 1). Here the seeds come from NumPy's ``SeedSequence`` with the entropy
+    ``(seed, stream, generation)``, so different run seeds, purposes (training, evaluation, videos,
+    collection) and resumes (``generation``) draw statistically independent seeds.
+
+    Args:
+        seed: The run's seed (>= 0).
+        n: Number of envs.
+        stream: One of :data:`STREAMS`.
+        generation: 0 for the first launch; the resume count after a resume (new episodes).
+
+    Returns:
+        ``n`` seeds in ``[0, 2**32)``.
+
+    Raises:
+        ValueError: An unknown stream.
+    """
+    if stream not in STREAMS:
+        raise ValueError(f"seed stream {stream!r} is not one of {', '.join(STREAMS)}")
+    entropy = [int(seed), STREAMS.index(stream), int(generation)]
+    return [int(s) for s in np.random.SeedSequence(entropy).generate_state(int(n), dtype=np.uint32)]
+
+
+def seed_vec_env(venv: VecEnv, seeds: Sequence[int]) -> None:
+    """Seed each env of ``venv`` (wrappers included) with its own seed at its next reset.
+
+    SB3's ``VecEnv.seed`` only offers ``seed + i``; its per-env seeds for the next reset live in the
+    base VecEnv's ``_seeds`` (stable-baselines3 >= 2.0), which this sets.
+
+    Raises:
+        ValueError: ``seeds`` does not have one seed per env.
+    """
+    base = venv
+    while isinstance(base, VecEnvWrapper):
+        base = base.venv
+    if len(seeds) != base.num_envs:
+        raise ValueError(f"{len(seeds)} seeds for {base.num_envs} envs")
+    base._seeds = [int(s) for s in seeds]
+
+
+def _standard_start_method() -> None:
+    """Set a standard multiprocessing start method back where a sweep's worker left a foreign one.
+
+    Hydra's joblib launcher runs jobs in loky processes, whose default start method is ``"loky"``;
+    every env process started from such a worker tries, and fails, to restore it. This sets
+    ``forkserver`` (in that worker only) before env processes are started.
+    """
+    import multiprocessing
+
+    if multiprocessing.get_start_method(allow_none=True) not in multiprocessing.get_all_start_methods():
+        multiprocessing.set_start_method("forkserver", force=True)
+
+
 def make_vec_env(
     env_cfg: Mapping[str, Any],
     n_envs: int,
     seed: int,
     extras: Collection[str] = (),
+    stream: str = "train",
 ) -> VecEnv:
-    """Make ``n_envs`` copies as an SB3 VecEnv, seeded ``seed, seed+1, ...`` on their first reset.
+    """Make ``n_envs`` copies as an SB3 VecEnv, seeded on their first reset from the run's seed stream.
 
     Args:
         env_cfg: Env config mapping (see module docstring).
         n_envs: Number of parallel envs.
-        seed: Seed of the first env.
+        seed: The run's seed; env ``i`` is reset with ``env_seeds(seed, n_envs, stream)[i]``.
         extras: Per-step extras each env puts in ``info`` (a reward provider's ``needs``, :mod:`envs.extras`).
+        stream: What the envs are for (:data:`STREAMS`): training, evaluation, ... each its own seeds.
     """
     if int(n_envs) < 1:
         raise ConfigError(f"n_envs must be >= 1, got {n_envs}")
@@ -99,6 +162,8 @@ def make_vec_env(
     if vec == "subproc":
         make_env(env_cfg).close()  # fail here, in this process, with a clear message
     fns = [env_fn(env_cfg, extras) for _ in range(int(n_envs))]
-    venv: VecEnv = SubprocVecEnv(fns) if vec == "subproc" else DummyVecEnv(fns)
-    venv.seed(int(seed))
+    if vec == "subproc":
+        _standard_start_method()
+    venv: VecEnv = SubprocVecEnv(fns, start_method="forkserver") if vec == "subproc" else DummyVecEnv(fns)
+    seed_vec_env(venv, env_seeds(int(seed), int(n_envs), stream))
     return venv

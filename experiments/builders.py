@@ -73,18 +73,25 @@ def build_reward(reward_cfg: Mapping[str, Any] | DictConfig) -> RewardProvider:
 
 
 def build_envs(
-    env_cfg: Mapping[str, Any], n_envs: int, seed: int, reward: RewardProvider, observe: bool = False
+    env_cfg: Mapping[str, Any],
+    n_envs: int,
+    seed: int,
+    reward: RewardProvider,
+    observe: bool = False,
+    stream: str = "train",
 ) -> RewardVecEnv:
-    """``n_envs`` envs of an env config, seeded ``seed, seed + 1, ...``, under the reward wrapper.
+    """``n_envs`` envs of an env config under the reward wrapper, seeded from the run's seed stream.
 
     Args:
         env_cfg: A ``conf/env`` node as a mapping.
         n_envs: Parallel envs.
-        seed: Seed of the first env.
+        seed: The run's seed (:func:`envs.make.env_seeds` derives each env's).
         reward: The provider whose proxy the wrapper returns (its ``needs`` are gathered from the envs).
         observe: The training env: a learned reward sees every batch.
+        stream: What the envs are for (``train``, ``eval``, ``collect``): each purpose its own seeds.
     """
-    return RewardVecEnv(make_vec_env(env_cfg, n_envs, seed, extras=reward.needs), reward, observe=observe)
+    venv = make_vec_env(env_cfg, n_envs, seed, extras=reward.needs, stream=stream)
+    return RewardVecEnv(venv, reward, observe=observe)
 
 
 def card_or_none(env_id: str) -> EnvCard | None:
@@ -134,8 +141,9 @@ def check_agent(
     card: EnvCard | None,
     has_dataset: bool,
     dataset_root: str | None = None,
+    steps: int | None = None,
 ) -> None:
-    """Refuse an agent the env or the run cannot serve, before anything is built.
+    """Refuse an agent the env or the run cannot serve (or that would not update within ``steps``), before anything is built.
 
     Raises:
         ConfigError: The agent's requirements are not met (the message says what would work; an agent
@@ -151,7 +159,7 @@ def check_agent(
             reqs,
             hint=f"local datasets under {ds.dataset_root(dataset_root)}: {local} (make one with experiments/collect.py)",
         )
-    check_compatible(str(node.get("name", "?")), reqs, action_space, card, has_dataset)
+    check_compatible(str(node.get("name", "?")), reqs, action_space, card, has_dataset, steps)
 
 
 def build_dataset(dataset_cfg: Mapping[str, Any] | DictConfig, reward: RewardProvider) -> Episodes:
@@ -213,7 +221,9 @@ def build_agent(
     }
     params = inspect.signature(cls).parameters
     given = {k: v for k, v in available.items() if k in params}
-    agent = _instantiate(node, f"agent {name}", **given)
+    # the config's arguments through Hydra, the run's objects (envs, the card) passed as they are
+    factory = _instantiate({**node, "_partial_": True}, f"agent {name}")
+    agent = factory(**given)
     if not isinstance(agent, Agent):
         raise ConfigError(f"agent {name}: {type(agent).__name__} is not an agents.base.Agent")
     if dataset is not None and isinstance(agent, LearnsFromDataset):

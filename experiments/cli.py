@@ -311,3 +311,23 @@ def resolve_device(device: str) -> str:
     if device == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device=mps but torch sees no Apple GPU; use device=cpu or device=auto")
     return device
+
+
+def _swept_suffix(override_dirname: str) -> str:
+    """A sweep job's folder-name suffix from its settings, e.g. ``_reward.scale=-1_steps=300``.
+
+    Env, reward, agent and seed are in the name already and run-time options say nothing about the
+    run; ``/`` in values is replaced and the suffix kept to 120 characters.
+    """
+    skip = ("env=", "reward=", "agent=", "seed=", "hydra", "video.", "progress=", "checkpoint.", "device=", "torch_threads=")
+    parts = [p for p in override_dirname.split(",") if p and not p.startswith(skip)]
+    text = "_".join(parts).replace("/", "-").replace(" ", "")
+    return ("_" + text)[:120] if text else ""
+
+
+def register_resolvers() -> None:
+    """OmegaConf resolvers the configs use (``rewardlab.swept``: sweep folders named by their settings)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("rewardlab.swept"):
+        OmegaConf.register_new_resolver("rewardlab.swept", _swept_suffix)

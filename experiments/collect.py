@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
@@ -127,30 +127,66 @@ class _Policy:
         return "random" if self.kind == "random" else self.label
 
 
+class Rollouts(NamedTuple):
+    """Recorded episodes and which of them ran to their end.
+
+    Attributes:
+        episodes: The episodes (``envs.data.Episode``), in the order they finished.
+        complete: ``(len(episodes),)`` bool: False for an episode cut by the ``steps`` budget (stored,
+            marked truncated, but its return is not an episode return: left out of reference scores).
+    """
+
+    episodes: list[Any]
+    complete: np.ndarray
+
+    def returns(self) -> np.ndarray:
+        """``(complete episodes,)`` true returns of the episodes that ran to their end."""
+        return np.array([e.rewards.sum() for e, ok in zip(self.episodes, self.complete, strict=True) if ok])
+
+
 def rollouts(
-    env_cfg: dict[str, Any], policy: _Policy, episodes: int | None, steps: int | None, seed: int, frames: bool
-) -> list[Any]:
-    """Episodes of ``policy`` on vector envs (module docstring); the env's reward is the reward."""
+    env_cfg: dict[str, Any],
+    policy: _Policy,
+    episodes: int | None,
+    steps: int | None,
+    seed: int,
+    frames: bool,
+    generation: int = 0,
+) -> Rollouts:
+    """Episodes of ``policy`` on vector envs (module docstring); the env's reward is the reward.
+
+    With ``episodes=N`` each env contributes a fixed quota (env ``i``: ``(N + i) // n_envs``, as the
+    evaluation does), so short episodes are not favoured: the statistics do not depend on ``n_envs``.
+    With ``steps=N`` the episodes still running at the budget are kept, cut and marked (``complete``).
+    The envs are reset from the run's ``collect`` seed stream (``generation`` tells apart several
+    collections of one seed).
+    """
     from tqdm import tqdm
 
     from envs.data import Episode
-    from envs.make import make_vec_env
+    from envs.make import env_seeds, make_vec_env, seed_vec_env
     from experiments.evaluation import array_obs
     from rewards.env import EnvReward
     from rewards.wrapper import RewardVecEnv
 
-    venv = RewardVecEnv(make_vec_env(env_cfg, policy.n_envs, seed, extras={"frame"} if frames else ()), EnvReward())
+    base = make_vec_env(env_cfg, policy.n_envs, seed, extras={"frame"} if frames else (), stream="collect")
+    seed_vec_env(base, env_seeds(seed, policy.n_envs, "collect", generation))
+    venv = RewardVecEnv(base, EnvReward())
     policy.bind(venv, seed)
     n = venv.num_envs
+    quota = np.array([(episodes + i) // n for i in range(n)]) if episodes is not None else np.full(n, -1)
+    kept = np.zeros(n, dtype=np.int64)
     bufs: list[dict[str, list]] = [
         {"obs": [], "act": [], "rew": [], "term": [], "trunc": [], "frame": []} for _ in range(n)
     ]
     out: list[Episode] = []
+    complete: list[bool] = []
 
     def finish(i: int, last_obs: np.ndarray, cut: bool = False) -> None:
         b = bufs[i]
         if cut:
             b["trunc"][-1] = True
+        complete.append(not cut)
         infos = {"frame": np.stack(b["frame"])} if frames else None
         out.append(
             Episode(
@@ -186,14 +222,16 @@ def rollouts(
                     b["frame"].append(infos[i]["frame"])
             recorded += n if steps is not None else 0
             for d in np.flatnonzero(dones):
+                if episodes is not None and kept[d] >= quota[d]:
+                    bufs[int(d)] = {k: [] for k in bufs[int(d)]}  # past this env's quota: not recorded
+                    continue
                 finish(int(d), infos[d]["terminal_observation"])
+                kept[d] += 1
                 if episodes is not None:
                     bar.update(1)
-                    if len(out) >= episodes:
-                        break
             if steps is not None:
                 bar.update(n)
-            if (episodes is not None and len(out) >= episodes) or (steps is not None and recorded >= steps):
+            if (episodes is not None and (kept >= quota).all()) or (steps is not None and recorded >= steps):
                 break
             obs = next_obs
         if steps is not None:  # episodes still running: cut by the budget, marked truncated
@@ -203,11 +241,18 @@ def rollouts(
     if policy.agent is not None:
         policy.agent.close()
     venv.close()
-    return out[:episodes] if episodes is not None else out
+    return Rollouts(out, np.array(complete, dtype=bool))
 
 
 def replay_episodes(run_dir: Path, checkpoint: Path, action_space: Any) -> list[Any]:
-    """The episodes in a run's saved replay buffer (oldest first; a wrapped buffer's first, partial one dropped)."""
+    """The episodes in a run's saved replay buffer (oldest first; a wrapped buffer's first, partial one dropped).
+
+    Each episode ends with its real last observation and keeps terminations and truncations apart:
+    from ``next_observations`` and ``timeouts`` in SB3's plain buffer; in a memory-optimised one
+    (``optimize_memory_usage``), ``s'`` is the next row's ``s`` and the last observation of each
+    episode and its truncation come from the table the buffer keeps beside
+    (:class:`agents.sb3.CompactReplayBuffer`).
+    """
     import gymnasium as gym
     from omegaconf import OmegaConf
 
@@ -228,7 +273,23 @@ def replay_episodes(run_dir: Path, checkpoint: Path, action_space: Any) -> list[
 
     with np.load(file) as data:
         meta = json.loads(data["meta"].tobytes().decode())
-        arrays = {k: data[k] for k in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")}
+        arrays = {k: data[k] for k in ("observations", "actions", "rewards", "dones", "timeouts")}
+        stored_next = data["next_observations"] if "next_observations" in data.files else None
+        ends = {k: data[k] for k in ("ends_rows", "ends_envs", "ends_obs", "ends_truncated") if k in data.files}
+    rows = len(arrays["dones"])
+    observations = arrays["observations"]
+    truncated = (arrays["dones"] > 0) & (arrays["timeouts"] > 0)
+    if stored_next is None:  # memory-optimised: s' is the next row's s (one extra row unless the buffer wrapped)
+        if not ends:
+            raise ConfigError(
+                f"recipe=medium-replay: the replay buffer of {checkpoint} was saved without the last observation "
+                "of each episode (optimize_memory_usage with stable-baselines3's own buffer); collect from a run "
+                "made with this version of rewardlab, or without optimize_memory_usage"
+            )
+        stored_next = observations[(np.arange(rows) + 1) % len(observations)]
+        stored_next[ends["ends_rows"], ends["ends_envs"]] = ends["ends_obs"]
+        truncated[ends["ends_rows"], ends["ends_envs"]] |= ends["ends_truncated"]
+    arrays["observations"], arrays["next_observations"], arrays["truncated"] = observations[:rows], stored_next, truncated
     if meta["full"]:  # oldest first
         arrays = {k: np.roll(v, -meta["pos"], axis=0) for k, v in arrays.items()}
     actions = arrays["actions"]
@@ -237,12 +298,12 @@ def replay_episodes(run_dir: Path, checkpoint: Path, action_space: Any) -> list[
         actions = low + (actions + 1.0) * 0.5 * (high - low)
     out: list[Episode] = []
     for j in range(arrays["dones"].shape[1]):
-        ends = np.flatnonzero(arrays["dones"][:, j])
+        episode_ends = np.flatnonzero(arrays["dones"][:, j])
         start = 0
-        for k, end in enumerate(ends):
+        for k, end in enumerate(episode_ends):
             if not (meta["full"] and k == 0):
                 sl = slice(start, end + 1)
-                timeouts = arrays["timeouts"][sl, j].astype(bool)
+                cut = arrays["truncated"][sl, j]
                 done = arrays["dones"][sl, j].astype(bool)
                 out.append(
                     Episode(
@@ -251,14 +312,18 @@ def replay_episodes(run_dir: Path, checkpoint: Path, action_space: Any) -> list[
                         ),
                         actions=actions[sl, j],
                         rewards=arrays["rewards"][sl, j].astype(np.float64),
-                        terminations=done & ~timeouts,
-                        truncations=done & timeouts,
+                        terminations=done & ~cut,
+                        truncations=done & cut,
                     )
                 )
             start = int(end) + 1
     if not out:
         raise ConfigError(f"recipe=medium-replay: the replay buffer of {checkpoint} holds no finished episode")
     return out
+
+
+def _returns(episodes: list[Any]) -> np.ndarray:
+    return np.array([e.rewards.sum() for e in episodes])
 
 
 def random_score(env_cfg: dict[str, Any], episodes: int, seed: int) -> float:
@@ -268,8 +333,7 @@ def random_score(env_cfg: dict[str, Any], episodes: int, seed: int) -> float:
     policy = _Policy(
         OmegaConf.create({"policy": "random", "n_envs": min(4, episodes), "deterministic": False}), env_cfg, "cpu"
     )
-    eps = rollouts(env_cfg, policy, episodes, None, seed + 10_000, frames=False)
-    return float(np.mean([e.rewards.sum() for e in eps]))
+    return float(rollouts(env_cfg, policy, episodes, None, seed, frames=False, generation=1).returns().mean())
 
 
 def main(argv: list[str]) -> dict[str, Any]:
@@ -308,6 +372,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     probe.close()
     recipe: dict[str, Any] = {"recipe": cfg.recipe, "policy": str(cfg.policy), "seed": int(cfg.seed)}
     lo = hi = None
+    cut = 0
     if cfg.recipe == "medium-expert":
         sources = [str(s) for s in cfg.sources]
         episodes = []
@@ -331,8 +396,15 @@ def main(argv: list[str]) -> dict[str, Any]:
         policy_name = policy.describe()
         if policy.kind == "run":
             recipe["checkpoint"] = policy.checkpoint.name
-        episodes = rollouts(env_cfg, policy, cfg.episodes, cfg.steps, int(cfg.seed), bool(cfg.frames))
-    returns = np.array([e.rewards.sum() for e in episodes])
+        recorded = rollouts(env_cfg, policy, cfg.episodes, cfg.steps, int(cfg.seed), bool(cfg.frames))
+        episodes, cut = recorded.episodes, int((~recorded.complete).sum())
+    # returns of complete episodes only: a piece cut by the steps= budget has no episode return
+    returns = recorded.returns() if cfg.recipe not in ("medium-expert", "medium-replay") else _returns(episodes)
+    if not len(returns):
+        raise ConfigError(
+            f"no episode ran to its end within steps={cfg.steps}: give more steps, or episodes=N (the returns and "
+            "reference scores need complete episodes)"
+        )
     if cfg.recipe != "medium-expert":
         if str(cfg.policy) == "random":
             lo = float(returns.mean())
@@ -372,8 +444,9 @@ def main(argv: list[str]) -> dict[str, Any]:
     norm = ""
     if lo is not None and hi is not None and hi != lo:
         norm = f", normalised {100 * (returns.mean() - lo) / (hi - lo):.1f}"
+    pieces = f" ({cut} cut by the steps budget, left out of the returns)" if cut else ""
     print(
-        f"{name}: {len(episodes)} episodes, {steps} steps, return {returns.mean():.2f} ± {returns.std():.2f}{norm} "
+        f"{name}: {len(episodes)} episodes{pieces}, {steps} steps, return {returns.mean():.2f} ± {returns.std():.2f}{norm} "
         f"(ref_min {lo}, ref_max {hi}) -> {path} in {result['seconds']} s",
         file=sys.stderr,
     )

@@ -2,7 +2,7 @@
 
 :func:`evaluate` runs exactly ``episodes`` episodes spread over a vector env without favouring
 short episodes (each env contributes a fixed quota, as SB3's ``evaluate_policy``), with the proxy
-reward measured on the same episodes. :func:`record_video` writes an mp4 of one episode.
+reward measured on the same episodes. :func:`record_video` writes an mp4 of an episode (and more while the clip is too short to watch).
 """
 
 from __future__ import annotations
@@ -17,28 +17,29 @@ import numpy as np
 
 from agents.base import Agent
 from envs.extras import single
-from envs.make import make_env
+from envs.make import env_seeds, make_env, seed_vec_env
 from rewards.base import RewardProvider, TransitionBatch, check_rewards
 from rewards.wrapper import EpisodeStats, RewardVecEnv
 
 
 def evaluate(agent: Agent, venv: RewardVecEnv, episodes: int, seed: int, deterministic: bool = True) -> list[EpisodeStats]:
-    """Run ``episodes`` full episodes; env ``i`` is seeded ``seed + i`` at every call.
+    """Run ``episodes`` full episodes; env ``i`` is reset with the run's ``i``-th evaluation seed at every call.
 
     Reseeding each time means every evaluation of a run starts from the same initial states,
-    so successive evaluations differ by the policy only.
+    so successive evaluations differ by the policy only; the evaluation seeds are a stream of their
+    own (:func:`envs.make.env_seeds`), apart from the training envs' and from other run seeds'.
 
     Args:
         agent: Acts on raw observations.
         venv: Evaluation env wrapped with the run's reward provider.
         episodes: Number of episodes to return.
-        seed: Seed of the first evaluation env.
+        seed: The run's seed.
         deterministic: Greedy / mean actions.
     """
     n = venv.num_envs
     quota = np.array([(episodes + i) // n for i in range(n)], dtype=np.int64)
     done = np.zeros(n, dtype=np.int64)
-    venv.seed(seed)
+    seed_vec_env(venv, env_seeds(seed, n, "eval"))
     obs = venv.reset()
     venv.pop_episodes()
     results: list[EpisodeStats] = []
@@ -91,24 +92,36 @@ def record_video(
     fps: float | None = None,
     deterministic: bool = True,
     provider: RewardProvider | None = None,
+    min_seconds: float = 0.0,
+    overlay: bool = True,
 ) -> dict[str, Any]:
-    """Roll out one episode and write it to ``path`` as an H.264 mp4 (written atomically).
+    """Roll out an episode (and more, while the clip is shorter than ``min_seconds``) to an H.264 mp4.
+
+    The file is written atomically. Episode ``k`` of the clip is reset with ``seed + k``; the
+    returned figures are the first episode's, so one seed always names one episode.
 
     Args:
         agent: The policy.
         env_cfg: Env config (its ``render`` size sets the frame size).
         path: Output ``.mp4`` file.
-        seed: Reset seed of the episode.
+        seed: Reset seed of the first episode.
         max_frames: Stop after this many frames.
         fps: Frames per second (``None``: the env's ``render_fps``).
         deterministic: Greedy / mean actions.
         provider: Also measure the proxy return under this reward provider.
+        min_seconds: Keep recording further episodes until the clip lasts this long (short episodes,
+            e.g. a falling hopper, still give a clip one can watch); 0: one episode.
+        overlay: Write the episode, step and returns so far on each frame (the provider scores the
+            frame as rendered, before the text).
 
     Returns:
-        ``{"path", "frames", "true_return", "proxy_return", "length", "terminated", "success"}``
-        (``proxy_return`` and ``success`` are ``None`` when unknown).
+        ``{"path", "frames", "episodes", "true_return", "proxy_return", "length", "terminated", "success"}``:
+        the clip's frames and episodes, and the first episode's figures (``proxy_return`` and
+        ``success`` are ``None`` when unknown).
     """
     import imageio.v2 as imageio
+
+    from experiments.plots import annotate
 
     needs = provider.needs if provider is not None else frozenset()
     env = make_env(env_cfg, extras=needs - {"frame"})  # the frame the video shows is the provider's too
@@ -119,40 +132,56 @@ def record_video(
     writer = imageio.get_writer(
         str(tmp), fps=fps, codec="libx264", pixelformat="yuv420p", quality=7, macro_block_size=16, ffmpeg_log_level="error"
     )
-    true_return, proxy_return, frames, length, terminated = 0.0, 0.0, 0, 0, False
-    success = None
+    frames, episode = 0, 0
+    first: dict[str, Any] | None = None
     try:
-        obs, _ = env.reset(seed=int(seed))
-        writer.append_data(_render(env))
-        frames = 1
         while frames < max_frames:
-            action = agent.act(np.asarray(obs)[None], deterministic=deterministic)[0]
-            next_obs, reward, terminated, truncated, info = env.step(action)
+            true_return, proxy_return, length, terminated, success = 0.0, 0.0, 0, False, None
+            obs, _ = env.reset(seed=int(seed) + episode)
             frame = _render(env)
-            true_return += float(reward)
-            if provider is not None:
-                extras = {**single(info, needs - {"frame"}), **({"frame": frame[None]} if "frame" in needs else {})}
-                proxy_return += float(_score_one(provider, obs, action, next_obs, reward, terminated, truncated, extras)[0])
-            writer.append_data(frame)
+            text = _caption(episode, 0, 0.0, 0.0 if provider is not None else None)
+            writer.append_data(annotate(frame, text) if overlay else frame)
             frames += 1
-            length += 1
-            obs = next_obs
-            if terminated or truncated:
-                success = info.get("success")
+            while frames < max_frames:
+                action = agent.act(np.asarray(obs)[None], deterministic=deterministic)[0]
+                next_obs, reward, terminated, truncated, info = env.step(action)
+                frame = _render(env)
+                true_return += float(reward)
+                if provider is not None:
+                    extras = {**single(info, needs - {"frame"}), **({"frame": frame[None]} if "frame" in needs else {})}
+                    proxy_return += float(
+                        _score_one(provider, obs, action, next_obs, reward, terminated, truncated, extras)[0]
+                    )
+                length += 1
+                text = _caption(episode, length, true_return, proxy_return if provider is not None else None)
+                writer.append_data(annotate(frame, text) if overlay else frame)
+                frames += 1
+                obs = next_obs
+                if terminated or truncated:
+                    success = info.get("success")
+                    break
+            if first is None:
+                first = {
+                    "length": length,
+                    "true_return": true_return,
+                    "proxy_return": proxy_return if provider is not None else None,
+                    "terminated": bool(terminated),
+                    "success": success,
+                }
+            episode += 1
+            if frames / fps >= min_seconds:
                 break
     finally:
         writer.close()
         env.close()
     os.replace(tmp, path)
-    return {
-        "path": str(path),
-        "frames": frames,
-        "length": length,
-        "true_return": true_return,
-        "proxy_return": proxy_return if provider is not None else None,
-        "terminated": bool(terminated),
-        "success": success,
-    }
+    assert first is not None  # max_frames >= 1: the first episode starts
+    return {"path": str(path), "frames": frames, "episodes": episode, **first}
+
+
+def _caption(episode: int, step: int, true_return: float, proxy_return: float | None) -> str:
+    proxy = "" if proxy_return is None else f"  proxy {proxy_return:.1f}"
+    return f"episode {episode}  step {step}  true {true_return:.1f}{proxy}"
 
 
 def array_obs(obs: Any) -> np.ndarray:

@@ -11,7 +11,10 @@ with the provider (proxy) and keeps the env's reward (true), and writes to ``DIR
   the EPIC distance (:mod:`rewards.distance`; 0 = the same reward up to potential shaping and
   positive rescaling, 1 = its negation), the settings, and a ``notes`` list saying why a figure is
   missing (a constant reward, an env without a closed-form reward);
-* ``reward_eval.png``: proxy vs true reward per transition (and the canonicalised rewards).
+* ``reward_eval.png``: proxy vs true reward per transition (and the canonicalised rewards);
+* ``reward_eval_samples.npz``: the transitions (``obs``, ``action``, ``next_obs``), ``true_reward``,
+  ``proxy_reward`` and ``epic_index`` (the transitions EPIC was computed on; empty without EPIC),
+  so every figure can be recomputed (frames are not kept).
 
 EPIC evaluates both rewards on transitions that never happened, so the env's reward must exist in
 closed form (``reward_fn`` on the env's card, :mod:`envs.cards`: cartpole, pendulum); the collected
@@ -224,13 +227,15 @@ def main(argv: list[str]) -> dict[str, Any]:
         if values.std() == 0.0:
             notes.append(f"the {name} reward is constant ({values[0]:g}) on these samples: correlations are undefined")
 
-    epic_result, canon = _epic(cfg, env_cfg, provider, data, notes)
+    epic_result, canon, epic_index = _epic(cfg, env_cfg, provider, data, notes)
     result["epic"] = epic_result
     result["epic_distance"] = epic_result["distance"]
     result["notes"] = notes
     result["wall_time_s"] = round(time.time() - t0, 3)
     provider.close()
     write_json_atomic(out / "reward_eval.json", result)
+    np.savez(out / "reward_eval_samples.npz", obs=data["obs"], action=data["action"], next_obs=data["next_obs"],
+             true_reward=true, proxy_reward=proxy, epic_index=epic_index)  # fmt: skip
     _plot(out / "reward_eval.png", true, proxy, canon, f"{env_cfg['name']}: {reward_name} vs true ({result['policy']} policy)")
 
     def fmt(x: float | None) -> str:
@@ -240,12 +245,20 @@ def main(argv: list[str]) -> dict[str, Any]:
           f"spearman {fmt(result['spearman'])} | EPIC {fmt(result['epic_distance'])} | {result['wall_time_s']:.1f} s")
     for note in notes:
         print(f"note: {note}")
-    print(f"wrote {out / 'reward_eval.json'} and {out / 'reward_eval.png'}")
+    print(f"wrote {out / 'reward_eval.json'}, {out / 'reward_eval.png'} and {out / 'reward_eval_samples.npz'}")
     return result
 
 
-def _epic(cfg: Any, env_cfg: dict[str, Any], provider: RewardProvider, data: dict[str, Any], notes: list[str]) -> tuple[dict[str, Any], Any]:
-    """EPIC distance between the provider and the env's closed-form reward (module docstring)."""
+def _epic(
+    cfg: Any, env_cfg: dict[str, Any], provider: RewardProvider, data: dict[str, Any], notes: list[str]
+) -> tuple[dict[str, Any], Any, np.ndarray]:
+    """EPIC distance between the provider and the env's closed-form reward (module docstring).
+
+    Returns:
+        ``(settings with the distance, (canonical true, canonical proxy) or None, (m,) indices of
+        the samples the distance was computed on)`` (no indices when EPIC was skipped).
+    """
+    skipped = np.zeros(0, dtype=np.int64)
     from rewards import distance
 
     true_fn, true_name = _true_reward_fn(env_cfg)
@@ -254,13 +267,13 @@ def _epic(cfg: Any, env_cfg: dict[str, Any], provider: RewardProvider, data: dic
     if true_fn is None:
         notes.append(f"EPIC needs the env's reward in closed form; env {env_cfg['name']} has no true_reward "
                      "(no reward_fn on its env card, see envs/cards.py)")
-        return settings, None
+        return settings, None, skipped
     error = float(np.max(np.abs(true_fn(data["obs"], data["action"], data["next_obs"]) - data["env_reward"])))
     settings["true_reward_max_error"] = error
     if error > TRUE_TOLERANCE:
         notes.append(f"the closed-form true reward {true_name} does not reproduce the env's reward on the samples "
                      f"(max error {error:.3g}); EPIC skipped")
-        return settings, None
+        return settings, None, skipped
 
     def proxy_fn(obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, frames: np.ndarray | None) -> np.ndarray:
         n = len(obs)
@@ -284,7 +297,7 @@ def _epic(cfg: Any, env_cfg: dict[str, Any], provider: RewardProvider, data: dic
     settings["distance"] = distance.pearson_distance(c_true, c_proxy)
     if settings["distance"] is None:
         notes.append("a canonicalised reward is constant (a constant or purely shaping reward): EPIC is undefined")
-    return settings, (c_true, c_proxy)
+    return settings, (c_true, c_proxy), idx
 
 
 if __name__ == "__main__":

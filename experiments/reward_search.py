@@ -10,14 +10,23 @@ Each iteration asks the model (the ``llm`` config group: ``llm=openai|local|repl
 their reason), trains every accepted program for ``steps`` with ``experiments/run.py env=E
 reward=code reward.source=PROGRAM agent=A`` (``workers`` at a time), and builds the next prompt:
 
-* ``mode=eureka`` (Ma et al.): the best program so far by the true return of its final
-  evaluation, with Eureka's reward reflection: each component's per-episode value over training,
-  the true return and success over training, and the correlation of the program's reward with
-  the env's on random transitions;
-* ``mode=icpl`` (In-Context Preference Learning): a teacher ranks the programs' rollout videos —
-  ``teacher=synthetic`` prefers the higher true return (a simulated human), ``teacher=terminal``
-  asks you, showing the video paths — and the prompt gets the most and least preferred programs
-  with their component statistics, but no true-reward numbers.
+* ``mode=eureka`` (Ma et al., 2023; their ``eureka.py``): each program's fitness is the maximum
+  success rate over training where the env defines success (Eureka's ``max(consecutive_successes)``),
+  else the true return of the final evaluation. The next prompt is built from *this* iteration's
+  best program (the argmax of fitness, first on ties, as ``np.argmax``), even where an earlier
+  iteration's was fitter, with Eureka's reward reflection (:func:`reflection`): each component's
+  per-episode value at every evaluation over training with its maximum, mean and minimum, the
+  task score (success rate) where the env defines one, else the ground-truth score (true
+  return), and the episode length. The program's correlation with the env's reward is *not* in
+  it: Eureka computes that figure but never shows it to the model, and it would leak the
+  answer into the loop; ``feedback_correlation=true`` adds it, for ablations. The search's
+  result (``best``) is the fittest program over all iterations;
+* ``mode=icpl`` (In-Context Preference Learning, Yu et al., 2024): a teacher ranks the
+  programs' rollout videos — ``teacher=synthetic`` prefers what the videos show, the final
+  evaluation's success rate where the env defines one, else its true return (a simulated
+  human; ties keep the sample order), ``teacher=terminal`` asks you, showing the video paths —
+  and the prompt gets the most and least preferred programs with the preferred one's component
+  statistics, but no true-reward numbers (no task score, return, episode length or correlation).
 
 Everything lands in ``out``: per candidate ``iter_I/sample_J/`` with ``program.py`` and
 ``candidate.json`` (messages, backend, model, sampling, raw response, code hash, checks,
@@ -54,6 +63,10 @@ def _validate(cfg: Any) -> None:
         raise ConfigError(f"mode={cfg.mode!r}; accepted: {', '.join(MODES)}")
     if cfg.teacher not in TEACHERS:
         raise ConfigError(f"teacher={cfg.teacher!r}; accepted: {', '.join(TEACHERS)}")
+    if not isinstance(cfg.feedback_correlation, bool):
+        raise ConfigError(f"feedback_correlation={cfg.feedback_correlation!r} must be true or false")
+    if cfg.feedback_correlation and cfg.mode == "icpl":
+        raise ConfigError("feedback_correlation=true is for mode=eureka: ICPL's feedback holds no true-reward numbers")
     if cfg.reward.get("name") != "code":
         raise ConfigError("reward_search.py searches over reward programs: use reward=code (the default)")
     if not cfg.reward.get("task"):
@@ -90,7 +103,7 @@ def _train(args: list[str], run_dir: Path, timeout: float) -> dict[str, Any]:
     traces: dict[str, list[float | None]] = {}
     for row in rows:
         for key, value in row.items():
-            if key in ("true_return", "success") or key.startswith("component/"):
+            if key in ("true_return", "success", "episode_length") or key.startswith("component/"):
                 traces.setdefault(key, []).append(round(float(value), 3) if value not in ("", None) else None)
     return {
         "trained": True,
@@ -105,19 +118,65 @@ def _train(args: list[str], run_dir: Path, timeout: float) -> dict[str, Any]:
     }
 
 
-def _reflection(cand: dict[str, Any], with_true: bool) -> str:
-    """Eureka's reward reflection for one trained program (component traces over training)."""
+def fitness(results: dict[str, Any]) -> float:
+    """Eureka's selection score of a trained program.
+
+    Args:
+        results: A candidate's training results (``_train``): ``success`` (final evaluation, ``None``
+            where the env defines no success), ``true_return`` and ``traces["success"]``.
+
+    Returns:
+        The maximum success rate over training (every evaluation, the final one included) where the
+        env defines success, else the true return of the final evaluation.
+    """
+    successes = [v for v in results.get("traces", {}).get("success", []) if v is not None]
+    if results.get("success") is not None:
+        successes.append(results["success"])
+    return float(max(successes)) if successes else float(results["true_return"])
+
+
+def _stats(values: list[Any]) -> str:
+    """``[v0, v1, ...], Max: .., Mean: .., Min: ..`` as Eureka prints a metric (missing values skipped)."""
+    known = [float(v) for v in values if v is not None]
+    shown = "[" + ", ".join("-" if v is None else f"{float(v):.2f}" for v in values) + "]"
+    if not known:
+        return shown
+    return f"{shown}, Max: {max(known):.2f}, Mean: {sum(known) / len(known):.2f}, Min: {min(known):.2f}"
+
+
+def reflection(cand: dict[str, Any], with_true: bool, with_correlation: bool = False) -> str:
+    """Eureka's reward reflection on one trained program (module docstring).
+
+    Args:
+        cand: A trained candidate: ``results`` from ``_train`` and ``check`` from the validation.
+        with_true: Add the task score (success rate) where the env defines one, else the
+            ground-truth score (true return), and the episode length (Eureka); ``False`` for ICPL.
+        with_correlation: Add the correlation of the program's reward with the env's on random
+            transitions (leaks the true reward; ``feedback_correlation=true``).
+
+    Returns:
+        The text for the next prompt: one line per component and metric, each with its values at
+        the evaluations over training and their maximum, mean and minimum.
+    """
     res = cand["results"]
+    traces = res.get("traces", {})
+    steps = res.get("steps_at") or []
     lines = [
-        f"Trained for {res['steps_at'][-1] if res.get('steps_at') else '?'} steps; values at evaluations {res.get('steps_at')}:"
+        f"We trained a policy with this reward program for {steps[-1] if steps else '?'} steps and evaluated it at "
+        f"steps {steps}; the values of each reward component (sum per episode) at those evaluations, "
+        "and their maximum, mean and minimum:"
     ]
-    for key, values in res.get("traces", {}).items():
+    for key, values in traces.items():
         if key.startswith("component/"):
-            lines.append(f"- component {key.split('/', 1)[1]} (sum per episode): {values}")
+            lines.append(f"- component {key.split('/', 1)[1]}: {_stats(values)}")
     if with_true:
-        lines.append(f"- task score (true return per episode): {res['traces'].get('true_return')}")
         if res.get("success") is not None:
-            lines.append(f"- success rate: {res['traces'].get('success')}")
+            lines.append(f"- task score (success rate): {_stats(traces.get('success', []))}")
+        else:
+            lines.append(f"- ground-truth score (the task's own return per episode): {_stats(traces.get('true_return', []))}")
+        if traces.get("episode_length"):
+            lines.append(f"- episode length: {_stats(traces['episode_length'])}")
+    if with_correlation:
         corr = cand["check"].get("pearson_true")
         lines.append(
             f"- correlation of your reward with the task's reward on random transitions: {corr if corr is None else round(corr, 3)}"
@@ -125,10 +184,34 @@ def _reflection(cand: dict[str, Any], with_true: bool) -> str:
     return "\n".join(lines)
 
 
-def _rank_icpl(trained: list[dict[str, Any]], teacher: str) -> list[dict[str, Any]]:
-    """Most preferred first. The synthetic teacher prefers the higher true return of the rollouts."""
+REFLECTION_TIPS = """\
+Analyse the feedback, then write an improved reward function. Some tips (Eureka's):
+(1) If the task score is always near zero, rewrite the entire reward function.
+(2) If a component's values are nearly identical throughout, RL cannot optimise it as written:
+    change its scale or temperature, rewrite it, or discard it.
+(3) If some components' magnitudes are much larger than others', rescale them to a proper range.
+Analyse each existing component in this way first, then write the reward function."""
+
+
+def rank_icpl(trained: list[dict[str, Any]], teacher: str) -> list[dict[str, Any]]:
+    """ICPL's ranking of trained programs by their rollouts, most preferred first (module docstring).
+
+    Args:
+        trained: Trained candidates (``results`` with ``success``, ``true_return``, ``videos``).
+        teacher: ``synthetic`` (the final evaluation's success rate where the env defines one, else
+            its true return; ties keep the given order) or ``terminal`` (asks on stdin).
+
+    Returns:
+        The candidates, most preferred first.
+    """
     if teacher == "synthetic":
-        return sorted(trained, key=lambda c: c["results"]["true_return"], reverse=True)
+
+        def shown(c: dict[str, Any]) -> tuple[float, float]:
+            res = c["results"]
+            success = res.get("success")
+            return (float(res["true_return"]) if success is None else float(success), float(res["true_return"]))
+
+        return sorted(trained, key=shown, reverse=True)  # stable: ties keep the sample order
     print("\nICPL: watch the rollout videos and rank the programs.")
     for i, cand in enumerate(trained):
         print(f"  [{i}] {cand['name']}: {', '.join(cand['results']['videos']) or '(no video)'}")
@@ -144,8 +227,8 @@ def _rank_icpl(trained: list[dict[str, Any]], teacher: str) -> list[dict[str, An
 
 
 def _table(iteration: int, cands: list[dict[str, Any]]) -> str:
-    head = "| iter | sample | check | code | true return | success | proxy return | corr. (random) | train s |\n"
-    head += "|---|---|---|---|---|---|---|---|---|\n"
+    head = "| iter | sample | check | code | fitness | true return | success | proxy return | corr. (random) | train s |\n"
+    head += "|---|---|---|---|---|---|---|---|---|---|\n"
     rows = []
     for c in cands:
         res, check = c.get("results", {}), c["check"]
@@ -158,7 +241,7 @@ def _table(iteration: int, cands: list[dict[str, Any]]) -> str:
 
         rows.append(
             f"| {iteration} | {c['sample']} | {status.replace('|', '/').replace(chr(10), ' ')} | {c['code_hash'] or '-'} | "
-            f"{f(res.get('true_return'))} | {f(res.get('success'))} | {f(res.get('proxy_return'))} | "
+            f"{f(res.get('fitness'))} | {f(res.get('true_return'))} | {f(res.get('success'))} | {f(res.get('proxy_return'))} | "
             f"{f(check.get('pearson_true'))} | {f(res.get('train_s'))} |"
         )
     return head + "\n".join(rows) + "\n"
@@ -265,27 +348,32 @@ def main(argv: list[str]) -> dict[str, Any]:
             for c in accepted:
                 c["results"] = futures[c["name"]].result()
                 c["results"]["command"] = " ".join(jobs[c["name"]][1:])
+        trained = [c for c in accepted if c["results"].get("trained")]
+        for c in trained:
+            c["results"]["fitness"] = fitness(c["results"])
         for c in cands:
             write_json_atomic(Path(c["dir"]) / "candidate.json", c)
-        trained = [c for c in accepted if c["results"].get("trained")]
 
+        top = None
         if trained:
             if cfg.mode == "eureka":
-                top = max(trained, key=lambda c: c["results"]["true_return"])
-                if best is None or top["results"]["true_return"] > best["results"]["true_return"]:
+                top = max(trained, key=lambda c: c["results"]["fitness"])  # the first on ties, as np.argmax
+                if best is None or top["results"]["fitness"] > best["results"]["fitness"]:
                     best = top
-                feedback = ("We trained a policy with the best reward program so far. " + _reflection(best, with_true=True)
-                            + "\nAnalyse each component, then write an improved reward function.")  # fmt: skip
-                previous = best["code"]
+                feedback = (
+                    "Your previous program was the best of your last answers. "
+                    + reflection(top, with_true=True, with_correlation=bool(cfg.feedback_correlation))
+                    + "\n" + REFLECTION_TIPS
+                )
             else:
-                ranked = _rank_icpl(trained, str(cfg.teacher))
-                best = ranked[0]
-                worst = ranked[-1]
-                feedback = ("A person watched the policies' rollouts and preferred the policy trained with the program below. "
-                            + _reflection(best, with_true=False)
-                            + (f"\nThe least preferred program was:\n```python\n{worst['code']}\n```" if worst is not best else "")
+                ranked = rank_icpl(trained, str(cfg.teacher))
+                top, worst = ranked[0], ranked[-1]
+                best = top  # ICPL's result: the preferred program of the last ranking
+                feedback = ("A person watched the policies' rollouts and preferred the policy trained with your previous program. "
+                            + reflection(top, with_true=False)
+                            + (f"\nThe least preferred program was:\n```python\n{worst['code'].strip()}\n```" if worst is not top else "")
                             + "\nWrite a reward function that improves on the preferred one.")  # fmt: skip
-                previous = best["code"]
+            previous = top["code"]
         elif accepted or cands:
             reasons = "\n".join(
                 f"- {c['check']['stage']}: {c['check']['message'][:300]}" for c in cands if not c["check"]["ok"]
@@ -300,6 +388,7 @@ def main(argv: list[str]) -> dict[str, Any]:
             if not c["check"]["ok"]:
                 rejected[c["check"]["stage"]] = rejected.get(c["check"]["stage"], 0) + 1
         record["iterations"].append({"iteration": it, "counts": counts, "rejected_by_stage": rejected,
+                                     "iteration_best": top["name"] if top else None,
                                      "best_so_far": best["name"] if best else None, "candidates": cands})  # fmt: skip
         tables.append(_table(it, cands))
         print(tables[-1], flush=True)
@@ -316,7 +405,8 @@ def main(argv: list[str]) -> dict[str, Any]:
                f"wall {record['wall_time_s']} s\n", *tables]  # fmt: skip
     if best is not None:
         summary.append(
-            f"\nbest: {best['name']} ({best['code_hash']}), true return {best['results']['true_return']:.3g}\n"
+            f"\nbest: {best['name']} ({best['code_hash']}), fitness {best['results']['fitness']:.3g}, "
+            f"true return {best['results']['true_return']:.3g}\n"
         )
     (out / "summary.md").write_text("\n".join(summary))
     print(summary[2].strip())

@@ -5,9 +5,9 @@
                                   [out=<dir>] [seed=N] [max_frames=N] [deterministic=true] [device=cpu]
 
 Videos go to ``<out>/rollout_<checkpoint>_ep<k>.mp4`` (default ``out``: ``<run dir>/videos``) and a
-table of the episodes to ``<out>/rollout_<checkpoint>.json``. Episode ``k`` is reset with
-``seed + k``; the default ``seed`` is the one the runner used for ``videos/final_ep<k>.mp4``, so
-``episodes=1`` on the final checkpoint reproduces that video.
+table of the episodes to ``<out>/rollout_<checkpoint>.json``. By default episode ``k`` is reset with
+the seed the runner used for ``videos/final_ep<k>.mp4`` (:func:`experiments.runner.video_seed`), so
+``episodes=1`` on the final checkpoint reproduces that video; ``seed=N`` resets episode ``k`` with ``N + k``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "episodes": 1,  # number of episodes to record
     "checkpoint": "latest",  # latest, or a checkpoint directory name (step_000004000)
     "out": None,  # output directory (default: <run>/videos)
-    "seed": None,  # reset seed of episode 0 (default: the runner's video seed)
+    "seed": None,  # reset seed of episode 0, episode k gets seed + k (default: the runner's video seeds)
     "max_frames": None,  # frames per video (default: the run's video.max_frames)
     "deterministic": True,  # greedy / mean actions
     "device": "cpu",  # cpu | cuda | auto
@@ -76,7 +76,7 @@ def main(argv: list[str]) -> list[dict[str, Any]]:
     from experiments.builders import build_agent, build_envs, build_reward
     from experiments.cli import config_dict, resolve_device
     from experiments.evaluation import record_video
-    from experiments.runner import VIDEO_SEED_OFFSET
+    from experiments.runner import video_seed
 
     torch.set_num_threads(1)
     cfg = OmegaConf.load(run_dir / "config.yaml")
@@ -86,21 +86,23 @@ def main(argv: list[str]) -> list[dict[str, Any]]:
     agent = build_agent(cfg.agent, env, provider, int(cfg.seed), resolve_device(str(opts.device)))
     agent.load(checkpoint / "agent")
     out = Path(str(opts.out)).expanduser() if opts.out else run_dir / "videos"
-    seed = int(opts.seed) if opts.seed is not None else int(cfg.seed) + VIDEO_SEED_OFFSET
     max_frames = int(opts.max_frames or cfg.video.max_frames)
     episodes = []
     for k in range(int(opts.episodes)):
+        reset_seed = int(opts.seed) + k if opts.seed is not None else video_seed(int(cfg.seed), k)
         info = record_video(
             agent,
             env_cfg,
             out / f"rollout_{checkpoint.name}_ep{k}.mp4",
-            seed=seed + k,
+            seed=reset_seed,
             max_frames=max_frames,
             fps=cfg.video.fps,
             deterministic=bool(opts.deterministic),
             provider=provider,
+            min_seconds=float(cfg.video.get("min_seconds", 0.0)),
+            overlay=bool(cfg.video.get("overlay", True)),
         )
-        episodes.append({"episode": k, "seed": seed + k, **info})
+        episodes.append({"episode": k, "seed": reset_seed, **info})
         success = "" if info["success"] is None else f"  success {info['success']}"
         print(
             f"ep{k}: {info['length']} steps  true return {info['true_return']:.2f}  "

@@ -20,23 +20,12 @@ with user_errors():
     precheck(sys.argv[1:])
 
 import hydra
-from omegaconf import DictConfig
 
+from experiments.task import main as task
 
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float:
-    """Run one experiment of the composed config (:func:`experiments.runner.run`).
-
-    Args:
-        cfg: The config Hydra composed from ``experiments/conf/config.yaml`` and the overrides.
-
-    Returns:
-        The final mean true return (the objective a Hydra sweeper reads).
-    """
-    from experiments.runner import run
-
-    return run(cfg)
-
+# the task function lives in experiments/task.py, so sweep workers import it by reference
+CONF = str(Path(__file__).resolve().parent / "conf")
+main = hydra.main(config_path=CONF, config_name="config", version_base="1.3")(task)
 
 if __name__ == "__main__":
     main()

@@ -6,6 +6,7 @@ Layout (DESIGN.md's contract)::
       config.yaml          fully resolved config (written once the config is valid)
       overrides.yaml       the command-line overrides of the first launch (and of each resume)
       metrics.csv          one row per evaluation (true and proxy return, success, ...)
+      curves.png           true and proxy return (and success) against steps, redrawn at each evaluation
       train.csv            one row per agent log (loss_* and other training statistics)
       summary.json         written last, atomically: its presence means the run completed
       run.log              the console log

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agents.base import Agent, HasReferenceScores, Relabels
 from envs.errors import ConfigError
+from envs.make import env_seeds, seed_vec_env
 from experiments.builders import build_agent, build_dataset, build_envs, build_reward, check_agent, env_card
 from experiments.cli import config_dict, resolve_device, user_errors, validate
 from experiments.evaluation import default_eval_every, evaluate, record_video, summarize
@@ -50,8 +51,6 @@ from rewards.wrapper import EpisodeStats, RewardVecEnv
 
 log = logging.getLogger("rewardlab")
 
-EVAL_SEED_OFFSET = 1_000_000
-VIDEO_SEED_OFFSET = 2_000_000
 RESUME_MAY_CHANGE = ("resume", "steps", "device", "progress", "torch_threads")
 _CORE_STATS = {
     "true_return",
@@ -62,6 +61,11 @@ _CORE_STATS = {
     "episode_length",
     "episodes",
 }
+def video_seed(seed: int, index: int) -> int:
+    """The reset seed of ``videos/final_ep<index>.mp4`` (and of rollout.py's episode ``index``) of run ``seed``."""
+    return env_seeds(seed, index + 1, "video")[index]
+
+
 def normalized_score(agent: Agent, true_return: float | None) -> float | None:
     """D4RL's normalised score, ``100 (R - random) / (expert - random)``, for agents whose data defines both references."""
     lo, hi = agent.reference_scores() if isinstance(agent, HasReferenceScores) else (None, None)
@@ -172,16 +176,24 @@ class Runner:
         n_envs = int(cfg.agent.get("n_envs", 1))
         self.train_env: RewardVecEnv | None = build_envs(self.env_cfg, n_envs, int(cfg.seed), self.provider, observe=True)
         n_eval = min(int(cfg.eval.n_envs), int(cfg.eval.episodes))
-        self.eval_env = build_envs(self.env_cfg, n_eval, int(cfg.seed) + EVAL_SEED_OFFSET, self.provider)
+        self.eval_env = build_envs(self.env_cfg, n_eval, int(cfg.seed), self.provider, stream="eval")
         card = env_card(self.env_cfg)
         dataset_cfg = cfg.get("dataset")
         check_agent(cfg.agent, self.train_env.action_space, card, dataset_cfg is not None, cfg.get("dataset_root"))
+        try:
+            check_agent(cfg.agent, self.train_env.action_space, card, dataset_cfg is not None, None, int(cfg.steps))
+        except ConfigError as exc:
+            if cfg.get("require_update", True):
+                raise
+            log.warning("%s (require_update=false: running anyway)", exc)
         self.data = None
         if dataset_cfg is not None:
             self.data = build_dataset(dataset_cfg, self.provider)
         self.agent = build_agent(
             cfg.agent, self.train_env, self.provider, int(cfg.seed), self.device, card=card, dataset=self.data
         )
+        # SB3 reseeds its env with seed + i when the algorithm is built: the run's own streams win
+        seed_vec_env(self.train_env, env_seeds(int(cfg.seed), n_envs, "train"))
 
         if self.learner is not None:
             self.learner.attach(run_dir)
@@ -254,13 +266,13 @@ class Runner:
             (self.run_dir / rel).write_text(text)
         self.scalars = Scalars(self.run_dir / "tensorboard")
         log.info(
-            "run %s: env=%s reward=%s agent=%s seed=%s steps=%s device=%s",
+            "run %s: env=%s reward=%s agent=%s seed=%s %s device=%s",
             self.run_dir,
             self.cfg.env.name,
             self.cfg.reward.name,
             self.cfg.agent.name,
             self.cfg.seed,
-            self.cfg.steps,
+            f"steps={self.cfg.steps}" if self.agent.learns else "(no training: steps= does not apply)",
             self.device,
         )
         self.state.time_setup = self._setup_time
@@ -284,8 +296,10 @@ class Runner:
             self.relabelled_version = self.learner.version
         set_rng_state(rng)
         if self.train_env is not None:
-            # New episodes after a resume: seed differently from the first launch.
-            self.train_env.seed(int(self.cfg.seed) + 7919 * self.state.resumes)
+            # New episodes after a resume: a new generation of the run's training seeds.
+            seed_vec_env(
+                self.train_env, env_seeds(int(self.cfg.seed), self.train_env.num_envs, "train", self.state.resumes)
+            )
         self.metrics_log.truncate_after(self.state.step)
         self.train_log.truncate_after(self.state.step)
         self.scalars = Scalars(self.run_dir / "tensorboard", purge_step=self.state.step + 1)
@@ -321,14 +335,16 @@ class Runner:
         summary = self._summary(stats).to_json()
         write_json_atomic(self.run_dir / "summary.json", summary)
         extra = "".join(f", {k} {v:.4g}" for k, v in stats.items() if k not in _CORE_STATS and isinstance(v, float))
+        same = summary["eval_episodes"] > 1 and summary["true_return_std"] == 0 and summary["proxy_return_std"] == 0
         log.info(
-            "done: true return %.2f ± %.2f, proxy return %.2f%s%s over %d episodes; %s",
+            "done: true return %.2f ± %.2f, proxy return %.2f%s%s over %d episodes%s; %s",
             summary["true_return_mean"],
             summary["true_return_std"],
             summary["proxy_return_mean"],
             "" if summary["success_rate"] is None else f", success {summary['success_rate']:.2f}",
             extra,
             summary["eval_episodes"],
+            " (every one with the same returns)" if same else "",
             self.run_dir,
         )
         return float(summary["true_return_mean"])
@@ -381,7 +397,7 @@ class Runner:
             self.agent,
             self.eval_env,
             episodes,
-            int(self.cfg.seed) + EVAL_SEED_OFFSET,
+            int(self.cfg.seed),
             bool(self.cfg.eval.deterministic),
         )
         stats = summarize(episodes_out)
@@ -406,6 +422,7 @@ class Runner:
             row.update({f"train_component/{k}": v for k, v in summarize(train)["components"].items()})
         self.metrics_log.write(row)
         self.scalars.write("metrics", row)
+        self._plot()
         if self.state.best_true_return is None or stats["true_return"] > self.state.best_true_return:
             self.state.best_true_return, self.state.best_step = stats["true_return"], step
         while self.state.next_eval <= step:
@@ -423,6 +440,17 @@ class Runner:
             )
         log.info(message)
         return stats
+
+    def _plot(self) -> None:
+        """Redraw ``curves.png`` from ``metrics.csv`` (a picture of the run so far; never stops the run)."""
+        from experiments.plots import plot_curves
+
+        cfg = self.cfg
+        title = f"{cfg.env.name} / {cfg.reward.name} / {cfg.agent.name}, seed {cfg.seed}"
+        try:
+            plot_curves(self.run_dir / "metrics.csv", self.run_dir / "curves.png", title)
+        except Exception:  # a plotting problem must not lose a run
+            log.warning("curves.png could not be drawn", exc_info=True)
 
     def _write_artifacts(self, artifacts: Mapping[str, Any]) -> None:
         """Files the env produced in the final evaluation (e.g. ``schedules/<instance>.json``)."""
@@ -459,11 +487,13 @@ class Runner:
             self.agent,
             self.env_cfg,
             self.run_dir / "videos" / name,
-            seed=int(self.cfg.seed) + VIDEO_SEED_OFFSET + index,
+            seed=video_seed(int(self.cfg.seed), index),
             max_frames=int(self.cfg.video.max_frames),
             fps=self.cfg.video.fps,
             deterministic=bool(self.cfg.eval.deterministic),
             provider=self.provider,
+            min_seconds=float(self.cfg.video.get("min_seconds", 0.0)),
+            overlay=bool(self.cfg.video.get("overlay", True)),
         )
         rel = str(Path(info["path"]).relative_to(self.run_dir))
         if rel not in self.state.videos:

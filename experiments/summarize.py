@@ -1,12 +1,16 @@
 #!/usr/bin/env python
-"""A table of finished runs: mean ± std over seeds of each env x reward x agent x steps (x dataset) group.
+"""A table of finished runs: mean ± std over seeds of every group of runs that differ only in their seed.
 
     python experiments/summarize.py runs/multirun/2026-11-23_10-00-00 [more dirs ...] [--csv out.csv]
 
 Reads every ``summary.json`` below the given directories (runs without one did not finish and
-are counted separately). The standard deviation is across seeds (one number per run: its final
-evaluation mean), which is what a claim about a method depends on. Offline runs are grouped by
-their dataset too, and their normalised scores (final and best periodic evaluation) are shown.
+are counted separately). Runs are grouped by env, reward, agent, steps and dataset, and then by
+every other setting of their ``config.yaml`` that differs between them (a swept ``reward.scale``,
+``reward.teacher.mistake``, ``env.instance`` ...), named in the ``setting`` column; only the seed
+(and what follows from it) and run-time options (device, threads, progress bar) are pooled over.
+The standard deviation is across seeds (one number per run: its final evaluation mean), which is
+what a claim about a method depends on; a group of one run shows its value alone. Offline runs
+also show their normalised scores (final and best periodic evaluation).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import argparse
 import csv
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +38,34 @@ FIGURES = (
     "best_eval_normalized_score",
     "wall_time_s",
 )
+#: Settings that say how a run was executed, not what it is: pooled over like the seed.
+RUNTIME = ("seed", "device", "torch_threads", "progress", "resume", "dataset_root")
+
+
+def flat_settings(config: Mapping[Any, Any], prefix: str = "") -> dict[str, str]:
+    """A resolved config as ``{"reward.scale": "-1.0", ...}`` (lists and values as text)."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flat_settings(value, name + "."))
+        else:
+            out[name] = str(value)
+    return out
+
+
+def _run_settings(run: Path) -> dict[str, str]:
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=True)
+    except Exception:  # an unreadable config: grouped by the summary's names only
+        return {}
+    return flat_settings({str(k): v for k, v in cfg.items()}) if isinstance(cfg, dict) else {}
 
 
 def collect(dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], list[Path]]:
-    """Summaries of finished runs and the run directories that have no summary (unfinished)."""
+    """Summaries of finished runs (with their flattened ``settings``) and the run directories without one."""
     summaries, unfinished = [], []
     for root in dirs:
         if not root.exists():
@@ -47,32 +75,65 @@ def collect(dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], list[Path]]:
             run = config.parent
             if (run / "summary.json").exists():
                 summary = RunSummary.load(run).to_json()  # the schema the runner writes (experiments/schema.py)
-                summaries.append({"run": str(run), **summary})
+                summaries.append({"run": str(run), **summary, "settings": _run_settings(run)})
             elif (run / "metrics.csv").exists():
                 unfinished.append(run)
     return summaries, unfinished
 
 
+def _differing(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """Settings whose values differ between ``runs``, except run-time ones and those that follow the seed."""
+    keys = sorted({k for r in runs for k in r.get("settings", {})})
+    out = []
+    for k in keys:
+        if k.split(".")[-1] in RUNTIME or k.startswith("hydra"):
+            continue
+        values = [r.get("settings", {}).get(k) for r in runs]
+        if len(set(values)) < 2:
+            continue
+        if all(v == str(r.get("seed")) for v, r in zip(values, runs, strict=True)):
+            continue  # e.g. reward.seed: ${seed}
+        out.append(k)
+    return out
+
+
 def table(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per group: ``n``, seeds, and ``<figure>_mean`` / ``<figure>_std`` across seeds."""
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    """One row per group of runs that differ only in their seed (module docstring).
+
+    Returns:
+        Rows with the group's ``env, reward, agent, steps, dataset``, ``n``, ``seeds``, ``setting`` (the
+        other settings that tell this group apart, ``key=value`` joined by spaces, empty when none), and
+        ``<figure>_mean`` / ``<figure>_std`` across its runs for each figure.
+    """
+    base: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for s in summaries:
-        groups[tuple(s.get(k) for k in KEY)].append(s)
+        base[tuple(s.get(k) for k in KEY)].append(s)
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    labels: dict[tuple, str] = {}
+    for key, runs in base.items():
+        keys = _differing(runs)
+        for r in runs:
+            values = tuple(r.get("settings", {}).get(k) for k in keys)
+            groups[(*key, values)].append(r)
+            labels[(*key, values)] = " ".join(f"{k}={v}" for k, v in zip(keys, values, strict=True))
     rows = []
-    for key, runs in sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
-        row: dict[str, Any] = dict(zip(KEY, key, strict=True))
+    for group, runs in sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
+        row: dict[str, Any] = dict(zip(KEY, group[: len(KEY)], strict=True))
         row["n"] = len(runs)
         row["seeds"] = " ".join(str(r.get("seed")) for r in sorted(runs, key=lambda r: r.get("seed", 0)))
+        row["setting"] = labels[group]
         for fig in FIGURES:
-            values = [r[fig] for r in runs if r.get(fig) is not None]
-            row[f"{fig}_mean"] = float(np.mean(values)) if values else None
-            row[f"{fig}_std"] = float(np.std(values)) if values else None
+            figures = [r[fig] for r in runs if r.get(fig) is not None]
+            row[f"{fig}_mean"] = float(np.mean(figures)) if figures else None
+            row[f"{fig}_std"] = float(np.std(figures)) if figures else None
         rows.append(row)
     return rows
 
 
-def _fmt(mean: float | None, std: float | None, digits: int = 1) -> str:
-    return "-" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+def _fmt(mean: float | None, std: float | None, n: int, digits: int = 1) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.{digits}f}" if n == 1 or std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def main(argv: Sequence[str]) -> int:
@@ -93,26 +154,41 @@ def main(argv: Sequence[str]) -> int:
         print(f"error: no finished runs (summary.json) below {' '.join(map(str, args.dirs))}", file=sys.stderr)
         return 2
     rows = table(summaries)
-    offline = any(r["dataset"] for r in rows)
-    width = max([len(str(r["dataset"])) for r in rows] + [7]) if offline else 0
-    header = f"{'env':<22} {'reward':<8} {'agent':<6} {'steps':>8} {'n':>2}  {'true return':>18} {'proxy return':>18} {'success':>13}"
-    if offline:
-        header += f"  {'dataset':<{width}} {'normalised':>13} {'best normalised':>15}"
+    cols: list[tuple[str, Any]] = [
+        ("env", lambda r: r["env"]),
+        ("reward", lambda r: r["reward"]),
+        ("agent", lambda r: r["agent"]),
+        ("steps", lambda r: r["steps"]),
+    ]
+    if any(r["setting"] for r in rows):
+        cols.append(("setting", lambda r: r["setting"] or "-"))
+    if any(r["dataset"] for r in rows):
+        cols.append(("dataset", lambda r: r["dataset"] or "-"))
+    cols += [
+        ("n", lambda r: r["n"]),
+        ("true return", lambda r: _fmt(r["true_return_mean_mean"], r["true_return_mean_std"], r["n"])),
+        ("proxy return", lambda r: _fmt(r["proxy_return_mean_mean"], r["proxy_return_mean_std"], r["n"])),
+        ("success", lambda r: _fmt(r["success_rate_mean"], r["success_rate_std"], r["n"], 2)),
+    ]
+    if any(r["dataset"] for r in rows):
+        cols += [
+            ("normalised", lambda r: _fmt(r["normalized_score_mean"], r["normalized_score_std"], r["n"])),
+            ("best normalised", lambda r: _fmt(r["best_eval_normalized_score_mean"], r["best_eval_normalized_score_std"], r["n"])),
+        ]  # fmt: skip
+    cells = [[str(get(r)) for _, get in cols] for r in rows]
+    widths = [max(len(name), *(len(c[i]) for c in cells)) for i, (name, _) in enumerate(cols)]
+    left = {"env", "reward", "agent", "setting", "dataset"}
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.ljust(w) if name in left else v.rjust(w) for v, w, (name, _) in zip(values, widths, cols, strict=True)
+        ).rstrip()
+
+    header = line([name for name, _ in cols])
     print(header)
     print("-" * len(header))
-    for r in rows:
-        line = (
-            f"{r['env']:<22} {r['reward']:<8} {r['agent']:<6} {r['steps']:>8} {r['n']:>2}  "
-            f"{_fmt(r['true_return_mean_mean'], r['true_return_mean_std']):>18} "
-            f"{_fmt(r['proxy_return_mean_mean'], r['proxy_return_mean_std']):>18} "
-            f"{_fmt(r['success_rate_mean'], r['success_rate_std'], 2):>13}"
-        )
-        if offline:
-            line += (
-                f"  {r['dataset'] or '-'!s:<{width}} {_fmt(r['normalized_score_mean'], r['normalized_score_std']):>13} "
-                f"{_fmt(r['best_eval_normalized_score_mean'], r['best_eval_normalized_score_std']):>15}"
-            )
-        print(line)
+    for c in cells:
+        print(line(c))
     if unfinished:
         print(f"\n{len(unfinished)} unfinished run(s) left out (no summary.json): {', '.join(map(str, unfinished))}")
     if args.csv:

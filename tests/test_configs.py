@@ -116,3 +116,18 @@ def test_group_choice_and_compose_errors() -> None:
 def test_validate(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         validate(_compose(override))
+
+
+@pytest.mark.parametrize(
+    "overrides,steps,message",
+    [
+        (["env=hopper", "agent=sac"], 5000, r"steps=5000 gives SAC no update: .*learning_starts=10000 .*step 10001"),
+        (["env=pendulum", "agent=ppo", "agent.n_envs=2", "agent.hyperparams.n_steps=64"], 100, r"n_steps=64 x agent\.n_envs=2"),
+    ],
+)
+def test_a_budget_that_leaves_no_update_is_refused(overrides: list[str], steps: int, message: str) -> None:
+    cfg = _compose(*overrides)
+    space = gym.spaces.Box(-1, 1, (3,))
+    with pytest.raises(ConfigError, match=message):
+        check_agent(cfg.agent, space, None, has_dataset=False, steps=steps)
+    check_agent(cfg.agent, space, None, has_dataset=False, steps=20000)  # enough: accepted

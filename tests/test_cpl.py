@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from agents.offline.bc import BC
-from agents.offline.cpl import CPL, biased_bce
+from agents.offline.cpl import CPL, biased_bce, padded_scores
 from agents.offline.iql import IQL
 from envs.errors import ConfigError
 from experiments import prefs
@@ -32,6 +32,58 @@ def test_biased_bce_is_cpl_loss() -> None:
     assert torch.allclose(biased_bce(a, b, torch.tensor([0.5]), 1.0), both)
 
 
+def test_padding_after_a_terminal_gives_no_segment_a_head_start() -> None:
+    """A policy that scores every step alike scores a segment cut short by a terminal like a full one."""
+    import torch
+
+    lp = torch.full((2, 6), -1.3)  # log pi of every real step
+    full = torch.ones(2, 6)
+    short = torch.tensor([[1.0, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0]])  # terminal after 2 and after 5 steps
+    left, right = padded_scores(lp, lp, full, short)
+    torch.testing.assert_close(left, right)  # padding counted as 0 would put the short segment 5.2 ahead
+    lp_right = lp.clone().requires_grad_(True)
+    padded_scores(lp, lp_right, full, short)[1].sum().backward()
+    torch.testing.assert_close(lp_right.grad, short)  # only real steps carry gradient
+
+
+def test_default_continuous_actor_has_a_fixed_variance() -> None:
+    """The reference's actor: ``log pi(a|s) = -|tanh f(s) - a|^2``, no learned sigma to change alpha's scale."""
+    import gymnasium as gym
+    import torch
+
+    agent = CPL(gym.spaces.Box(-1, 1, (3,)), gym.spaces.Box(-2, 2, (2,)), hidden=(8,))
+    names = [n for n, _ in agent.actor.named_parameters()]
+    assert all(n.startswith("net.") for n in names), names  # weights only
+    agent.actor.eval()  # (no dropout)
+    obs, act = torch.randn(5, 3), torch.rand(5, 2) * 2 - 1
+    expected = -(torch.tanh(agent.actor.net(obs)) - act).pow(2).sum(-1)
+    torch.testing.assert_close(agent.actor.log_prob(obs, act), expected)
+    w = agent.actor.net[0].weight.detach()  # (8, 3): orthogonal columns (the reference's ortho_init)
+    torch.testing.assert_close(w.T @ w, torch.eye(3), atol=1e-5, rtol=0)
+
+
+def test_bc_phase_then_a_fresh_optimiser_and_a_warm_up(root: Path) -> None:  # noqa: F811
+    """The reference: BC for the first 40% of the steps, then Adam restarted and the rate warmed up linearly."""
+    _mixed_cartpole(root)
+    prefs.main(["dataset=local/cartpole/mixed-v0", "pairs=40", "segment=5", "name=default"])
+    env = reward_venv("cartpole", EnvReward())
+    agent = offline_agent(CPL, env, dataset="local/cartpole/mixed-v0", hidden=(8,), batch_size=4, log_every=1)
+    seen: dict[int, tuple[float, float, float]] = {}
+
+    class Record(_Quiet):
+        def on_log(self, n: int, values: object) -> None:
+            opt = agent.optimizers["actor"]
+            adam_steps = float(next(iter(opt.state.values()))["step"])
+            seen[n] = (adam_steps, float(values["lr_actor"]), float(values["loss_cpl"]))  # type: ignore[index]
+
+    agent.train(100, Record())  # 40 steps of BC, 2 of warm-up
+    assert [seen[n][0] for n in (1, 40, 41, 42, 100)] == [1, 40, 1, 2, 60]  # Adam's moments restart at the switch
+    assert [seen[n][1] for n in (40, 41, 42, 43)] == pytest.approx([1e-4, 0.5e-4, 1e-4, 1e-4])
+    assert all(seen[n][2] == 0 for n in range(1, 41)) and all(seen[n][2] > 0 for n in range(41, 101))
+    env.close()
+
+
+@pytest.mark.slow  # about 75 CPU-s (three learners of 3000 steps); fast CPL checks: tests/test_offline_learning.py
 def test_prefs_then_cpl_and_p_iql_beat_bc_on_mixed_data(root: Path) -> None:  # noqa: F811
     _mixed_cartpole(root)
     out = prefs.main(["dataset=local/cartpole/mixed-v0", "pairs=600", "segment=20", "name=oracle"])
@@ -46,8 +98,8 @@ def test_prefs_then_cpl_and_p_iql_beat_bc_on_mixed_data(root: Path) -> None:  # 
     scores = {}
     for name, cls, extra in (
         ("bc", BC, {"batch_size": 256}),
-        ("cpl", CPL, {"preferences": "oracle", "max_steps": 3000, "learning_rate": 3e-4, "batch_size": 64}),
-        ("p-iql", IQL, {"max_steps": 3000, "batch_size": 256}),
+        ("cpl", CPL, {"preferences": "oracle"}),  # the reference's defaults (networks 64x64, as all three here)
+        ("p-iql", IQL, {"batch_size": 256}),
     ):
         if name == "p-iql":  # the two-step baseline: a reward model from the same pairs, then IQL on its labels
             reward = PreferenceReward(pairs=out["path"], model=MlpRewardModel(members=3), epochs=30)

@@ -163,14 +163,19 @@ def test_teacher_rejects_bad_settings() -> None:
 
 
 def test_hierarchical_teacher_falls_to_the_next_component_on_near_ties() -> None:
-    # pair 0: goal decides; pair 1: goal ties, speed decides; pair 2: all tie; pair 3: lower energy is better
+    # pair 0: goal decides; pair 1: goal ties, speed decides; pair 2: all tie (HERON: skipped);
+    # pair 3: lower energy is better
     goal0, goal1 = np.array([[1.0], [0.5], [0.5], [0.5]]), np.array([[0.0], [0.5], [0.5], [0.5]])
     speed0, speed1 = np.array([[0.0], [0.0], [1.0], [1.0]]), np.array([[3.0], [3.0], [1.0], [1.0]])
     energy0, energy1 = np.array([[0.0], [0.0], [0.0], [5.0]]), np.array([[0.0], [0.0], [0.0], [1.0]])
     left = _segments(np.zeros((4, 1)), {"goal": goal0, "speed": speed0, "energy": energy0})
     right = _segments(np.zeros((4, 1)), {"goal": goal1, "speed": speed1, "energy": energy1})
     teacher = HierarchicalTeacher(["goal", "speed", "energy"], margins=0.05, higher_is_better=[True, True, False])
-    np.testing.assert_array_equal(teacher.label(left, right, np.random.default_rng(0)), [LEFT, RIGHT, EQUAL, RIGHT])
+    np.testing.assert_array_equal(teacher.label(left, right, np.random.default_rng(0)), [LEFT, RIGHT, SKIP, RIGHT])
+    # mistakes flip decided answers only: a skipped pair stays skipped
+    noisy = HierarchicalTeacher(["goal", "speed", "energy"], margins=0.05, higher_is_better=[True, True, False], mistake=0.5)
+    for seed in range(20):
+        assert noisy.label(left, right, np.random.default_rng(seed))[2] == SKIP
     with pytest.raises(ConfigError, match="components: energy, goal, speed"):
         HierarchicalTeacher(["height"]).label(left, right, np.random.default_rng(0))
 

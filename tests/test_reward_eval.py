@@ -41,6 +41,40 @@ def _shaped(o, a, s, f=None):
     return _base(o, a, s) + GAMMA * _phi(s) - _phi(o)
 
 
+W_RANDOM = np.random.default_rng(123).normal(size=(8, 3 + 2 + 3))
+V_RANDOM = np.random.default_rng(124).normal(size=8)
+
+
+def _random_reward(o, a, s, f=None):  # a fixed random function of (s, a, s'), unrelated to _base
+    return np.tanh(np.concatenate([o, a, s], 1) @ W_RANDOM.T) @ V_RANDOM
+
+
+def _epic_by_definition(reward_a, reward_b, data: distance.Transitions, coverage: distance.Transitions, gamma: float) -> float:
+    """EPIC straight from its definition (Gleave et al. 2021, Def. 4.1 and 4.2), exact expectations.
+
+    ``S, S'`` uniform over the coverage's next states and ``A`` uniform over its actions, independent:
+    ``E[R(x, A, S')]`` is the mean over all (action, next state) pairs. The constant
+    ``E[gamma R(S, A, S')]`` is left out (a correlation ignores constants); ``numpy.corrcoef`` then gives rho.
+    """
+    pair_a = np.repeat(coverage.action, len(coverage.next_obs), axis=0)
+    pair_s = np.tile(coverage.next_obs, (len(coverage.action), 1))
+
+    def mean_over_pairs(reward, states: np.ndarray, block: int = 16) -> np.ndarray:
+        out = []
+        for start in range(0, len(states), block):  # `block` states at a time, each against every pair
+            x = states[start : start + block]
+            values = reward(np.repeat(x, len(pair_a), axis=0), np.tile(pair_a, (len(x), 1)), np.tile(pair_s, (len(x), 1)), None)
+            out.append(np.asarray(values, dtype=np.float64).reshape(len(x), len(pair_a)).mean(1))
+        return np.concatenate(out)
+
+    def canonical(reward) -> np.ndarray:
+        direct = reward(data.obs, data.action, data.next_obs, None)
+        return direct + gamma * mean_over_pairs(reward, data.next_obs) - mean_over_pairs(reward, data.obs)
+
+    rho = np.corrcoef(canonical(reward_a), canonical(reward_b))[0, 1]
+    return float(np.sqrt((1.0 - rho) / 2.0))
+
+
 def test_rank_correlations_match_independent_values() -> None:
     a = np.array([1.0, 2.0, 2.0, 3.0, 10.0])
     b = np.array([2.0, 1.0, 4.0, 4.0, 5.0])
@@ -61,12 +95,31 @@ def test_epic_known_answers() -> None:
     # positive rescaling and an offset: ~0; negation: the maximum, 1
     assert distance.epic_distance(_base, lambda o, a, s, f: 5.0 * _base(o, a, s) - 2.0, data, **kw) == pytest.approx(0.0, abs=1e-6)
     assert distance.epic_distance(_base, lambda o, a, s, f: -_base(o, a, s), data, **kw) == pytest.approx(1.0, abs=1e-6)
-    # a shaped negation is still at the maximum, and an unrelated reward lies in between
+    # a shaped negation is still at the maximum
     assert distance.epic_distance(_shaped, lambda o, a, s, f: -_base(o, a, s), data, **kw) == pytest.approx(1.0, abs=1e-6)
-    other = distance.epic_distance(_base, lambda o, a, s, f: o[:, 2] * a[:, 1], data, **kw)
-    assert 0.5 < other < 0.9
+    # a positively rescaled, shifted and potential-shaped copy of itself: 0
+    assert distance.epic_distance(_base, lambda o, a, s, f: 3.0 * _shaped(o, a, s) + 7.0, data, **kw) == pytest.approx(0.0, abs=1e-6)
     # without canonicalisation the shaped copy looks different: the invariance is EPIC's doing
     assert distance.pearson(_base(data.obs, data.action, data.next_obs), _shaped(data.obs, data.action, data.next_obs)) < 0.5
+
+
+@pytest.mark.parametrize(
+    ("name", "other"),
+    [
+        ("random", _random_reward),  # an unrelated reward
+        ("shaped + random", lambda o, a, s, f=None: _shaped(o, a, s) + 0.7 * _random_reward(o, a, s)),  # partly related
+    ],
+)
+def test_epic_matches_a_direct_implementation_of_the_definition(name: str, other) -> None:
+    data, coverage = _random_transitions(200, seed=3), _random_transitions(60, seed=4)
+    expected = _epic_by_definition(_base, other, data, coverage, GAMMA)
+    # the sample-based estimate (1024 (A, S') samples per expectation) agrees with the exact value
+    got = distance.epic_distance(_base, other, data, coverage, gamma=GAMMA, samples=1024, seed=0)
+    assert got == pytest.approx(expected, abs=0.01), name
+    # canonicalisation matters here: the raw rewards' Pearson distance is far from EPIC's
+    raw = distance.pearson_distance(_base(data.obs, data.action, data.next_obs), other(data.obs, data.action, data.next_obs))
+    if name != "random":
+        assert abs(raw - expected) > 0.1
 
 
 def test_epic_state_only_fast_path_matches_the_general_estimate() -> None:
@@ -168,16 +221,34 @@ def test_reward_eval_bad_input(run_cli, tmp_path: Path, args: list[str], message
     assert message in proc.stderr and proc.stderr.count("\n") == 1
 
 
-def test_reward_eval_with_a_trained_policy(run_cli, tmp_path: Path) -> None:
+@pytest.mark.parametrize("agent", ["ppo", pytest.param("sac", marks=pytest.mark.slow)])  # SAC restores a replay buffer too
+def test_reward_eval_with_a_trained_policy(run_cli, tmp_path: Path, agent: str) -> None:
+    from rewards.examples import pendulum_upright
+
     run = tmp_path / "run"
-    proc = run_cli("run.py", ["env=pendulum", "agent=sac", "preset=smoke", f"hydra.run.dir={run}"])
+    budget = ["agent.hyperparams.n_steps=128"] if agent == "ppo" else []  # an update within the smoke budget
+    proc = run_cli("run.py", ["env=pendulum", f"agent={agent}", "preset=smoke", *budget, "video.final_episodes=0", f"hydra.run.dir={run}"])
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "eval"
     proc = run_cli("reward_eval.py", ["env=pendulum", "reward=fn", "reward.target=rewards.examples:pendulum_upright",
-                                      f"policy={run}", "samples=200", f"out={out}"])
+                                      f"policy={run}", "samples=120", "epic.samples=1024", f"out={out}"])
     assert proc.returncode == 0, proc.stderr
     result = json.loads((out / "reward_eval.json").read_text())
-    assert result["policy"] == str(run) and 0.0 < result["epic_distance"] < 1.0
+    assert result["policy"] == str(run)
+    saved = np.load(out / "reward_eval_samples.npz")
+    obs, action, next_obs = saved["obs"], saved["action"], saved["next_obs"]
+    # the provider scored the transitions that were saved, and the figures follow from them
+    np.testing.assert_allclose(saved["proxy_reward"], pendulum_upright(obs, action, next_obs), rtol=1e-6)
+    np.testing.assert_allclose(saved["true_reward"], pendulum(obs, action, next_obs), atol=1e-4)
+    assert result["pearson"] == pytest.approx(np.corrcoef(saved["true_reward"], saved["proxy_reward"])[0, 1], abs=1e-6)
     assert result["pearson"] > 0.5  # the tip height tracks the env's angle cost
+    # EPIC: the reported estimate agrees with the definition computed on the same transitions
+    idx = saved["epic_index"]
+    expected = _epic_by_definition(
+        lambda o, a, s, f=None: pendulum(o, a, s).astype(np.float64),
+        lambda o, a, s, f=None: pendulum_upright(o, a, s).astype(np.float64),
+        distance.Transitions(obs[idx], action[idx], next_obs[idx]), distance.Transitions(obs, action, next_obs), gamma=0.99,
+    )
+    assert len(idx) == 120 and result["epic_distance"] == pytest.approx(expected, abs=0.01)
     proc = run_cli("reward_eval.py", ["env=cartpole", f"policy={run}"])
     assert proc.returncode == 2 and "pass env=pendulum" in proc.stderr

@@ -42,3 +42,28 @@ def test_groups_across_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_no_finished_runs_is_an_error(tmp_path: Path) -> None:
     _run(tmp_path, "killed", finished=False)
     assert main([str(tmp_path)]) == 2
+
+
+def test_runs_that_differ_in_a_swept_setting_are_not_merged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`-m reward=shaped reward.scale=1,-1 seed=0,1`: two groups of two, named by the setting (before: one of four)."""
+    proxies = {(1.0, 0): 15.6, (1.0, 1): 23.4, (-1.0, 0): -9.6, (-1.0, 1): -9.2}
+    for (scale, seed), proxy in proxies.items():
+        name = f"scale{scale}_s{seed}"
+        _run(tmp_path, name, seed=seed, reward="shaped", true_return_mean=20.0, proxy_return_mean=proxy)
+        (tmp_path / name / "config.yaml").write_text(
+            f"seed: {seed}\ndevice: cpu\nreward:\n  name: shaped\n  scale: {scale}\n  seed: {seed}\n"
+            f"env:\n  name: cartpole\n  instance: {'null'}\n"
+        )
+    _run(tmp_path, "single", seed=0, agent="a2c", true_return_mean=7.0, proxy_return_mean=7.0)
+    rows = table(collect([tmp_path])[0])
+    shaped = {r["setting"]: r for r in rows if r["reward"] == "shaped"}
+    assert set(shaped) == {"reward.scale=1.0", "reward.scale=-1.0"}  # reward.seed follows the seed: pooled
+    assert shaped["reward.scale=-1.0"]["n"] == 2 and shaped["reward.scale=-1.0"]["proxy_return_mean_mean"] == pytest.approx(-9.4)
+    assert main([str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header, body = lines[0], [line for line in lines[2:] if line]
+    end = header.index("true return") + len("true return")
+    assert all(line[end - 1] != " " for line in body)  # every value right-aligned under its header
+    single = next(line for line in body if "a2c" in line)
+    assert "7.0" in single and "±" not in single  # one run: its value alone, no "± 0.0"
+    assert any("reward.scale=-1.0" in line and "-9.4 ± 0.2" in line for line in body)

@@ -17,6 +17,12 @@ Subclasses build their ``modules`` / ``optimizers`` in ``__init__``, may rescale
 ``loss_*`` tensors). :meth:`OfflineAgent.train` is the one loop: sample, update, log every
 ``log_every`` steps, and report every step to the runner's callback (which evaluates and checkpoints);
 ``steps=`` counts gradient steps.
+
+Schedules (IQL's cosine actor learning rate, CPL's BC phase and warm-up) are closed-form functions of
+the gradient step and of :attr:`OfflineAgent.budget`, the total given to :meth:`OfflineAgent.train`
+(the run's ``steps``). Nothing about a schedule's length is stored in a checkpoint or in the agent's
+config, so a run resumed with a larger budget (``resume=RUN steps=600`` after ``steps=300``) continues
+on the schedule a fresh ``steps=600`` run has from that step on.
 """
 
 from __future__ import annotations
@@ -79,6 +85,41 @@ def adam(params: Any, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=float(lr), fused=True)
 
 
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group (a schedule's value for the coming step)."""
+    for group in optimizer.param_groups:
+        group["lr"] = float(lr)
+
+
+def time_limit(data: ds.Episodes) -> int | None:
+    """The env's ``max_episode_steps`` the data was collected with (Minari's ``env_spec``), ``None`` if unknown."""
+    import json
+
+    spec = data.metadata.get("env_spec")
+    if isinstance(spec, str):
+        with contextlib.suppress(ValueError):
+            spec = json.loads(spec)
+    limit = spec.get("max_episode_steps") if isinstance(spec, dict) else None
+    if limit is None:
+        limit = ((data.metadata.get(ds.META) or {}).get("env") or {}).get("max_episode_steps")
+    return int(limit) if limit else None
+
+
+def complete_episodes(data: ds.Episodes) -> np.ndarray:
+    """``(episodes,)`` bool: the episodes that ran to their end (a return, not a piece of one).
+
+    An episode is complete when its last step terminated, or when it was truncated at the env's time
+    limit (:func:`time_limit`). A piece cut short by a collection budget (``collect.py steps=N``) is
+    stored truncated too, but shorter than the limit: it is not complete. Without a known time limit
+    every truncated episode counts as complete.
+    """
+    ends = data.episode_starts[1:] - 1
+    lengths = np.diff(data.episode_starts)
+    limit = time_limit(data)
+    timed_out = data.truncations[ends] if limit is None else data.truncations[ends] & (lengths >= limit)
+    return np.asarray(data.terminations[ends] | timed_out, dtype=bool)
+
+
 class OfflineAgent(Agent, Generic[BatchT]):
     """Base of the offline agents (module docstring).
 
@@ -129,6 +170,7 @@ class OfflineAgent(Agent, Generic[BatchT]):
         self.act_generator = torch.Generator(device=self.device)
         self.act_generator.manual_seed(self.seed + 1)
         self._step = 0
+        self.budget = 0
         self.size = 0
         self.dataset_id: str | None = None
         self.dataset_info: dict[str, Any] = {}
@@ -223,11 +265,20 @@ class OfflineAgent(Agent, Generic[BatchT]):
 
     modules: dict[str, nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
-    schedulers: dict[str, Any] = {}  # noqa: RUF012  (replaced per instance)
 
     def update(self, batch: BatchT) -> Mapping[str, torch.Tensor]:
-        """One gradient step; returns ``loss_*`` (and other) statistics as 0-d tensors."""
+        """One gradient step; returns ``loss_*`` (and other) statistics as 0-d tensors.
+
+        ``self.num_steps`` steps were taken before this one, of ``self.budget`` in all (the schedules' clock).
+        """
         raise NotImplementedError
+
+    def extra_state(self) -> dict[str, Any]:
+        """What else a subclass must checkpoint to resume exactly (e.g. CPL's phase); default nothing."""
+        return {}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`extra_state` from a checkpoint (``{}`` for a checkpoint that has none)."""
 
     @property
     def policy(self) -> Policy:
@@ -247,6 +298,7 @@ class OfflineAgent(Agent, Generic[BatchT]):
     def train(self, steps: int, callback: TrainCallback) -> None:
         if self.size == 0:
             raise RuntimeError(f"agent={self.name} has no data: call set_dataset(...) before train()")
+        self.budget = int(steps)  # the schedules' length: the run's budget, also after a resume with a larger one
         for m in self.modules.values():
             m.train()
         sums: dict[str, torch.Tensor] = {}
@@ -284,7 +336,7 @@ class OfflineAgent(Agent, Generic[BatchT]):
             "size": self.size,
             "modules": {k: m.state_dict() for k, m in self.modules.items()},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "extra": self.extra_state(),
             "generator": self.generator.get_state(),
             "act_generator": self.act_generator.get_state(),
             "obs_mean": self.obs_mean.cpu(),
@@ -308,10 +360,10 @@ class OfflineAgent(Agent, Generic[BatchT]):
             )
         for k, m in self.modules.items():
             m.load_state_dict(state["modules"][k])
+        self.load_extra_state(state.get("extra") or {})
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
-        for k, sched in self.schedulers.items():
-            sched.load_state_dict(state["schedulers"][k])
+        # (checkpoints before schedules were closed-form also hold "schedulers": their lengths are ignored)
         self.generator.set_state(state["generator"])
         self.act_generator.set_state(state["act_generator"])
         self.obs_mean = state["obs_mean"].to(self.device)

@@ -40,7 +40,9 @@ class BC(OfflineAgent[Batch]):
     ) -> None:
         super().__init__(observation_space, action_space, seed, device, **shared)
         with self.seeded_init():
-            self.actor = make_policy(self.obs_dim, self.action_space, self.hidden, dropout).to(self.device)
+            self.actor = make_policy(
+                self.obs_dim, self.action_space, self.hidden, dropout, generator=self.generator
+            ).to(self.device)
         self.modules = {"actor": self.actor}
         self.optimizers = {"actor": adam(self.actor.parameters(), learning_rate)}
 

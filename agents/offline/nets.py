@@ -1,8 +1,16 @@
-"""Networks shared by the offline agents: MLPs, a twin Q ensemble, Gaussian and categorical policies.
+"""Networks shared by the offline agents: MLPs, a twin Q ensemble, Gaussian, deterministic and categorical policies.
 
 Actions are handled in a normalised form: Box actions are mapped to ``[-1, 1]`` by the agent
 (:class:`ActionScaler`) and discrete actions are integer indices. Twin critics are one module
 with stacked weights (:class:`EnsembleLinear`), so both are evaluated with one batched matmul.
+
+Box-action policies come in two kinds (:func:`make_policy`):
+
+* ``gaussian``: ``N(tanh(f(s)), diag(sigma^2))`` with a learned state-independent sigma (IQL and BC,
+  as CORL's ``iql.py``);
+* ``deterministic``: ``tanh(f(s))`` scored by ``log pi(a|s) = -||tanh(f(s)) - a||^2``, a Gaussian of fixed
+  variance 1/2 without its constant (CPL's reference actor, ``ContinuousMLPActor`` with a tanh
+  output, whose log-likelihood "reduces to MSE"): the temperature of ``alpha log pi`` stays ``alpha``.
 """
 
 from __future__ import annotations
@@ -28,14 +36,48 @@ def _flat_size(space: gym.Space) -> int:
     return int(np.prod(space.shape))
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, dropout: float | None = None) -> nn.Sequential:
-    """``in -> hidden... -> out`` with ReLU (and dropout after each hidden layer when given)."""
+class Dropout(nn.Module):
+    """``nn.Dropout`` whose masks come from an explicit ``torch.Generator``.
+
+    With the agent's generator (saved in its checkpoints), a resumed run draws the masks an
+    uninterrupted one would; ``None``: torch's global generator.
+
+    Args:
+        p: Probability of zeroing an element while training.
+        generator: Source of the masks, on the module's device.
+    """
+
+    def __init__(self, p: float, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.p = float(p)
+        self.generator = generator
+
+    @override
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype) >= self.p
+        return x * keep / (1.0 - self.p)
+
+    @override
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def mlp(
+    in_dim: int,
+    hidden: Sequence[int],
+    out_dim: int,
+    dropout: float | None = None,
+    generator: torch.Generator | None = None,
+) -> nn.Sequential:
+    """``in -> hidden... -> out`` with ReLU (and dropout after each hidden layer when given, masks from ``generator``)."""
     layers: list[nn.Module] = []
     dims = [in_dim, *hidden]
     for a, b in pairwise(dims):
         layers += [nn.Linear(a, b), nn.ReLU()]
         if dropout:
-            layers.append(nn.Dropout(dropout))
+            layers.append(Dropout(dropout, generator))
     layers.append(nn.Linear(dims[-1], out_dim))
     return nn.Sequential(*layers)
 
@@ -96,9 +138,16 @@ class TwinQ(nn.Module):
 class GaussianPolicy(nn.Module):
     """``N(tanh(f(s)), diag(exp(log_std)))`` over actions in ``[-1, 1]`` with a state-independent std (IQL/CORL)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], dropout: float | None = None) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int],
+        dropout: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
-        self.net = mlp(obs_dim, hidden, act_dim, dropout)
+        self.net = mlp(obs_dim, hidden, act_dim, dropout, generator)
         self.log_std = nn.Parameter(torch.zeros(act_dim))
 
     def log_prob(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -128,12 +177,47 @@ class GaussianPolicy(nn.Module):
         return (mean + std * noise).clamp(-1.0, 1.0)
 
 
+class DeterministicPolicy(nn.Module):
+    """``tanh(f(s))`` over actions in ``[-1, 1]``, scored as a fixed-variance Gaussian (CPL's reference actor)."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int],
+        dropout: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = mlp(obs_dim, hidden, act_dim, dropout, generator)
+
+    def log_prob(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """``(batch,)`` ``-||tanh(f(s)) - a||^2`` of ``(batch, act_dim)`` actions (a log-density up to a constant)."""
+        return -(torch.tanh(self.net(obs)) - action).pow(2).sum(-1)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(batch, act_dim)`` actions ``tanh(f(s))`` for ``(batch, obs_dim)`` observations.
+
+        The action is the mean whether or not ``deterministic`` is asked for (the reference samples
+        this actor the same way); ``generator`` is unused.
+        """
+        return torch.tanh(self.net(obs))
+
+
 class CategoricalPolicy(nn.Module):
     """A softmax policy over ``n`` discrete actions."""
 
-    def __init__(self, obs_dim: int, n: int, hidden: Sequence[int], dropout: float | None = None) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        n: int,
+        hidden: Sequence[int],
+        dropout: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
-        self.net = mlp(obs_dim, hidden, n, dropout)
+        self.net = mlp(obs_dim, hidden, n, dropout, generator)
 
     def log_prob(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """``(batch,)`` log-probabilities of ``(batch,)`` integer actions."""
@@ -157,17 +241,49 @@ class CategoricalPolicy(nn.Module):
         return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
 
 
-#: The policies :func:`make_policy` builds (both have ``log_prob`` and ``act``).
-Policy = GaussianPolicy | CategoricalPolicy
+#: The policies :func:`make_policy` builds (all have ``log_prob`` and ``act``).
+Policy = GaussianPolicy | DeterministicPolicy | CategoricalPolicy
+#: Kinds of Box-action policy (module docstring).
+BOX_POLICIES = ("gaussian", "deterministic")
 
 
 def make_policy(
-    obs_dim: int, action_space: gym.Space, hidden: Sequence[int], dropout: float | None = None
+    obs_dim: int,
+    action_space: gym.Space,
+    hidden: Sequence[int],
+    dropout: float | None = None,
+    box: str = "gaussian",
+    generator: torch.Generator | None = None,
 ) -> Policy:
-    """A Gaussian policy for Box actions, a categorical one for Discrete actions."""
+    """A categorical policy for Discrete actions; for Box actions a ``box`` one (module docstring).
+
+    Args:
+        obs_dim: Observation size.
+        action_space: The env's action space (Box or Discrete).
+        hidden: Hidden layer sizes.
+        dropout: Dropout after each hidden layer (``None``: none).
+        box: ``gaussian`` or ``deterministic`` (Box actions only).
+        generator: Source of the dropout masks (the agent's generator).
+
+    Raises:
+        ValueError: ``box`` is not one of :data:`BOX_POLICIES`.
+    """
     if isinstance(action_space, gym.spaces.Discrete):
-        return CategoricalPolicy(obs_dim, int(action_space.n), hidden, dropout)
-    return GaussianPolicy(obs_dim, _flat_size(action_space), hidden, dropout)
+        return CategoricalPolicy(obs_dim, int(action_space.n), hidden, dropout, generator)
+    if box == "gaussian":
+        return GaussianPolicy(obs_dim, _flat_size(action_space), hidden, dropout, generator)
+    if box == "deterministic":
+        return DeterministicPolicy(obs_dim, _flat_size(action_space), hidden, dropout, generator)
+    raise ValueError(f"policy kind {box!r} is not one of {', '.join(BOX_POLICIES)}")
+
+
+def orthogonal_init(module: nn.Module, gain: float = 1.0) -> nn.Module:
+    """Orthogonal weights (``gain``) and zero biases in every ``nn.Linear`` of ``module`` (CPL's ``ortho_init``)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.orthogonal_(m.weight, gain=gain)
+            nn.init.zeros_(m.bias)
+    return module
 
 
 class ActionScaler:

@@ -286,12 +286,22 @@ def describe(env: gym.Env) -> str | None:
     )
 
 
+def action_mask(obs: np.ndarray) -> np.ndarray:
+    """``(batch, max_jobs, N_FEATURES)`` observations -> ``(batch, max_jobs)`` bool: jobs with operations left.
+
+    The same mask as :meth:`JobShopEnv.action_masks`, read from the observation's column 0 (1 for a job
+    with operations left, 0 for finished and padded jobs).
+    """
+    return np.asarray(obs)[..., 0] > 0.5
+
+
 CARDS = (
     EnvCard(
         base_id="JobShop-v0",
         entry_point="envs.jobshop.env:make_jobshop",
         describe=describe,
         features=frozenset({"action_masks", "jobshop"}),
+        action_mask=action_mask,
         disable_env_checker=False,  # make_jobshop builds the env itself: Gymnasium's checker wraps it
     ),
 )

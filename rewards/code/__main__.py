@@ -46,6 +46,7 @@ def check_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     from envs.errors import ConfigError
+    from rewards.code.contract import clean_text
     from rewards.code.validate import check_program, sample_transitions
 
     if not args.file.is_file():
@@ -58,7 +59,9 @@ def check_main(argv: list[str]) -> int:
         return 2
     result = check_program(args.file.read_text(), sample, filename=args.file.name)
     if not result.ok:
-        print(f"REJECTED at the {result.stage} check:\n{result.message}")
+        # the reason quotes the program (its errors, its prints): cleaned, and indented under the verdict
+        reason = clean_text(result.message, 4000).replace("\n", "\n  | ")
+        print(f"REJECTED at the {result.stage} check:\n  | {reason}")
         return 1
     corr = "undefined (a constant reward)" if result.pearson_true is None else f"{result.pearson_true:+.3f}"
     print(

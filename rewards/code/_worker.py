@@ -4,10 +4,17 @@ Started by :class:`rewards.code.sandbox.Sandbox` as ``python -I -u _worker.py RE
 with an empty environment, inside a fresh scratch directory. It imports only the standard
 library and numpy, so it starts fast and never loads the trainer's code. Order matters:
 
-1. import numpy (and its submodules a program may use) while files can still be opened;
-2. drop to the ``nobody`` user when started as root, enter new user + network namespaces;
-3. set resource limits (address space, CPU seconds over the worker's life, file size, processes);
-4. install the seccomp filter (no opening files, sockets, processes, signals to others, ...);
+1. import numpy (and the submodules a program may use) while files can still be opened, then
+   ask to be killed when the trainer dies (``PR_SET_PDEATHSIG``; it exits at once if it already has);
+2. drop to the ``nobody`` user when started as root; enter new network, IPC and PID namespaces
+   (through a new user namespace when not root). A PID namespace only applies to children, so
+   this process forks: the child, PID 1 there, is the worker, and this process stays outside as
+   its *keeper*: it runs no program code, waits for the worker and exits as the worker did;
+3. in the worker: die with the keeper, close every file descriptor but the two pipes and the
+   log, set resource limits (address space, CPU seconds, file size, processes, core dumps);
+4. install the seccomp filter: an allow-list of the system calls a running numpy program needs
+   (read/write/close on its descriptors, memory mapping, futex, select/poll, clocks and sleeps,
+   its own signal handling, exit); every other call fails with EPERM, other ABIs are killed;
 5. say "ready", then receive the program's source and only now run it (its top level included).
 
 Messages, both ways over the pipes: ``<II`` (header length, payload length), a JSON header, raw
@@ -15,7 +22,8 @@ bytes. Batches go through shared memory (``SHM_FD``, a memfd the trainer made; -
 trainer writes the arrays where a ``layout`` message said, bumps a request counter, and this
 worker, polling the counter, writes the reward and components back and bumps a reply counter;
 errors and unusual outputs still go over the pipe. The trainer never unpickles anything from
-here; it parses JSON and reads float64 arrays, and checks both.
+here; it parses JSON and reads float64 arrays, and checks both: it trusts nothing this process
+sends, since a program that takes the process over can send anything.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import json
 import math
 import mmap
 import os
+import re
 import resource
 import select
 import signal
@@ -40,46 +49,37 @@ import numpy.random
 
 FRAME = struct.Struct("<II")
 NOBODY = 65534
-CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
-PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWPID = 0x10000000, 0x40000000, 0x08000000, 0x20000000
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 1, 38, 22, 2
 AUDIT_ARCH_X86_64 = 0xC000003E
 SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO, SECCOMP_RET_KILL_PROCESS = 0x7FFF0000, 0x00050000, 0x80000000
 EPERM = 1
 
-# x86_64 system calls the reward code never needs: files by path, sockets, processes, signals to
-# other processes, namespaces, mounts, modules, io_uring (which would bypass this filter), ...
-DENIED_SYSCALLS_X86_64 = {
-    "open": 2, "stat": 4, "lstat": 6, "ioctl": 16, "access": 21, "sendfile": 40, "socket": 41, "connect": 42,
-    "accept": 43, "sendto": 44, "recvfrom": 45, "sendmsg": 46, "recvmsg": 47, "shutdown": 48, "bind": 49,
-    "listen": 50, "getsockname": 51, "getpeername": 52, "socketpair": 53, "setsockopt": 54, "getsockopt": 55,
-    "clone": 56, "fork": 57, "vfork": 58, "execve": 59, "kill": 62, "truncate": 76, "ftruncate": 77,
-    "getdents": 78, "chdir": 80, "fchdir": 81, "rename": 82, "mkdir": 83, "rmdir": 84, "creat": 85, "link": 86,
-    "unlink": 87, "symlink": 88, "readlink": 89, "chmod": 90, "fchmod": 91, "chown": 92, "fchown": 93,
-    "lchown": 94, "ptrace": 101, "syslog": 103, "setuid": 105, "setgid": 106, "setpgid": 109, "setsid": 112,
-    "setreuid": 113, "setregid": 114, "setgroups": 116, "setresuid": 117, "setresgid": 119, "utime": 132,
-    "mknod": 133, "personality": 135, "prctl": 157, "setrlimit": 160, "chroot": 161, "sync": 162, "acct": 163,
-    "settimeofday": 164, "mount": 165, "umount2": 166, "swapon": 167, "swapoff": 168, "reboot": 169,
-    "sethostname": 170, "setdomainname": 171, "iopl": 172, "ioperm": 173, "init_module": 175,
-    "delete_module": 176, "quotactl": 179, "tkill": 200, "getdents64": 217, "tgkill": 234, "utimes": 235,
-    "kexec_load": 246, "add_key": 248, "request_key": 249, "keyctl": 250, "migrate_pages": 256, "openat": 257,
-    "mkdirat": 258, "mknodat": 259, "fchownat": 260, "futimesat": 261, "newfstatat": 262, "unlinkat": 263,
-    "renameat": 264, "linkat": 265, "symlinkat": 266, "readlinkat": 267, "fchmodat": 268, "faccessat": 269,
-    "unshare": 272, "splice": 275, "move_pages": 279, "utimensat": 280, "accept4": 288, "perf_event_open": 298,
-    "fanotify_init": 300, "name_to_handle_at": 303, "open_by_handle_at": 304, "setns": 308,
-    "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312, "finit_module": 313, "renameat2": 316,
-    "memfd_create": 319, "kexec_file_load": 320, "bpf": 321, "execveat": 322, "userfaultfd": 323, "statx": 332,
-    "pidfd_send_signal": 424, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
-    "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
-    "pidfd_open": 434, "clone3": 435, "openat2": 437, "pidfd_getfd": 438, "faccessat2": 439,
-    "process_madvise": 440, "mount_setattr": 442, "memfd_secret": 447,
+# The only x86_64 system calls the worker may make once locked down (the busiest first: the filter
+# compares in this order). Everything else fails with EPERM: files by path or by new descriptor,
+# sockets, processes, signals to any process, IPC objects, namespaces, resource limits,
+# priorities, timers, extended attributes, io_uring, ... Each entry acts on this process only
+# (its memory, its signal handlers, its clocks) or on descriptors it already holds.
+ALLOWED_SYSCALLS_X86_64 = {
+    "pselect6": 270, "read": 0, "sched_yield": 24, "write": 1, "futex": 202, "rt_sigreturn": 15,
+    "select": 23, "poll": 7, "ppoll": 271, "readv": 19, "writev": 20, "close": 3,
+    "mmap": 9, "munmap": 11, "mremap": 25, "mprotect": 10, "brk": 12, "madvise": 28,
+    "rt_sigaction": 13, "rt_sigprocmask": 14, "sigaltstack": 131, "restart_syscall": 219,
+    "clock_gettime": 228, "clock_getres": 229, "gettimeofday": 96, "time": 201,
+    "clock_nanosleep": 230, "nanosleep": 35, "getrandom": 318,
+    "getpid": 39, "getppid": 110, "gettid": 186, "exit": 60, "exit_group": 231,
 }  # fmt: skip
 
 SAFE_BUILTINS = (
     "abs all any bool dict divmod enumerate filter float frozenset int isinstance len list map max min "
     "print range reversed round set slice sorted str sum tuple zip ArithmeticError AssertionError "
     "Exception IndexError KeyError TypeError ValueError ZeroDivisionError FloatingPointError True False None"
-).split()
-ALLOWED_MODULES = {"numpy": np, "math": math}
+).split()  # the same list as rewards.code.contract.SAFE_BUILTINS (a test checks)
+ALLOWED_MODULES = {"numpy": np, "numpy.linalg": np.linalg, "numpy.fft": np.fft, "numpy.random": np.random}
+ALLOWED_MODULES["math"] = math
+MAX_COMPONENTS = 32
+COMPONENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")  # as rewards.code.sandbox.COMPONENT_NAME
+MAX_ERROR_CHARS = 2000
 
 
 # --- wire --------------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ class _Reader:
 
 
 # Shared memory: a control page of int64 slots, 64 bytes apart (one cache line each), then data.
-REQUEST, REPLY, SLEEPING, STATUS, N_OUT, NAMES_VERSION, NAMES_LEN = (8 * i for i in range(7))
+REQUEST, REPLY, SLEEPING, STATUS, N_OUT, NAMES_VERSION, NAMES_LEN, RECYCLE = (8 * i for i in range(8))
 NAMES_AT, NAMES_MAX, DATA_AT = 2048, 2048, 4096
 STATUS_SHM, STATUS_PIPE = 1, 2  # the reply is in shared memory / is a message on the pipe
 
@@ -182,7 +182,7 @@ class _Shm:
     def reply(self, outputs: list[tuple[str, np.ndarray]]) -> bool:
         """Write the outputs back; False (nothing written) when they do not fit the fast path."""
         n, out = self.n, self.out
-        if out is None or len(outputs) * n > len(out) or any(a.shape != (n,) for _, a in outputs):
+        if out is None or len(outputs) * n > len(out):
             return False
         names = [name for name, _ in outputs]
         if names != self.names:
@@ -205,6 +205,8 @@ class _Shm:
 
 
 def _send(fd: int, header: dict, payload: bytes = b"") -> None:
+    if _state["spent"]:
+        header = {**header, "recycle": True}
     head = json.dumps(header).encode()
     data = FRAME.pack(len(head), len(payload)) + head + payload
     view = memoryview(data)
@@ -224,52 +226,121 @@ class _SockFprog(ctypes.Structure):
 
 
 def _seccomp_program() -> list[tuple[int, int, int, int]]:
-    """BPF: wrong architecture -> kill; x32 ABI -> EPERM; denied syscall -> EPERM; else allow."""
+    """BPF: wrong architecture or x32 ABI -> kill; an allowed call -> allow; anything else -> EPERM."""
     ld_w_abs, jeq_k, jge_k, ret_k = 0x20, 0x15, 0x35, 0x06
-    denied = sorted(set(DENIED_SYSCALLS_X86_64.values()))
-    n = len(denied)
+    allowed = list(dict.fromkeys(ALLOWED_SYSCALLS_X86_64.values()))
+    n = len(allowed)
     prog = [
         (ld_w_abs, 0, 0, 4),  # seccomp_data.arch
         (jeq_k, 1, 0, AUDIT_ARCH_X86_64),
         (ret_k, 0, 0, SECCOMP_RET_KILL_PROCESS),
         (ld_w_abs, 0, 0, 0),  # seccomp_data.nr
-        (jge_k, n + 1, 0, 0x40000000),  # x32 ABI numbers: refuse all
+        (jge_k, 0, 1, 0x40000000),  # x32 ABI numbers
+        (ret_k, 0, 0, SECCOMP_RET_KILL_PROCESS),
     ]
-    for i, nr in enumerate(denied):
-        prog.append((jeq_k, n - i, 0, nr))  # jump to the EPERM return
-    prog.append((ret_k, 0, 0, SECCOMP_RET_ALLOW))
+    for i, nr in enumerate(allowed):
+        prog.append((jeq_k, n - i, 0, nr))  # jump over the rest and the EPERM return, to ALLOW
     prog.append((ret_k, 0, 0, SECCOMP_RET_ERRNO | EPERM))
+    prog.append((ret_k, 0, 0, SECCOMP_RET_ALLOW))
     return prog
 
 
-def _lock_down(limits: dict) -> list[str]:
-    """Apply every layer; returns the names of the layers in force (recorded by the trainer)."""
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent(parent: int | None) -> None:
+    """Be killed (SIGKILL) when the parent exits; exit now if it already has (``parent``: its pid)."""
+    if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)  # the trainer died before the request took effect
+
+
+def _isolate(limits: dict, fds: tuple[int, ...]) -> list[str]:
+    """Drop root, enter new network, IPC and PID namespaces; continue as PID 1 of the new one.
+
+    Root can make the namespaces itself (before becoming nobody); otherwise (or where a container
+    withholds that) a new user namespace makes them. Returns the layers now in force.
+    """
     layers = []
-    libc = ctypes.CDLL(None, use_errno=True)
-    if os.geteuid() == 0:  # as root the program would own root's files: become nobody first
+    spaces = CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWPID
+    wanted = "namespaces" not in limits.get("off", ())
+    root = os.geteuid() == 0
+    isolated = wanted and root and _libc.unshare(spaces) == 0
+    if root:  # as root the program would own root's files and processes: become nobody first
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
+        _die_with_parent(int(limits["parent"]))  # a change of user clears the death signal
         layers.append("uid:nobody")
-    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0:
-        layers.append("netns")
+    if wanted and not isolated and _libc.unshare(CLONE_NEWUSER | spaces) == 0:
+        isolated = True
+        layers.append("userns")
+    if not isolated:
+        return layers
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    child = os.fork()  # the first child is PID 1 of the new PID namespace: the worker
+    if child:
+        _keep(child, fds, limits)
+    _die_with_parent(None)  # its parent (the keeper) is outside the namespace: getppid() is 0 here
+    return [*layers, "netns", "ipcns", "pidns"]
+
+
+def _cpu_limits(limits: dict) -> tuple[int, int]:
+    """RLIMIT_CPU (soft, hard): past soft the worker asks to be replaced; at hard the kernel kills it."""
+    soft = max(1, math.ceil(float(limits["lifetime_cpu_s"])))
+    return soft, soft + math.ceil(float(limits["cpu_s_per_call"]) + 0.5)
+
+
+def _keep(child: int, fds: tuple[int, ...], limits: dict) -> None:
+    """The keeper (outside the worker's PID namespace): wait for the worker, exit as it did.
+
+    A worker killed (SIGKILL) after its hard CPU limit is reported as killed by SIGXCPU, so the
+    trainer can say why; the keeper's measure is the kernel's, not the worker's word.
+    """
+    for fd in fds:
+        os.close(fd)
+    _, status, usage = os.wait4(child, 0)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGKILL and usage.ru_utime + usage.ru_stime >= _cpu_limits(limits)[1] - 0.5:
+            sig = signal.SIGXCPU
+        if sig != signal.SIGKILL:
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+
+
+def _lock_down(limits: dict, keep: tuple[int, ...]) -> list[str]:
+    """Apply the process's own layers (descriptors, limits, seccomp, audit hook); their names."""
+    layers = []
+    at = 3
+    for fd in sorted(set(keep)):  # only the pipes and stdout/stderr (the log) stay open
+        if fd >= at:
+            os.closerange(at, fd)
+            at = fd + 1
+    os.closerange(at, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     mem = int(limits["memory_mb"]) * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-    cpu = math.ceil(limits["lifetime_cpu_s"])
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_CPU, _cpu_limits(limits))
     fsize = int(limits["log_mb"]) * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
     resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a full log fails the write instead of killing us
+    signal.signal(signal.SIGXCPU, _on_spent)
+    signal.signal(signal.SIGPROF, _on_tick)
+    tick = float(limits["cpu_s_per_call"]) / TICKS_PER_LIMIT
+    signal.setitimer(signal.ITIMER_PROF, tick, tick)
     layers.append("rlimits")
-    if os.uname().machine == "x86_64":
-        if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+    if os.uname().machine == "x86_64" and "seccomp" not in limits.get("off", ()):
+        if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
         prog = _seccomp_program()
         arr = (_SockFilter * len(prog))(*[_SockFilter(*ins) for ins in prog])
         fprog = _SockFprog(len(prog), ctypes.cast(arr, ctypes.POINTER(_SockFilter)))
-        if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
         layers.append("seccomp")
     if limits.get("audit", True):
@@ -285,22 +356,46 @@ _AUDIT_DENIED += ("os.scandir", "os.putenv", "os.unsetenv", "shutil.", "urllib."
 
 
 def _audit(event: str, args: tuple) -> None:
+    """A courtesy that names what the program tried; the kernel layers do not depend on it."""
     if event.startswith(_AUDIT_DENIED):
-        detail = f" {args[0]!r}" if args and isinstance(args[0], (str, bytes, int)) else ""
+        detail = f" {args[0]!r}"[:100] if args and isinstance(args[0], (str, bytes, int)) else ""
         raise PermissionError(f"sandbox: reward code may not use {event}{detail}")
 
 
 # --- the program ---------------------------------------------------------------------------------
 
 
+def _numpy_own(module: object, name: object) -> bool:
+    """Whether ``from module import name`` is allowed (as :func:`rewards.code.contract.numpy_own`).
+
+    It is when ``name`` is public and is an allowed module, numpy's or math's own object, or a number.
+    """
+    if not isinstance(name, str) or name.startswith("_") or name not in vars(module):
+        return False
+    obj = vars(module)[name]
+    if type(obj) is type(np):
+        return any(obj is m for m in ALLOWED_MODULES.values())
+    owner = getattr(obj, "__module__", None)
+    return type(obj) in (int, float, complex, bool, type(None)) or (
+        isinstance(owner, str) and owner.partition(".")[0] in ("numpy", "math")
+    )
+
+
 def _guarded_import(name: str, globals=None, locals=None, fromlist=(), level=0):
-    root = name.partition(".")[0]
-    if level != 0 or root not in ALLOWED_MODULES:
-        raise ImportError(f"sandbox: only numpy and math may be imported, not {name!r}")
-    module = sys.modules.get(name)
-    if module is None:
-        raise ImportError(f"sandbox: module {name!r} is not available")
-    return module if fromlist else ALLOWED_MODULES[root]
+    """``import`` in the program: only the allowed modules, and only public names that are their own.
+
+    numpy's C code imports its own (already loaded) modules through the running frame's
+    ``__import__`` too, without a ``fromlist``: those get the root package, as ``import a.b`` does.
+    """
+    if level == 0 and not fromlist and name.partition(".")[0] == "numpy" and name in sys.modules:
+        return np
+    if level != 0 or name not in ALLOWED_MODULES:
+        raise ImportError(f"sandbox: only {', '.join(ALLOWED_MODULES)} may be imported, not {name!r}")
+    module = ALLOWED_MODULES[name]
+    for item in fromlist or ():
+        if not _numpy_own(module, item):
+            raise ImportError(f"sandbox: {name}.{item} is not a public numpy name reward code may import")
+    return module if fromlist else ALLOWED_MODULES[name.partition(".")[0]]
 
 
 def _load(source: str, filename: str):  # -> the program's compute_reward (no typing import in the worker)
@@ -320,8 +415,13 @@ class _CpuLimit(BaseException):  # not an Exception: `except Exception` in the p
     pass
 
 
+class _OutputError(Exception):  # the program returned something unusable (kind "output")
+    pass
+
+
 TICKS_PER_LIMIT = 10
 _calling = {"on": False, "ticks": 0}
+_state: dict = {"spent": False, "shm": None}
 
 
 def _on_tick(signum: int, frame: object) -> None:
@@ -337,24 +437,45 @@ def _on_tick(signum: int, frame: object) -> None:
             raise _CpuLimit
 
 
+def _on_spent(signum: int, frame: object) -> None:
+    """SIGXCPU: the lifetime CPU budget is spent; ask the trainer (in every reply) to replace us."""
+    _state["spent"] = True
+    if _state["shm"] is not None:
+        _state["shm"].ctrl[RECYCLE] = 1
+
+
 def _run(fn, args: list[np.ndarray], n: int) -> list[tuple[str, np.ndarray]]:  # fn: compute_reward
-    """Call the program on one batch; its outputs as float64 arrays (scalars broadcast to ``(n,)``)."""
+    """Call the program on one batch; its outputs as ``(n,)`` float64 arrays (scalars broadcast)."""
     _calling["ticks"], _calling["on"] = 0, True
-    try:
+    try:  # converting the outputs may run the program's code too: inside the CPU limit
         out = fn(*args)
+        if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict):
+            reward, components = out
+        else:
+            reward, components = out, {}
+        if len(components) > MAX_COMPONENTS:
+            raise _OutputError(f"{len(components)} components; at most {MAX_COMPONENTS} are allowed")
+        outputs: list[tuple[str, np.ndarray]] = []
+        for name, value in [("reward", reward), *components.items()]:
+            if not isinstance(name, str) or (outputs and not COMPONENT_NAME.fullmatch(name)):
+                raise _OutputError(
+                    f"component name {name!r:.80} is not allowed: names are 1-64 letters, digits, '_', '.' "
+                    "or '-' (they become column names in metrics.csv)"
+                )
+            try:
+                arr = np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"{name!r} is not numeric: {type(value).__name__} ({exc})") from None
+            arr = np.full(n, float(arr)) if arr.ndim == 0 else arr
+            if arr.shape != (n,):
+                what = "the reward" if not outputs else f"component {name!r}"
+                raise _OutputError(
+                    f"{what} has shape {arr.shape}; expected ({n},): one value per transition "
+                    "(compute_reward gets a batch with a leading axis and must return one value per row)"
+                )
+            outputs.append((name, arr))
     finally:
         _calling["on"] = False
-    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict):
-        reward, components = out
-    else:
-        reward, components = out, {}
-    outputs = []
-    for name, value in [("reward", reward)] + [(str(k), v) for k, v in components.items()]:
-        try:
-            arr = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{name!r} is not numeric: {type(value).__name__} ({exc})") from None
-        outputs.append((name, np.full(n, float(arr)) if arr.ndim == 0 else arr))
     return outputs
 
 
@@ -377,11 +498,17 @@ _program: dict[str, list[str]] = {"lines": []}
 
 def _error(kind: str, exc: BaseException, filename: str, message: str | None = None) -> dict:
     """The program's error as feedback text: type and message (or ``message``), and the program's line it points at."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
-    line = exc.lineno if isinstance(exc, SyntaxError) else (frames[-1].lineno if frames else None)
+    try:  # str(exc) runs the program's code (its own exception classes): it may fail too
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
+        line = exc.lineno if isinstance(exc, SyntaxError) else (frames[-1].lineno if frames else None)
+        text = message if message is not None else f"{type(exc).__name__}: {exc}"
+    except BaseException:
+        line, text = None, f"{type(exc).__name__} (its message could not be shown)"
+    line = line if type(line) is int else None
     lines = _program["lines"]
-    where = f" (line {line}: {lines[line - 1].strip()})" if line and 0 < line <= len(lines) else ""
-    text = message if message is not None else f"{type(exc).__name__}: {exc}"
+    where = f" (line {line}: {lines[line - 1].strip()[:200]})" if line and 0 < line <= len(lines) else ""
+    if len(text) > MAX_ERROR_CHARS:
+        text = f"{text[:MAX_ERROR_CHARS]} [... {len(text) - MAX_ERROR_CHARS} characters cut]"
     return {"ok": False, "kind": kind, "error": f"{text}{where}", "line": line}
 
 
@@ -390,6 +517,8 @@ def _failure(exc: BaseException, filename: str, limits: dict) -> dict:
         return _error("cpu", exc, filename, f"one call used up its CPU time ({limits['cpu_s_per_call']} s per call)")
     if isinstance(exc, MemoryError):
         return _error("memory", exc, filename, f"MemoryError: more than {limits['memory_mb']} MiB")
+    if isinstance(exc, _OutputError):
+        return _error("output", exc, filename, str(exc))
     return _error("call", exc, filename)
 
 
@@ -398,11 +527,10 @@ def main() -> None:
     limits = json.loads(sys.argv[4])
     reader = _Reader(read_fd, float(limits["spin_s"]))  # before the lockdown: it needs ioctl(FIONBIO)
     shm = _Shm(shm_fd, int(limits["shm_bytes"])) if shm_fd >= 0 else None
-    layers = _lock_down(limits)
-    signal.signal(signal.SIGPROF, _on_tick)
-    tick = float(limits["cpu_s_per_call"]) / TICKS_PER_LIMIT
-    signal.setitimer(signal.ITIMER_PROF, tick, tick)
-    _send(write_fd, {"ok": True, "layers": layers, "pid": os.getpid()})
+    _state["shm"] = shm
+    layers = _isolate(limits, (read_fd, write_fd))
+    layers += _lock_down(limits, (0, 1, 2, read_fd, write_fd))
+    _send(write_fd, {"ok": True, "layers": layers})
     fn, filename = None, "<reward program>"
     while True:
         try:
@@ -455,4 +583,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    _die_with_parent(int(json.loads(sys.argv[4])["parent"]))  # numpy is imported: no more waiting
     main()

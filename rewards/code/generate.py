@@ -14,6 +14,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rewards.code.contract import clean_text
 from rewards.code.llm import LLMBackend, Sampling
 from rewards.code.prompts import build_messages, extract_code
 from rewards.code.sandbox import SandboxLimits
@@ -126,6 +127,7 @@ def propose(
         )
         if check.ok:
             break
-        fb = f"The program failed the {check.stage} check:\n{check.message}\nFix it."
+        # the message quotes the program (its errors, its prints): cleaned and cut before the model sees it
+        fb = f"The program failed the {check.stage} check:\n{clean_text(check.message, 4000)}\nFix it."
         prev = code if code is not None else prev
     return out

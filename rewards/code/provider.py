@@ -72,6 +72,23 @@ class Program:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def _smoke_check(program: Program, env: Mapping[str, Any], samples: int, seed: int, limits: SandboxLimits) -> None:
+    """Run the check CLI's load and smoke stages on a program file (wrong shapes, NaN, a loop that never ends).
+
+    Raises:
+        ConfigError: The program fails a check; the message names the stage, the reason and the line.
+    """
+    from rewards.code.validate import check_program, sample_transitions
+
+    result = check_program(program.text, sample_transitions(env, samples, seed), limits, program.filename)
+    program.meta["check"] = result.to_dict()
+    if not result.ok:
+        raise ConfigError(
+            f"reward.source={program.meta.get('source')} fails the {result.stage} check on {samples} transitions "
+            f"of env={env.get('name')} (as `python -m rewards.code check` would): {result.message}"
+        )
+
+
 def program_from_file(source: str | Path) -> Program:
     """The program in a file, checked against the reward-code contract.
 
@@ -180,6 +197,8 @@ class CodeReward(RewardProvider):
         self.last_components: dict[str, np.ndarray] = {}
         if source:
             program = program_from_file(source)
+            if env is not None and int(smoke_samples) > 0:  # before the run starts: its run directory too
+                _smoke_check(program, env, int(smoke_samples), int(seed), self.limits)
         elif task:
             if env is None:
                 raise ConfigError("reward=code with reward.task needs the env config (reward.env=${env})")

@@ -3,54 +3,84 @@
 Threat model
 ------------
 The program is untrusted input: a language model wrote it, and a model can be prompted (or can
-stumble) into writing code that reads secrets, calls out, deletes files, forks, or never returns.
-The trainer runs it only through :class:`Sandbox`, which starts ``rewards/code/_worker.py`` and
-talks to it over two pipes and one shared-memory block for the batches.
+stumble) into writing code that reads secrets, calls out, deletes files, forks, signals other
+processes, or never returns. Assume the worst: the program takes its worker process over (runs
+native code through ``ctypes``, walks frames into the worker's variables, switches the audit hook
+off) and then does anything the kernel lets that process do, including speaking the worker's
+side of the protocol however it likes. The trainer runs it only through :class:`Sandbox`, which
+starts ``rewards/code/_worker.py`` and talks to it over two pipes and one shared-memory block.
 
-Defended, and by what (kernel mechanisms first; the Python-level checks give clear messages):
+Guaranteed by the kernel (x86_64 Linux with user namespaces, e.g. this project's machines), for
+a trainer running as root (the worker becomes ``nobody``) or as a normal user alike:
 
-* **Reading or writing files** (secrets, the run directory, the source tree): the worker installs a
-  seccomp filter before it runs a single line of the program; ``open``/``openat``/``creat``,
-  path ``stat``, ``unlink``, ``rename``, ``mkdir``, ``chmod``, ``link`` and their relatives fail with
-  EPERM. Files already open in the worker are only its two pipes and its log file (its stdout and
-  stderr, capped by ``RLIMIT_FSIZE``). Started as root, it first becomes ``nobody``.
-* **Network**: the worker enters a new (empty) network namespace when the kernel allows it, and the
-  filter refuses ``socket``, ``connect``, ``bind``, ``sendto`` and the rest of the socket calls.
+* **System calls are an allow-list** (seccomp, installed before the program's first line): read,
+  write and close on the descriptors the worker already holds (its two pipes and its log file,
+  nothing else stays open), memory mapping, futex, select/poll, clocks and sleeps, its own signal
+  handlers and mask, exit. Every other call fails with EPERM (other ABIs kill it), so no file is
+  opened, created, changed, chmod-ed, stat-ed or given extended attributes; no socket, process,
+  thread, signal to any process, SysV or POSIX IPC object, ``prlimit``, priority, scheduling or
+  affinity change, timer, inotify watch, mount or namespace call, io_uring or ``fallocate``.
+* **Its own namespaces**: new PID, IPC and network namespaces (through a new user namespace when
+  not root). The worker is PID 1 of its PID namespace and sees no other process: not the trainer,
+  not another run's worker, not the user's processes; IPC objects and network interfaces it could
+  reach are its own and vanish with it. A *keeper* process outside the namespace waits for it and
+  runs no program code.
+* **It dies with the trainer**: ``PR_SET_PDEATHSIG`` (SIGKILL) ties the keeper to the trainer (to
+  the thread that started it: start a sandbox from a thread that outlives it) and the worker to
+  the keeper, so neither outlives a killed trainer.
+* **Resources**: ``RLIMIT_AS`` (default 1 GiB) turns unbounded allocation into a ``MemoryError``;
+  ``RLIMIT_FSIZE`` caps its log; ``RLIMIT_NPROC`` is 0; ``RLIMIT_CPU`` caps a worker's life
+  (``lifetime_cpu_s``, default 10 CPU minutes): past it the worker asks to be replaced and the
+  trainer loads the program into a fresh one between two calls; about ``cpu_s_per_call + 1`` s
+  later (whole seconds) the kernel kills it.
 * **Secrets in the environment**: the worker starts with an empty environment (only thread-count
   variables), so ``OPENAI_API_KEY`` and friends never reach it; ``python -I`` ignores ``PYTHON*``.
-* **Child processes and other processes**: ``fork``/``vfork``/``clone``/``clone3``/``execve`` are
-  refused by the filter, ``RLIMIT_NPROC`` is 0; ``kill``/``tgkill``/``ptrace``/``process_vm_*`` are
-  refused, so the trainer cannot be signalled or read.
-* **Memory**: ``RLIMIT_AS`` (default 1 GiB) turns unbounded allocation into a ``MemoryError`` in the
-  worker, reported as such.
-* **Time**: per call, a CPU timer (``ITIMER_PROF``) interrupts Python-level loops with a clear
-  message; a wall-clock limit enforced here, in the trainer, kills the worker (``SIGKILL``) when a
-  call does not return (a C-level loop, a swallowed interrupt); ``RLIMIT_CPU`` caps its lifetime.
-* **Bad outputs**: NaN/inf, wrong shapes and non-numeric values are refused here. The trainer never
-  unpickles data from the worker: replies are a JSON header and raw float64 bytes, size-checked.
-  Batches travel through a shared-memory block (a memfd of fixed size, ``SHM_BYTES``) that only
-  the two processes map; the trainer copies the worker's outputs out of it before checking them,
-  bounds every count and length it reads there, and never reads its own inputs back.
-* **Patching numpy or builtins**: the program lives in its own process; whatever it patches there
-  cannot reach the trainer's numpy. The static checks (:mod:`rewards.code.contract`) refuse the
-  common forms up front.
 
-Not defended:
+Guaranteed by the trainer, whatever the worker sends (it trusts nothing that comes back):
 
-* CPU and memory *bandwidth*: a program may use its whole CPU budget and slow training that much.
-* Kernel vulnerabilities reachable through the allowed system calls (read/write on its pipes, mmap,
-  futex, ...); this is a process sandbox, not a virtual machine.
-* The seccomp layer exists on x86_64 only; elsewhere (and where unprivileged user namespaces are
-  disabled) the remaining layers apply, and :attr:`Sandbox.layers` says which ones are in force.
-* A *wrong* reward: code that runs cleanly but rewards the wrong behaviour is the research
-  question, not a security one.
+* Every read and write has a deadline (``wall_s_per_call``, ``start_s``) and every reply a size
+  cap; a worker that stops reading, floods the pipe, forges or garbles a reply, closes its pipe
+  or dies ends as one :class:`SandboxError` naming the reason, and is killed. Nothing it writes
+  raises anything else in the trainer or grows its memory without bound; the trainer never
+  unpickles: replies are a JSON header and raw float64 bytes, validated field by field. Batches
+  travel through a sealed memfd (``SHM_BYTES``) only the two processes map; the trainer copies the
+  outputs out before checking them and never reads its own inputs back.
+* **Outputs**: the reward and every component are ``(batch,)``, finite and within float32's range
+  (they are summed into episode returns and logged); component names are 1-64 characters of
+  ``[A-Za-z0-9_.-]``; at most ``MAX_COMPONENTS`` components.
+* **Text**: the program's messages (errors, its prints in the log) are stripped of control
+  characters and truncated (:func:`rewards.code.contract.clean_text`) before they reach an
+  exception, the terminal, a log or a model.
+* **Time**: a wall-clock limit per call (``wall_s_per_call``), enforced here, kills a worker whose
+  call does not return; a CPU timer in the worker (``cpu_s_per_call``) gives Python-level loops a
+  clear message first.
+
+A courtesy, not a boundary: the static contract (:mod:`rewards.code.contract`: named public numpy
+modules, numpy's own objects) and the Python audit hook in the worker give clear messages for
+the common forms; the kernel layers above hold without them (the tests switch the hook off).
+
+Not guaranteed:
+
+* CPU and memory *bandwidth*: a program may use its whole CPU budget and slow training that much;
+  between calls it may spin until the next call's deadline or its lifetime CPU limit.
+* Kernel vulnerabilities reachable through the allowed system calls; this is a process sandbox,
+  not a virtual machine. Side channels (timing, cache) are not addressed. Linux lets the
+  ``uretprobe``/``uprobe`` calls past any seccomp filter by design: outside a probe they fail or
+  kill the caller itself.
+* The seccomp layer exists on x86_64 only; elsewhere, and where user namespaces are disabled, the
+  remaining layers apply, and :attr:`Sandbox.layers` (recorded in ``reward_program.json``) says
+  which ones are in force.
+* What the program writes into its own reply: it computes the reward, so a *wrong* reward (code
+  that runs cleanly but rewards the wrong behaviour) is the research question, not a security one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import mmap
 import os
+import re
 import select
 import shutil
 import signal
@@ -61,28 +91,41 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from envs.errors import ConfigError
+from rewards.code.contract import clean_text
 
 FRAME = struct.Struct("<II")
 WORKER = Path(__file__).with_name("_worker.py")
-MAX_HEADER = 1 << 20
+NOBODY = 65534
+MAX_HEADER = 64 << 10  # a reply's JSON header (the worker cuts the program's messages to 2000 characters)
 MAX_COMPONENTS = 32
+MAX_MESSAGE = 2000  # characters of the program's text in one error message
+BOUND = float(np.finfo(np.float32).max)  # |reward| and |component| values above this are refused
+COMPONENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 SHM_BYTES = 8 << 20  # shared batch memory per worker; larger batches go over the pipe
 # The shared memory's layout (mirrored in _worker.py): int64 slots 64 bytes apart, names, data.
-REQUEST, REPLY, SLEEPING, STATUS, N_OUT, NAMES_VERSION, NAMES_LEN = (8 * i for i in range(7))
+REQUEST, REPLY, SLEEPING, STATUS, N_OUT, NAMES_VERSION, NAMES_LEN, RECYCLE = (8 * i for i in range(8))
 NAMES_AT, NAMES_MAX, DATA_AT = 2048, 2048, 4096
 STATUS_SHM, STATUS_PIPE = 1, 2
+LAYERS = frozenset({"uid:nobody", "userns", "netns", "ipcns", "pidns", "rlimits", "seccomp", "audit"})
+PROGRAM_ERRORS = frozenset({"load", "call", "cpu", "memory", "output", "protocol"})  # kinds the worker reports
+WAKE, EXIT = (FRAME.pack(len(m), 0) + m for m in (b'{"op": "wake"}', b'{"op": "exit"}'))
+
+
+def _known(value: object, names: frozenset[str]) -> bool:
+    return isinstance(value, str) and value in names
 
 
 class SandboxError(ConfigError):
     """The reward program failed, broke a limit, or returned something unusable.
 
     Attributes:
-        kind: ``"load"``, ``"call"``, ``"cpu"``, ``"wall"``, ``"memory"``, ``"output"``, ``"crash"``.
+        kind: ``"load"``, ``"call"``, ``"cpu"``, ``"wall"``, ``"memory"``, ``"output"``, ``"crash"``,
+            or ``"protocol"`` (the worker sent something no honest worker sends; it was stopped).
         line: The program's line the error points at, when known.
     """
 
@@ -99,8 +142,11 @@ class SandboxLimits:
     Attributes:
         memory_mb: Address-space limit of the worker process (MiB).
         cpu_s_per_call: CPU seconds one ``compute_reward`` call may use.
-        wall_s_per_call: Wall seconds the trainer waits for one call before killing the worker.
-        lifetime_cpu_s: CPU seconds over the worker's life (kernel-enforced backstop).
+        wall_s_per_call: Wall seconds the trainer waits for one call (or one read or write of the
+            pipes) before killing the worker.
+        lifetime_cpu_s: CPU seconds one worker may use (polling included). Past it the worker
+            asks to be replaced, and the next call loads the program into a fresh worker; the
+            kernel kills a worker that goes on for about ``cpu_s_per_call`` + 1 s more.
         log_mb: Size cap of the worker's log file (its stdout and stderr).
         start_s: Wall seconds allowed for the worker to start and lock down.
         spin_s: How long each side polls for the other's next message before sleeping (saves a
@@ -114,7 +160,7 @@ class SandboxLimits:
     memory_mb: int = 1024
     cpu_s_per_call: float = 2.0
     wall_s_per_call: float = 5.0
-    lifetime_cpu_s: float = 604800.0
+    lifetime_cpu_s: float = 600.0
     log_mb: int = 16
     start_s: float = 30.0
     spin_s: float = 0.002
@@ -135,6 +181,8 @@ class Sandbox:
     Args:
         limits: Resource limits.
         scratch_root: Where the worker's scratch directory is made (default: the system temp dir).
+        layers_off: For tests only: kernel layers to leave out (``"seccomp"``, ``"namespaces"``),
+            to check that each other layer holds alone. Never used by a run.
 
     Use as a context manager, or call :meth:`close`. :meth:`load` runs the program's top level;
     :meth:`call` sends a batch and returns validated arrays.
@@ -150,66 +198,84 @@ class Sandbox:
     _names_version: int
     _seq: int
 
-    def __init__(self, limits: SandboxLimits | None = None, scratch_root: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        limits: SandboxLimits | None = None,
+        scratch_root: str | Path | None = None,
+        *,
+        layers_off: tuple[str, ...] = (),
+    ) -> None:
+        unknown = set(layers_off) - {"seccomp", "namespaces"}
+        if unknown:
+            raise ValueError(f"layers_off: unknown layer(s) {sorted(unknown)}; known: seccomp, namespaces")
         self.limits = limits or SandboxLimits()
+        self.layers_off = tuple(layers_off)
         self.scratch = Path(tempfile.mkdtemp(prefix="rewardlab-sandbox-", dir=scratch_root))
         self.log_path = self.scratch / "worker.log"
         self.layers: list[str] = []
         self.calls = 0
+        self.restarts = 0  # workers replaced after spending their lifetime CPU
         self._proc: subprocess.Popen | None = None
+        self._w = self._r = self._log = -1
+        self._buf = bytearray()
+        self._recycle = False
         self._filename = "<reward program>"
         self._source: str | None = None
-        self._mm: mmap.mmap | None = None
-        self._start()
+        self._mm = None
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     def _start(self) -> None:
-        to_worker_r, to_worker_w = os.pipe()
-        from_worker_r, from_worker_w = os.pipe()
+        self._recycle, self._buf = False, bytearray()
         shm_fd = self._make_shm()
-        if os.geteuid() == 0:
-            os.chown(self.scratch, 65534, 65534)
+        to_worker_r, self._w = os.pipe()
+        self._r, from_worker_w = os.pipe()
+        fds = (to_worker_r, from_worker_w) + ((shm_fd,) if shm_fd >= 0 else ())  # the worker's ends
         env = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"}
-        with open(self.log_path, "ab") as log:
+        config = asdict(self.limits) | {"shm_bytes": SHM_BYTES, "parent": os.getpid(), "off": list(self.layers_off)}
+        args = [str(WORKER), str(to_worker_r), str(from_worker_w), str(shm_fd), json.dumps(config)]
+        try:
+            if os.geteuid() == 0:
+                os.chown(self.scratch, NOBODY, NOBODY)
+            flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+            self._log = os.open(self.log_path, flags, 0o600)  # kept open here: its tail is read from this fd
             self._proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-I",
-                    "-u",
-                    str(WORKER),
-                    str(to_worker_r),
-                    str(from_worker_w),
-                    str(shm_fd),
-                    json.dumps(asdict(self.limits) | {"shm_bytes": SHM_BYTES}),
-                ],
+                [sys.executable, "-I", "-u", *args],
                 stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
+                stdout=self._log,
+                stderr=self._log,
                 env=env,
                 cwd=self.scratch,
-                pass_fds=(to_worker_r, from_worker_w) + ((shm_fd,) if shm_fd >= 0 else ()),
+                pass_fds=fds,
                 close_fds=True,
                 start_new_session=True,  # a Ctrl-C in the terminal reaches the trainer, which stops us
             )
-        os.close(to_worker_r)
-        os.close(from_worker_w)
-        if shm_fd >= 0:
-            os.close(shm_fd)
-        self._w, self._r = to_worker_w, from_worker_r
-        self._buf = b""
+        finally:
+            for fd in fds:
+                os.close(fd)
         os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)  # every write waits in select, with a deadline
         hello, _ = self._receive(self.limits.start_s, "start")
-        self.layers = list(hello.get("layers", []))
+        layers = hello.get("layers")
+        if hello.get("ok") is not True or not isinstance(layers, list) or not all(_known(x, LAYERS) for x in layers):
+            self._malformed("start", "a malformed greeting")
+        self.layers = list(layers)
 
     def _make_shm(self) -> int:
-        """A fresh shared batch memory (a memfd) for a new worker; -1 where the OS has none."""
+        """A fresh shared batch memory (a sealed memfd) for a new worker; -1 where the OS has none."""
         self._drop_shm()
         self._seq, self._layout_key, self._names_version, self._names = 0, None, 0, []
         if not hasattr(os, "memfd_create"):
             return -1
-        fd = os.memfd_create("rewardlab-sandbox", os.MFD_CLOEXEC)
+        fd = os.memfd_create("rewardlab-sandbox", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         os.ftruncate(fd, SHM_BYTES)
+        # sealed: nobody can shrink it under the trainer's mapping (a SIGBUS here)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
         self._mm = mmap.mmap(fd, SHM_BYTES)
         self._ctrl = np.frombuffer(self._mm, np.int64, count=DATA_AT // 8)
         return fd
@@ -226,19 +292,18 @@ class Sandbox:
     def close(self) -> None:
         """Stop the worker and remove its scratch directory (safe to call twice)."""
         proc, self._proc = self._proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                try:
-                    self._send({"op": "exit"})
-                    proc.wait(timeout=1.0)
-                except (OSError, subprocess.TimeoutExpired):
-                    proc.kill()
-                    proc.wait()
-            for fd in (self._w, self._r):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        if proc is not None and proc.poll() is None:
+            if self._write(EXIT, time.monotonic() + 0.5) is not None:
+                proc.kill()
+            try:
+                proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # the keeper; the worker dies with it (PR_SET_PDEATHSIG)
+                proc.wait()
+        fds, self._w, self._r, self._log = (self._w, self._r, self._log), -1, -1, -1
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
         self._drop_shm()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
@@ -268,10 +333,11 @@ class Sandbox:
         self._filename, self._source = filename, source
         if not self.alive:
             self._restart()
-        self._send({"op": "load", "source": source, "filename": filename})
+        self._send({"op": "load", "source": source, "filename": filename}, "load")
         reply, _ = self._receive(self.limits.wall_s_per_call, "load")
-        if not reply.get("ok"):
-            raise SandboxError(f"{filename} did not load: {reply.get('error')}", "load", reply.get("line"))
+        if reply.get("ok") is not True:
+            message, _, line = self._program_error(reply, "load")
+            raise SandboxError(f"{filename} did not load: {message}", "load", line)
 
     def _restart(self) -> None:
         self.close()
@@ -283,11 +349,14 @@ class Sandbox:
 
         Raises:
             SandboxError: The program raised, broke a limit (the worker is then stopped; the next
-                call starts a fresh one), or returned rewards of the wrong shape or non-finite values.
+                call starts a fresh one), returned rewards of the wrong shape, non-finite or out of
+                range values, or its worker broke the protocol.
         """
         if self._source is None:
             raise RuntimeError("Sandbox.call before Sandbox.load")
-        if not self.alive:
+        if self._recycle or not self.alive:  # spent its lifetime CPU, or stopped: a fresh worker
+            self.restarts += int(self._recycle)
+            self._restart()
             self.load(self._source, self._filename)
         n = int(obs.shape[0])
         arrays = [("obs", np.asarray(obs)), ("action", np.asarray(action)), ("next_obs", np.asarray(next_obs))]
@@ -295,16 +364,39 @@ class Sandbox:
             return self._call_shm(arrays, n)
         arrays = [(k, np.ascontiguousarray(a)) for k, a in arrays]
         header = {"op": "call", "n": n, "arrays": [[k, a.dtype.str, list(a.shape)] for k, a in arrays]}
-        self._send(header, b"".join(a.tobytes() for _, a in arrays))
+        self._send(header, "call", *(a.data.cast("B") for _, a in arrays))
         return self._reply(n)
 
     def _reply(self, n: int) -> RewardOutput:
-        reply, payload = self._receive(self.limits.wall_s_per_call, "call", max_payload=(MAX_COMPONENTS + 1) * n * 8)
+        reply, payload = self._receive(self.limits.wall_s_per_call, "call", (MAX_COMPONENTS + 1) * n * 8)
         self.calls += 1
-        if not reply.get("ok"):
-            kind = str(reply.get("kind", "call"))
-            raise SandboxError(f"{self._filename}: {reply.get('error')}", kind, reply.get("line"))
-        return self._parse(reply, payload, n)
+        if reply.get("ok") is not True:
+            message, kind, line = self._program_error(reply, "call")
+            raise SandboxError(f"{self._filename}: {message}", kind, line)
+        outputs = reply.get("outputs")
+        if not isinstance(outputs, list) or not 1 <= len(outputs) <= MAX_COMPONENTS + 1:
+            self._malformed("call", "a reply without its outputs")
+        if not all(isinstance(x, list) and len(x) == 2 and isinstance(x[0], str) and x[1] == [n] for x in outputs):
+            self._malformed("call", "outputs of the wrong form")
+        names = [str(x[0]) for x in outputs]
+        self._check_names(names)
+        if len(payload) != 8 * n * len(names):
+            self._malformed("call", "a payload of the wrong size")
+        return self._finish(names, np.frombuffer(payload, np.float64).reshape(len(names), n).copy(), n)
+
+    def _program_error(self, reply: dict, what: str) -> tuple[str, str, int | None]:
+        """The worker's report of the program's error, checked and cleaned: (message, kind, line)."""
+        error, kind, line = reply.get("error"), reply.get("kind", "call"), reply.get("line")
+        if reply.get("ok") is not False or not isinstance(error, str) or not _known(kind, PROGRAM_ERRORS):
+            self._malformed(what, "a reply of the wrong form")
+        lines = (self._source or "").count("\n") + 1
+        line = line if type(line) is int and 0 < line <= lines else None
+        return clean_text(error, MAX_MESSAGE), str(kind), line
+
+    def _check_names(self, names: list[str]) -> None:
+        ok = names[0] == "reward" and len(set(names)) == len(names)
+        if not ok or not all(COMPONENT_NAME.fullmatch(x) for x in names[1:]):
+            self._malformed("call", "output names no program can return")
 
     # --- shared memory -----------------------------------------------------------------------
 
@@ -325,10 +417,10 @@ class Sandbox:
         out_values = (MAX_COMPONENTS + 1) * n
         if at + 8 * out_values > SHM_BYTES:
             return False
-        self._send({"op": "layout", "n": n, "arrays": spec, "out_at": at, "out_values": out_values})
+        self._send({"op": "layout", "n": n, "arrays": spec, "out_at": at, "out_values": out_values}, "layout")
         reply, _ = self._receive(self.limits.wall_s_per_call, "layout")
-        if not reply.get("ok"):
-            return False
+        if reply.get("ok") is not True:
+            self._malformed("layout", "a refusal of the batch layout")
         self._inputs = [
             np.frombuffer(self._mm, a.dtype, count=a.size, offset=off).reshape(a.shape)
             for (_, a), (_, _, _, off) in zip(arrays, spec, strict=True)
@@ -346,10 +438,11 @@ class Sandbox:
         self._seq += 1
         seq = self._seq
         ctrl[REQUEST] = seq  # after the data: x86 keeps stores in order, so the worker sees the batch
-        if ctrl[SLEEPING]:
-            self._send({"op": "wake"})
+        if ctrl[SLEEPING]:  # the worker's word: at worst a wake-up too many, never a blocked write
+            self._wake()
         spin_until = time.perf_counter() + self.limits.spin_s
         deadline, nap = None, 5e-5
+        cap = FRAME.size + MAX_HEADER + (MAX_COMPONENTS + 1) * n * 8  # the largest honest pipe reply
         while ctrl[REPLY] != seq:
             if time.perf_counter() < spin_until:
                 continue
@@ -365,76 +458,108 @@ class Sandbox:
                 if not chunk:
                     self._died("call")
                 self._buf += chunk
+                if len(self._buf) > cap:
+                    self._malformed("call", "more data than a reply")
             nap = min(nap * 2, 1e-3)
-        if ctrl[STATUS] != STATUS_SHM:
+        if ctrl[RECYCLE]:
+            self._recycle = True
+        status = int(ctrl[STATUS])
+        if status == STATUS_PIPE:
             return self._reply(n)
+        if status != STATUS_SHM or self._buf:
+            self._malformed("call", "an unknown reply status" if self._buf == b"" else "data it did not announce")
         self.calls += 1
         k = int(ctrl[N_OUT])
         if not 1 <= k <= MAX_COMPONENTS + 1:
-            raise SandboxError(f"{self._filename}: malformed reply from the worker", "output")
+            self._malformed("call", "an impossible number of outputs")
         if int(ctrl[NAMES_VERSION]) != self._names_version:
             size = int(ctrl[NAMES_LEN])
-            names = json.loads(bytes(mm[NAMES_AT : NAMES_AT + max(0, min(size, NAMES_MAX))]) or b"null")
+            try:
+                names = json.loads(bytes(mm[NAMES_AT : NAMES_AT + size])) if 0 < size <= NAMES_MAX else None
+            except (ValueError, RecursionError):
+                names = None
             if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
-                raise SandboxError(f"{self._filename}: malformed reply from the worker", "output")
+                self._malformed("call", "unreadable output names")
+            self._check_names(["reward", *names])
             self._names, self._names_version = ["reward", *names], int(ctrl[NAMES_VERSION])
-        if len(self._names) != k or len(set(self._names)) != k:
-            raise SandboxError(f"{self._filename}: malformed reply from the worker", "output")
+        if len(self._names) != k:
+            self._malformed("call", "a number of outputs that does not match their names")
         return self._finish(self._names, out[: k * n].reshape(k, n).copy(), n)
 
-    def _parse(self, reply: dict, payload: bytes, n: int) -> RewardOutput:
-        outputs = reply.get("outputs")
-        if not isinstance(outputs, list) or not outputs or len(outputs) > MAX_COMPONENTS + 1:
-            raise SandboxError(f"{self._filename}: malformed reply from the worker", "output")
-        names = [str(item[0]) for item in outputs]
-        for name, item in zip(names, outputs, strict=True):
-            shape = tuple(int(s) for s in item[1])
-            if shape != (n,):
-                what = "the reward" if name == "reward" else f"component {name!r}"
-                raise SandboxError(
-                    f"{self._filename}: {what} has shape {shape}; expected ({n},): one value per transition "
-                    "(compute_reward gets a batch with a leading axis and must return one value per row)",
-                    "output",
-                )
-        if len(payload) != 8 * n * len(names) or len(set(names)) != len(names):
-            raise SandboxError(f"{self._filename}: malformed reply from the worker", "output")
-        return self._finish(names, np.frombuffer(payload, np.float64).reshape(len(names), n), n)
-
     def _finish(self, names: list[str], values: np.ndarray, n: int) -> RewardOutput:
-        """Refuse non-finite values, naming the output and the batch index."""
-        finite = np.isfinite(values)
-        if not finite.all():
-            row, i = (int(x[0]) for x in np.nonzero(~finite))
+        """Refuse non-finite and out-of-range values, naming the output and the batch index."""
+        ok = np.abs(values) <= BOUND  # False for NaN and inf too
+        if not ok.all():
+            row, i = (int(x[0]) for x in np.nonzero(~ok))
+            value = values[row, i]
             what = "the reward" if row == 0 else f"component {names[row]!r}"
+            problem = "is not finite" if not np.isfinite(value) else f"is out of range (beyond ±{BOUND:.4g})"
             raise SandboxError(
-                f"{self._filename}: {what} is not finite ({values[row, i]}) at batch index {i} "
-                f"({int((~finite[row]).sum())} of {n} values)",
+                f"{self._filename}: {what} {problem} ({value}) at batch index {i} "
+                f"({int((~ok[row]).sum())} of {n} values)",
                 "output",
             )
         return RewardOutput(reward=values[0], components=dict(zip(names[1:], values[1:], strict=True)))
 
     # --- wire --------------------------------------------------------------------------------
 
-    def _send(self, header: dict, payload: bytes = b"") -> None:
-        head = json.dumps(header).encode()
-        data = memoryview(FRAME.pack(len(head), len(payload)) + head + payload)
-        try:
-            while data:
-                data = data[os.write(self._w, data) :]
-        except BrokenPipeError:
-            self._died("send")
+    def _write(self, data: bytes | memoryview, deadline: float) -> str | None:
+        """Write all of ``data`` by ``deadline``; None when done, else ``"full"`` or ``"closed"``."""
+        view = memoryview(data).cast("B")
+        while view:
+            try:
+                view = view[os.write(self._w, view) :]
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([], [self._w], [], left)[1]:
+                    return "full"
+            except OSError:  # EPIPE: the worker is gone
+                return "closed"
+        return None
 
-    def _receive(self, timeout: float, what: str, max_payload: int = MAX_HEADER) -> tuple[dict, bytes]:
+    def _send(self, header: dict, what: str, *payload: memoryview) -> None:
+        head = json.dumps(header).encode()
+        size = sum(len(p) for p in payload)
+        deadline = time.monotonic() + self.limits.wall_s_per_call
+        chunks: list[bytes | memoryview] = [FRAME.pack(len(head), size) + head, *payload]
+        for data in chunks:
+            result = self._write(data, deadline)
+            if result == "closed":
+                self._died(what)
+            if result == "full":
+                self._kill()
+                raise SandboxError(
+                    f"{self._filename}: the sandbox worker stopped reading during {what} "
+                    f"(for {self.limits.wall_s_per_call} s); it was stopped",
+                    "wall",
+                )
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._w, WAKE)  # small enough to be written whole or not at all
+        except BlockingIOError:
+            pass  # the pipe is full: the worker has input waiting anyway
+        except OSError:
+            self._died("call")
+
+    def _receive(self, timeout: float, what: str, max_payload: int = 0) -> tuple[dict, bytes]:
+        """One reply frame: its JSON header (a dict) and payload, or a SandboxError; never anything else."""
         deadline = time.monotonic() + timeout
-        head = self._read(FRAME.size, deadline, what)
-        head_len, payload_len = FRAME.unpack(head)
+        head_len, payload_len = FRAME.unpack(self._read(FRAME.size, deadline, what))
         if head_len > MAX_HEADER or payload_len > max_payload:
-            self._kill()
-            raise SandboxError(f"{self._filename}: the worker sent an oversized reply; it was stopped", "output")
-        header = json.loads(self._read(head_len, deadline, what))
+            self._malformed(what, f"an oversized reply ({head_len} + {payload_len} bytes)")
+        try:
+            header = json.loads(self._read(head_len, deadline, what))
+        except (ValueError, RecursionError):
+            header = None
         if not isinstance(header, dict):
-            raise SandboxError(f"{self._filename}: malformed reply from the worker", "output")
-        return header, self._read(payload_len, deadline, what) if payload_len else b""
+            self._malformed(what, "a reply that is not a JSON object")
+        payload = self._read(payload_len, deadline, what) if payload_len else b""
+        if self._buf:
+            self._malformed(what, "more than one reply")
+        if header.get("recycle") is True:
+            self._recycle = True
+        return header, payload
 
     def _read(self, n: int, deadline: float, what: str) -> bytes:
         spin_until = time.perf_counter() + self.limits.spin_s
@@ -448,13 +573,16 @@ class Sandbox:
                 if left <= 0 or not select.select([self._r], [], [], left)[0]:
                     self._too_slow(what)
                 continue
+            except OSError:
+                self._died(what)
             if not chunk:
                 self._died(what)
             self._buf += chunk
-        out, self._buf = self._buf[:n], self._buf[n:]
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
         return out
 
-    def _too_slow(self, what: str) -> None:
+    def _too_slow(self, what: str) -> NoReturn:
         """Stop a worker that outran its wall-clock limit and say so."""
         self._kill()
         limit = self.limits.start_s if what == "start" else self.limits.wall_s_per_call
@@ -464,26 +592,52 @@ class Sandbox:
             "wall",
         )
 
+    def _malformed(self, what: str, detail: str) -> NoReturn:
+        """Stop a worker that broke the protocol (only a program that took it over does that)."""
+        self._kill()
+        raise SandboxError(
+            f"{self._filename}: the sandbox worker sent {detail} during {what}; it was stopped "
+            "(the program interfered with its worker)",
+            "protocol",
+        )
+
     def _kill(self) -> None:
+        self._buf = bytearray()
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
+            self._proc.kill()  # the keeper; the worker dies with it (PR_SET_PDEATHSIG)
             self._proc.wait()
 
-    def _died(self, what: str) -> None:
-        proc = self._proc
-        code = proc.wait() if proc is not None else None
+    def _died(self, what: str) -> NoReturn:
+        proc, code = self._proc, None
+        if proc is not None:
+            try:
+                code = proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                self._kill()
+                raise SandboxError(
+                    f"{self._filename}: the sandbox worker closed its pipe during {what} but went on running; "
+                    f"it was stopped{self._log_tail()}",
+                    "protocol",
+                ) from None
         reason = f"exit code {code}"
         if code is not None and code < 0:
-            name = signal.Signals(-code).name
-            reason = {"SIGXCPU": "its lifetime CPU limit", "SIGSYS": "a forbidden system call"}.get(name, name)
-            reason = f"killed by {name} ({reason})" if reason != name else f"killed by {name}"
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            why = {"SIGXCPU": "its lifetime CPU limit", "SIGSYS": "a forbidden system call"}.get(name)
+            reason = f"killed by {name} ({why})" if why else f"killed by {name}"
+        self._buf = bytearray()
         raise SandboxError(
             f"{self._filename}: the sandbox worker died during {what}, {reason}{self._log_tail()}", "crash"
         )
 
     def _log_tail(self, chars: int = 1500) -> str:
+        """The end of the worker's log (the program's prints), cleaned; read from the trainer's own descriptor."""
         try:
-            text = self.log_path.read_text(errors="replace")[-chars:].strip()
+            size = os.fstat(self._log).st_size
+            data = os.pread(self._log, 4 * chars, max(0, size - 4 * chars))
         except OSError:
             return ""
-        return f"; its log ends with:\n{text}" if text else ""
+        text = data.decode("utf-8", errors="replace")[-chars:].strip()
+        return f"; its log ends with:\n{clean_text(text, chars)}" if text else ""

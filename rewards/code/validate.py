@@ -8,7 +8,8 @@
    reward on the sample is reported (``None`` where either is constant).
 
 Failures come back as :class:`CheckResult` with the stage and feedback text (the error and the
-offending line) for the next model call. ``python -m rewards.code check --env ENV FILE.py`` runs
+offending line) for the next model call; the text is the program's own in part, so it is cleaned
+of control characters and cut to :data:`MESSAGE_CHARS` (:func:`rewards.code.contract.clean_text`). ``python -m rewards.code check --env ENV FILE.py`` runs
 the same checks on a user's file.
 """
 
@@ -21,9 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from rewards.code.contract import check_source, feedback
+from rewards.code.contract import check_source, clean_text, feedback
 from rewards.code.sandbox import Sandbox, SandboxError, SandboxLimits
 from rewards.distance import pearson
+
+MESSAGE_CHARS = 4000  # feedback text kept per failed check
 
 
 @dataclass
@@ -121,13 +124,13 @@ def check_program(
     """
     problems = check_source(source)
     if problems:
-        return CheckResult(False, "static", feedback(problems), problems[0].line)
+        return CheckResult(False, "static", clean_text(feedback(problems), MESSAGE_CHARS), problems[0].line)
     limits = limits or SandboxLimits()
     with Sandbox(limits) as sandbox:
         try:
             sandbox.load(source, filename)
         except SandboxError as exc:
-            return CheckResult(False, "load", str(exc), exc.line)
+            return CheckResult(False, "load", clean_text(str(exc), MESSAGE_CHARS), exc.line)
         head = slice(0, min(batch, len(sample.env_reward)))
         try:
             first = sandbox.call(sample.obs[head], sample.action[head], sample.next_obs[head])
@@ -141,7 +144,7 @@ def check_program(
                 part = slice(start, start + batch)
                 proxies.append(sandbox.call(sample.obs[part], sample.action[part], sample.next_obs[part]).reward)
         except SandboxError as exc:
-            return CheckResult(False, "smoke", str(exc), exc.line)
+            return CheckResult(False, "smoke", clean_text(str(exc), MESSAGE_CHARS), exc.line)
     ms = 1000.0 * float(np.median(times))
     if not (np.array_equal(first.reward, again.reward) and first.components.keys() == again.components.keys()):
         diff = float(np.max(np.abs(first.reward - again.reward))) if first.reward.shape == again.reward.shape else None

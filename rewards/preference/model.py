@@ -5,9 +5,12 @@ and the probability that the left segment is preferred is ``σ(R_θ(σ_left) - R
 (Christiano et al. 2017; the model of imitation's PreferenceComparisons and B-Pref/PEBBLE).
 Training minimises the cross-entropy to the teacher's targets (1, 0, or 0.5 for "equal"), skipped
 pairs left out. :class:`RewardEnsemble` holds ``members`` such models, each trained on its own
-bootstrap resample of the pairs, so that their disagreement measures uncertainty (B-Pref's
-disagreement sampling) and a pessimistic blend of mean and minimum gives a robust reward
-(Reward-Robust RLHF's ensembles).
+bootstrap resample of the pairs (Christiano et al. 2017: ``|D|`` pairs drawn with replacement per
+member), so that their disagreement measures uncertainty (B-Pref's disagreement sampling: std over
+members of P(left preferred); entropy sampling: each member's entropy of that probability, averaged)
+and a pessimistic blend of mean and minimum gives a robust reward (Reward-Robust RLHF's ensembles).
+``output="tanh"`` bounds each member's per-step reward to (-1, 1), as B-Pref's reward model does
+(its ``activation="tanh"``); ``linear`` (the default) leaves it unbounded.
 
 The ensemble's input size depends on the env, so a config node cannot build it: the nodes of the
 ``reward/model`` config group (``experiments/conf/reward/model/{mlp,cnn}.yaml``) build a
@@ -33,6 +36,7 @@ from rewards.preference.segments import PreferencePairs, Segments
 
 BLENDS = ("mean", "min", "pessimistic")
 INPUTS = ("obs", "frames")
+OUTPUTS = ("linear", "tanh")
 
 
 class RewardEnsemble(nn.Module):
@@ -52,6 +56,7 @@ class RewardEnsemble(nn.Module):
         inputs: ``obs`` or ``frames``.
         frame_size: Side of the square frame the CNN sees (frames of other sizes are shrunk to it).
         channels: Channels of the CNN's three convolutions.
+        output: ``linear`` (unbounded per-step reward) or ``tanh`` (bounded to (-1, 1), B-Pref's).
     """
 
     # buffers (register_buffer), declared for type checkers: ``(obs_dim,)`` float32 each
@@ -68,8 +73,11 @@ class RewardEnsemble(nn.Module):
         inputs: str = "obs",
         frame_size: int = 64,
         channels: Sequence[int] = (16, 32, 32),
+        output: str = "linear",
     ) -> None:
         super().__init__()
+        if output not in OUTPUTS:
+            raise ConfigError(f"reward model output={output!r} must be one of {', '.join(OUTPUTS)}")
         if inputs not in INPUTS:
             raise ConfigError(f"reward model inputs={inputs!r} must be one of {', '.join(INPUTS)}")
         if inputs == "obs" and not isinstance(observation_space, gym.spaces.Box):
@@ -84,6 +92,7 @@ class RewardEnsemble(nn.Module):
         if inputs == "frames" and int(frame_size) < 36:
             raise ConfigError(f"reward model frame_size={frame_size!r} must be >= 36 (three strided convolutions)")
         self.inputs = inputs
+        self.output = output
         self.frame_size = int(frame_size)
         self.obs_dim = (  # inputs="obs" implies a Box (checked above)
             int(np.prod(observation_space.shape))
@@ -101,9 +110,9 @@ class RewardEnsemble(nn.Module):
         self.members = nn.ModuleList()
         for _ in range(int(members)):
             if inputs == "obs":
-                self.members.append(_MlpMember(self.obs_dim + self.act_dim, hidden))
+                self.members.append(_MlpMember(self.obs_dim + self.act_dim, hidden, output == "tanh"))
             else:
-                self.members.append(_CnnMember(self.frame_size, channels, self.act_dim, hidden))
+                self.members.append(_CnnMember(self.frame_size, channels, self.act_dim, hidden, output == "tanh"))
         self.register_buffer("obs_mean", torch.zeros(self.obs_dim))
         self.register_buffer("obs_std", torch.ones(self.obs_dim))
 
@@ -221,20 +230,41 @@ class RewardEnsemble(nn.Module):
 
     @torch.no_grad()
     def entropy(self, left: Segments, right: Segments) -> np.ndarray:
-        """``(n,)`` entropy of the ensemble-mean P(left preferred): B-Pref's entropy score."""
-        p = torch.sigmoid(self.logits(left, right)).mean(0).clamp(1e-6, 1 - 1e-6)
-        return (-(p * p.log() + (1 - p) * (1 - p).log())).cpu().numpy()
+        """``(n,)`` B-Pref's entropy score: each member's entropy of P(left preferred), averaged over members.
+
+        Not the entropy of the members' mean probability: two members sure of opposite answers have
+        a mean of 0.5 (the largest entropy) but each is certain (BPref ``reward_model.py``, ``get_entropy``).
+        """
+        logit = self.logits(left, right)
+        # binary entropy from the logit, exact in float32: H = softplus(x) - x sigmoid(x)
+        per_member = F.softplus(logit) - logit * torch.sigmoid(logit)
+        return per_member.mean(0).cpu().numpy()
 
     @torch.no_grad()
-    def accuracy(self, pairs: PreferencePairs) -> float:
-        """Fraction of the decided (left/right) pairs whose preferred side the ensemble mean predicts; NaN if none."""
+    def accuracy(self, pairs: PreferencePairs, same_length: bool = False) -> float:
+        """Fraction of the decided (left/right) pairs whose preferred side the ensemble mean predicts; NaN if none.
+
+        A pair the model scores exactly equal counts one half (a constant reward is at chance, not
+        right on every pair it happens to order one way).
+
+        Args:
+            pairs: Labelled pairs (equal and skipped ones are left out).
+            same_length: Only the pairs whose two segments have equally many real steps. A segment
+                padded past a terminal state sums fewer model rewards, so a positive constant reward
+                orders pairs of different lengths "right" whenever the longer one has the larger return
+                (every pair on CartPole); on pairs of equal length it is at chance (0.5).
+        """
         t = pairs.targets()
-        decided = np.flatnonzero((t == 0.0) | (t == 1.0))
+        keep = (t == 0.0) | (t == 1.0)
+        if same_length:
+            keep &= pairs.left.valid().sum(1) == pairs.right.valid().sum(1)
+        decided = np.flatnonzero(keep)
         if len(decided) == 0:
             return float("nan")
         sub = pairs.subset(decided)
         logit = self.logits(sub.left, sub.right).mean(0).cpu().numpy()
-        return float(np.mean((logit > 0) == (t[decided] == 1.0)))
+        right = np.where(logit == 0, 0.5, (logit > 0) == (t[decided] == 1.0))
+        return float(np.mean(right))
 
     def fit_normalizer(self, obs: np.ndarray) -> None:
         """Standardise observations with the mean and std of ``(n, ...)`` observations (frames: nothing to do)."""
@@ -252,6 +282,7 @@ class RewardModelFactory:
         members: Ensemble size.
         hidden: Hidden layer sizes of each member's MLP (the head, for the CNN).
         use_action: Feed the action too (False: a state-only reward).
+        output: ``linear`` (unbounded per-step reward) or ``tanh`` (bounded to (-1, 1), as B-Pref's model).
 
     Attributes:
         needs: Extras each transition must carry for the model (``{"frame"}``: the frame after the step).
@@ -263,12 +294,17 @@ class RewardModelFactory:
     needs: frozenset[str] = frozenset()
     rescale: bool = False
 
-    def __init__(self, members: int = 3, hidden: Sequence[int] = (64, 64), use_action: bool = True) -> None:
+    def __init__(
+        self, members: int = 3, hidden: Sequence[int] = (64, 64), use_action: bool = True, output: str = "linear"
+    ) -> None:
         if isinstance(members, bool) or int(members) != members or int(members) < 1:
             raise ConfigError(f"reward.model.members={members!r} must be an integer >= 1")
         if isinstance(hidden, (int, str)) or any(int(h) < 1 for h in hidden):
             raise ConfigError(f"reward.model.hidden={hidden!r} must be a list of layer sizes >= 1, e.g. [64, 64]")
+        if output not in OUTPUTS:
+            raise ConfigError(f"reward.model.output={output!r} must be one of {', '.join(OUTPUTS)}")
         self.members, self.hidden, self.use_action = int(members), tuple(int(h) for h in hidden), bool(use_action)
+        self.output = str(output)
 
     def auto_device(self) -> str:
         """Where ``device=auto`` puts the model: the CPU (small MLPs run faster there)."""
@@ -277,13 +313,22 @@ class RewardModelFactory:
     def __call__(self, observation_space: gym.Space, action_space: gym.Space, frame_size: int = 64) -> RewardEnsemble:
         """A fresh ensemble for these spaces (``frame_size``: the side of the frames it sees, if it sees frames)."""
         return RewardEnsemble(
-            observation_space, action_space, self.hidden, self.members, self.use_action, inputs=self.inputs
+            observation_space,
+            action_space,
+            self.hidden,
+            self.members,
+            self.use_action,
+            inputs=self.inputs,
+            output=self.output,
         )
 
     def describe(self) -> str:
-        """One line naming the model and its settings, e.g. ``MlpRewardModel(members=3, hidden=[64, 64], use_action=True)``."""
+        """One line naming the model and its settings, e.g. ``MlpRewardModel(members=3, hidden=[64, 64], ...)``."""
         name = type(self).__name__
-        return f"{name}(members={self.members}, hidden={list(self.hidden)}, use_action={self.use_action})"
+        return (
+            f"{name}(members={self.members}, hidden={list(self.hidden)}, use_action={self.use_action}, "
+            f"output={self.output})"
+        )
 
 
 class MlpRewardModel(RewardModelFactory):
@@ -300,7 +345,7 @@ class CnnRewardModel(RewardModelFactory):
     collapsed every run; README figures), and ``device=auto`` puts it on a GPU when there is one.
 
     Args:
-        members, hidden, use_action: As :class:`RewardModelFactory`.
+        members, hidden, use_action, output: As :class:`RewardModelFactory`.
         channels: Channels of the three strided convolutions.
     """
 
@@ -314,8 +359,9 @@ class CnnRewardModel(RewardModelFactory):
         hidden: Sequence[int] = (64, 64),
         use_action: bool = True,
         channels: Sequence[int] = (16, 32, 32),
+        output: str = "linear",
     ) -> None:
-        super().__init__(members, hidden, use_action)
+        super().__init__(members, hidden, use_action, output)
         if isinstance(channels, (int, str)) or len(channels) != 3 or any(int(c) < 1 for c in channels):
             raise ConfigError(
                 f"reward.model.channels={channels!r} must be three channel counts >= 1, e.g. [16, 32, 32]"
@@ -337,6 +383,7 @@ class CnnRewardModel(RewardModelFactory):
             inputs=self.inputs,
             frame_size=frame_size,
             channels=self.channels,
+            output=self.output,
         )
 
     @override
@@ -381,7 +428,7 @@ def train_reward_model(
         ml = torch.as_tensor(pairs.left.valid()[answered], dtype=torch.float32, device=dev)
         mr = torch.as_tensor(pairs.right.valid()[answered], dtype=torch.float32, device=dev)
     n, m = len(answered), len(model.members)
-    boot = torch.randint(n, (m, n), generator=generator, device="cpu").to(dev)  # each member's resample
+    boot = bootstrap_indices(n, m, generator).to(dev)
     opt = optimizer or torch.optim.Adam(model.parameters(), lr=float(lr), weight_decay=float(weight_decay))
     model.train()
     last = 0.0
@@ -407,6 +454,11 @@ def train_reward_model(
         last = total / count
     model.eval()
     return {"loss_reward": last, "train_accuracy": model.accuracy(pairs.subset(answered))}
+
+
+def bootstrap_indices(n: int, members: int, generator: torch.Generator) -> torch.Tensor:
+    """``(members, n)`` int64: each member's bootstrap resample of ``n`` pairs (drawn with replacement, on the CPU)."""
+    return torch.randint(n, (members, n), generator=generator, device="cpu")
 
 
 def _side(seg: Segments, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -444,10 +496,10 @@ def _mlp(dims: Sequence[int]) -> nn.Sequential:
 
 
 class _MlpMember(nn.Sequential):
-    """Flat features -> one reward per step (a plain Sequential: checkpoints keep their key names)."""
+    """Flat features -> one reward per step (a plain Sequential: checkpoints keep their key names; tanh has none)."""
 
-    def __init__(self, in_dim: int, hidden: Sequence[int]) -> None:
-        super().__init__(*_mlp([in_dim, *[int(h) for h in hidden], 1]))
+    def __init__(self, in_dim: int, hidden: Sequence[int], bounded: bool = False) -> None:
+        super().__init__(*_mlp([in_dim, *[int(h) for h in hidden], 1]), *([nn.Tanh()] if bounded else []))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x).squeeze(-1)
@@ -458,7 +510,9 @@ class _CnnMember(nn.Module):
 
     CHUNK = 4096  # frames per forward pass when not training (held-out pairs, relabelling)
 
-    def __init__(self, size: int, channels: Sequence[int], act_dim: int, hidden: Sequence[int]) -> None:
+    def __init__(
+        self, size: int, channels: Sequence[int], act_dim: int, hidden: Sequence[int], bounded: bool = False
+    ) -> None:
         super().__init__()
         c1, c2, c3 = (int(c) for c in channels)
         self.conv = nn.Sequential(
@@ -473,6 +527,8 @@ class _CnnMember(nn.Module):
         with torch.no_grad():
             n_flat = int(self.conv(torch.zeros(1, 3, size, size)).shape[1])
         self.head = _mlp([n_flat + act_dim, *[int(h) for h in hidden], 1])
+        if bounded:  # appended: the head's parameter names stay those of unbounded models
+            self.head.append(nn.Tanh())
 
     def forward(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         lead = frames.shape[:-3]

@@ -3,18 +3,31 @@
 The training env's wrapper shows the provider every transition the agent learns from
 (:meth:`PreferenceReward.observe`); the provider keeps the most recent finished episodes. After
 ``first_after`` env steps, and then every ``every`` steps until ``budget`` labels are spent, it runs
-one *round*:
+one *round* (Lee et al. 2021, PEBBLE, Algorithm 1; B-Pref's reference code, rll-research/BPref):
 
-1. cut ``queries * candidates`` segment pairs from the kept episodes;
+1. cut ``queries * candidates`` segment pairs from the kept episodes (the first round: ``queries``
+   pairs, uniformly, as B-Pref's first round: an untrained ensemble's uncertainty means nothing);
 2. choose ``queries`` of them: ``uniform`` at random, or the ones the ensemble is least sure about
-   (``disagreement``: std over members of P(left preferred); ``entropy``: entropy of the mean);
-3. ask the teacher (``reward/teacher=synthetic``: B-Pref's simulated teacher on the true reward;
-   ``hierarchical``: HERON's, on the env's reward components; ``clip``: CLIP's judgement of the
-   segments' frames against a goal sentence, as in RL-VLM-F) and store every answer in the run's
-   ``preferences.npz`` as it comes;
+   (``disagreement``: std over members of P(left preferred); ``entropy``: each member's entropy of
+   it, averaged over members);
+3. ask the teacher (``reward/teacher=synthetic``: B-Pref's simulated teacher on the true reward,
+   its relative thresholds calibrated on this round's candidates; ``hierarchical``: HERON's, on
+   the env's reward components; ``clip``: CLIP's judgement of the segments' frames against a goal
+   sentence, as in RL-VLM-F) and store every answer in the run's ``preferences.npz`` as it comes;
 4. retrain the reward ensemble (Bradley-Terry) on all answers so far;
 5. measure it on fresh held-out pairs (``held_out`` of them, labelled by the true return and never
-   trained on): ``reward_model_accuracy`` goes to ``metrics.csv`` beside true and proxy return.
+   trained on): ``metrics.csv`` gets ``reward_model_accuracy`` (pairs of segments with equally many
+   real steps, which a constant reward cannot order) and ``reward_model_accuracy_all`` (every
+   decided pair, also those a segment's early end decides) beside true and proxy return.
+
+**Unsupervised pre-training** (PEBBLE's, ``pretrain``; on by default): before the first round the
+proxy is not zero but PEBBLE's state-entropy reward (:mod:`rewards.preference.exploration`: the
+distance from ``s`` to its ``pretrain_k``-th nearest neighbour among the states seen so far, over
+the spread of those distances). The agent explores to cover the state space, so the first segments
+the teacher sees are diverse. The distances are recomputed over all states each time their number
+doubles (``version`` goes up, so an off-policy buffer is relabelled), and the first trained reward
+model replaces them (relabelled once more). PEBBLE also re-initialises the critic then; the SB3
+adapters do not.
 
 The reward model (``reward/model``) is an MLP on observations (and actions) or a small CNN on the
 frame rendered after each step (``cnn``: for tasks whose state is only in the picture). The teacher
@@ -25,9 +38,13 @@ are kept shrunk to ``frame_size`` pixels square, and at most ``frame_memory_mb``
 episodes go first).
 
 The proxy reward of a transition is the ensemble's (``blend``: mean, min, or mean - k * std). An
-off-policy agent's replay buffer holds rewards computed by an older model: after each round the
-runner asks the agent to relabel it (``version`` counts rounds). Before the first round the reward
-is zero (nothing learned yet).
+off-policy agent's replay buffer holds rewards computed by an older model: after each change of the
+reward the runner asks the agent to relabel it (``version`` counts the changes; ``rounds`` the
+retrainings). Before the first round the reward is the pre-training reward, or zero with
+``pretrain=false``.
+
+A segment longer than any episode can be would never be cut (no labels, a zero proxy for the whole
+run): :meth:`PreferenceReward.check_horizon` refuses it before the run starts.
 """
 
 from __future__ import annotations
@@ -44,6 +61,7 @@ from typing_extensions import override
 from envs.data import Episode, Episodes
 from envs.errors import ConfigError
 from rewards.base import LearnedReward, TorchRewardFn, TransitionBatch
+from rewards.preference.exploration import StateEntropy
 from rewards.preference.model import (
     BLENDS,
     MlpRewardModel,
@@ -53,7 +71,7 @@ from rewards.preference.model import (
     train_reward_model,
 )
 from rewards.preference.segments import SKIP, PreferencePairs, Segments, concat, cut_segments, valid_starts
-from rewards.preference.teachers import SyntheticTeacher, Teacher
+from rewards.preference.teachers import Calibrates, SyntheticTeacher, Teacher
 
 log = logging.getLogger("rewardlab")
 
@@ -77,6 +95,26 @@ def refuse_group_value(group: str, value: object, choices: tuple[str, ...]) -> N
             f"reward.{group}={value} sets a config group as a value: write reward/{group}=<name> "
             f"(choices: {', '.join(choices)}) and its settings as reward.{group}.<key>=..."
         )
+
+
+def select_queries(model: RewardEnsemble, left: Segments, right: Segments, want: int, sampling: str) -> np.ndarray:
+    """Indices of the ``want`` candidate pairs to ask the teacher about (B-Pref's query selection).
+
+    Args:
+        model: The current ensemble.
+        left: The candidates' left segments (``n`` of them).
+        right: Their right segments.
+        want: Pairs to choose.
+        sampling: ``uniform`` (the first ``want``: the candidates are drawn at random), ``disagreement``
+            (largest std over members of P(left preferred)) or ``entropy`` (largest member-averaged entropy).
+
+    Returns:
+        ``(min(want, n),)`` int64 indices, the most uncertain first.
+    """
+    if sampling == "uniform" or len(left) <= want:
+        return np.arange(min(int(want), len(left)))
+    score = model.disagreement(left, right) if sampling == "disagreement" else model.entropy(left, right)
+    return np.argsort(-score, kind="stable")[: int(want)]
 
 
 class PreferenceReward(LearnedReward):
@@ -109,6 +147,8 @@ class PreferenceReward(LearnedReward):
         epochs, batch_size, lr: Reward-model training per round.
         pairs: A preference file (``experiments/prefs.py``) to learn from once, before anything else
             (offline: P-IQL = this reward model + ``agent=iql``); no online rounds then.
+        pretrain: PEBBLE's unsupervised pre-training before the first round (module docstring).
+        pretrain_k: The nearest neighbour whose distance is the pre-training reward (PEBBLE's ``topK``, 5).
         seed: Randomness of segment choice, the teacher and the model.
         device: Where the model runs (``auto``: ``model.auto_device()``, a GPU for the CNN if there is
             one, else the CPU).
@@ -136,6 +176,8 @@ class PreferenceReward(LearnedReward):
         batch_size: int = 64,
         lr: float = 1e-3,
         pairs: str | None = None,
+        pretrain: bool = True,
+        pretrain_k: int = 5,
         seed: int = 0,
         device: str = "auto",
     ) -> None:
@@ -159,7 +201,13 @@ class PreferenceReward(LearnedReward):
             raise ConfigError(f"reward.sampling={sampling!r} must be one of {', '.join(SAMPLING)}")
         if blend not in BLENDS:
             raise ConfigError(f"reward.blend={blend!r} must be one of {', '.join(BLENDS)}")
-        for name, value in (("budget", budget), ("queries", queries), ("every", every), ("segment", segment)):
+        for name, value in (
+            ("budget", budget),
+            ("queries", queries),
+            ("every", every),
+            ("segment", segment),
+            ("pretrain_k", pretrain_k),
+        ):
             if int(value) < 1:
                 raise ConfigError(f"reward.{name}={value!r} must be >= 1")
         self.teacher: Teacher = teacher
@@ -190,6 +238,10 @@ class PreferenceReward(LearnedReward):
         self.stats: dict[str, float] = {}
         self.pairs_path: Path | None = None  # the runner points this into the run directory
         self.pairs_file = pairs
+        self.rounds = 0  # retrainings of the reward model (version also counts pre-training refreshes)
+        self.pretrain = bool(pretrain) and not pairs
+        self.exploration = StateEntropy(int(pretrain_k))  # the reward before the first round
+        self._longest = 0  # longest finished episode seen (for the warning when none is long enough)
 
     # --- the provider interface ---------------------------------------------------------------
 
@@ -208,6 +260,24 @@ class PreferenceReward(LearnedReward):
         self._shrunk: tuple[TransitionBatch, np.ndarray] | None = None  # the last batch's frames at frame_size
         if self.pairs_file:
             self._learn_from_file(Path(self.pairs_file))
+
+    def check_horizon(self, max_episode_steps: int | None) -> None:
+        """Refuse a segment longer than any episode of the env can be (called before the run starts).
+
+        Args:
+            max_episode_steps: The env's time limit (``spec.max_episode_steps``, or the env config's
+                ``max_episode_steps``); None: no limit known.
+
+        Raises:
+            ConfigError: ``segment`` exceeds it: no segment could be cut from a complete episode, so the
+                teacher would never be asked (0 labels and a zero proxy, the whole run).
+        """
+        if self.pairs_file or max_episode_steps is None or self.segment <= int(max_episode_steps):
+            return
+        raise ConfigError(
+            f"reward.segment={self.segment} is longer than the longest possible episode ({int(max_episode_steps)} "
+            f"steps: the env's time limit), so no segment could ever be cut; give reward.segment <= {int(max_episode_steps)}"
+        )
 
     def _learn_from_file(self, path: Path) -> None:
         assert self.model is not None
@@ -229,6 +299,7 @@ class PreferenceReward(LearnedReward):
         self.model.fit_normalizer(np.concatenate([pairs.left.obs, pairs.right.obs]))
         fit = train_reward_model(self.model, pairs, self.torch_gen, self.epochs, self.batch_size, self.lr)
         self.version += 1
+        self.rounds += 1
         if self.rescale:
             self._rescale(concat(pairs.left, pairs.right))
         self.stats = {
@@ -243,7 +314,9 @@ class PreferenceReward(LearnedReward):
     @override
     def reward(self, batch: TransitionBatch) -> np.ndarray:
         assert self.model is not None
-        if self.version == 0:
+        if self.rounds == 0:  # nothing learned yet: PEBBLE's exploration reward, or zero
+            if self.pretrain:
+                return self.exploration.reward(torch.as_tensor(np.asarray(batch.obs, dtype=np.float32))).numpy()
             return np.zeros(len(batch), dtype=np.float32)
         frames = self._small_frames(batch) if self.model_sees_frames else None
         return self.model.predict(batch.obs, batch.action, self.blend_how, self.k, frames=frames) / self.scale
@@ -255,7 +328,9 @@ class PreferenceReward(LearnedReward):
         model = self.model
 
         def reward_fn(obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-            if self.version == 0:
+            if self.rounds == 0:
+                if self.pretrain:
+                    return self.exploration.reward(obs)
                 return torch.zeros(obs.shape[0], device=obs.device)
             return model.blend(model(*model.features(obs, action)), self.blend_how, self.k) / self.scale
 
@@ -274,6 +349,8 @@ class PreferenceReward(LearnedReward):
     def observe(self, batch: TransitionBatch, components: dict[str, np.ndarray] | None = None) -> None:
         """Keep the training env's transitions (and the env's reward components); run a round when one is due."""
         n = len(batch)
+        if self.pretrain and self.rounds == 0 and self.exploration.remember(batch.obs):
+            self.version += 1  # the exploration reward changed: stored rewards are relabelled
         while len(self._open) < n:
             self._open.append(self._empty())
         small = self._small_frames(batch) if "frame" in self.needs else None
@@ -290,6 +367,7 @@ class PreferenceReward(LearnedReward):
             if batch.terminated[i] or batch.truncated[i]:
                 done = {k: np.stack(v) for k, v in ep.items()}
                 done["terminated"] = np.array(bool(batch.terminated[i]))
+                self._longest = max(self._longest, len(ep["rewards"]))
                 if valid_starts(len(ep["rewards"]), done["terminated"], self.segment) > 0:
                     self._done.append(done)
                     self._frame_bytes += done["frames"].nbytes if "frames" in done else 0
@@ -304,6 +382,15 @@ class PreferenceReward(LearnedReward):
             self.next_round = self.steps_seen + self.every
             if self._done:
                 self.round()
+            else:  # the episode lengths (or a segment too long for them) say why
+                log.log(
+                    logging.WARNING if self._longest else logging.INFO,
+                    "preference round due at step %d skipped: no finished episode offers a %d-step segment yet "
+                    "(longest finished episode: %d steps)",
+                    self.steps_seen,
+                    self.segment,
+                    self._longest,
+                )
 
     def metrics(self) -> dict[str, float]:
         """Figures for ``metrics.csv``: labels used, reward-model accuracy (held-out and train), loss."""
@@ -351,12 +438,15 @@ class PreferenceReward(LearnedReward):
         """Query, label, store, retrain, measure (module docstring)."""
         assert self.model is not None
         want = min(self.queries, self.budget - self.labels_used)
-        pool = want * (self.candidates if self.sampling != "uniform" and self.version > 0 else 1)
+        # B-Pref's first round is uniform: an untrained ensemble's uncertainty means nothing
+        sampling = self.sampling if self.rounds > 0 else "uniform"
+        pool = want * (self.candidates if sampling != "uniform" else 1)
         kept = self._kept()  # built once per round
         left, right = self._cut(kept, pool), self._cut(kept, pool)
-        if pool > want:
-            score = (self.model.disagreement if self.sampling == "disagreement" else self.model.entropy)(left, right)
-            pick = np.argsort(-score, kind="stable")[:want]
+        if isinstance(self.teacher, Calibrates):  # B-Pref's thresholds follow the mean segment return
+            self.teacher.calibrate(concat(left, right))
+        pick = select_queries(self.model, left, right, want, sampling)
+        if len(pick) < len(left):
             left, right = left.take(pick), right.take(pick)
         labels = self.teacher.label(left, right, self.rng)
         new = PreferencePairs(left, right, labels, self.teacher.describe(), "online")
@@ -367,20 +457,26 @@ class PreferenceReward(LearnedReward):
             self.model.fit_normalizer(np.concatenate([self.pairs.left.obs, self.pairs.right.obs]))
             fit = train_reward_model(self.model, self.pairs, self.torch_gen, self.epochs, self.batch_size, self.lr)
             self.version += 1
+            self.rounds += 1
+            self.exploration.clear()  # pre-training is over
             if self.rescale:
                 self._rescale(kept)
+            same_length, every_pair = self._held_out_accuracy(kept)
             self.stats = {
                 "reward_scale": self.scale,
                 "loss_reward": fit["loss_reward"],
                 "reward_model_train_accuracy": fit["train_accuracy"],
-                "reward_model_accuracy": self._held_out_accuracy(kept),
+                "reward_model_accuracy": same_length,
+                "reward_model_accuracy_all": every_pair,
             }
         log.info(
-            "preference round %d: %d labels (%d skipped), reward model accuracy %.3f on %d held-out pairs",
-            self.version,
+            "preference round %d: %d labels (%d skipped), reward model accuracy %.3f on held-out pairs of equal "
+            "length, %.3f on all %d",
+            self.rounds,
             self.labels_used,
             int(np.sum(self.pairs.labels == SKIP)),
             self.stats.get("reward_model_accuracy", float("nan")),
+            self.stats.get("reward_model_accuracy_all", float("nan")),
             self.held_out,
         )
 
@@ -408,14 +504,15 @@ class PreferenceReward(LearnedReward):
         size = float(np.mean(np.abs(r))) if len(r) else 0.0
         self.scale = size if size > 1e-8 else 1.0
 
-    def _held_out_accuracy(self, kept: Episodes) -> float:
+    def _held_out_accuracy(self, kept: Episodes) -> tuple[float, float]:
+        """Accuracy on fresh pairs ranked by the true return: ``(pairs of equal length, every pair)``."""
         assert self.model is not None
         if self.held_out <= 0:
-            return float("nan")
+            return float("nan"), float("nan")
         left, right = self._cut(kept, self.held_out), self._cut(kept, self.held_out)
         # the true return decides; exact ties are "equal" and left out of the accuracy
-        oracle = SyntheticTeacher(equal_within=1e-6).label(left, right, self.rng)
-        return self.model.accuracy(PreferencePairs(left, right, oracle))
+        oracle = PreferencePairs(left, right, SyntheticTeacher(equal_within=1e-6).label(left, right, self.rng))
+        return self.model.accuracy(oracle, same_length=True), self.model.accuracy(oracle)
 
     # --- checkpoints ------------------------------------------------------------------------------
 
@@ -427,6 +524,9 @@ class PreferenceReward(LearnedReward):
             {
                 "model": self.model.state_dict(),
                 "version": self.version,
+                "rounds": self.rounds,
+                "exploration": self.exploration.state_dict(),
+                "longest": self._longest,
                 "scale": self.scale,
                 "steps_seen": self.steps_seen,
                 "next_round": self.next_round,
@@ -445,6 +545,10 @@ class PreferenceReward(LearnedReward):
         state = torch.load(path / "reward_model.pt", map_location=self.device, weights_only=False)
         self.model.load_state_dict(state["model"])
         self.version, self.steps_seen, self.next_round = state["version"], state["steps_seen"], state["next_round"]
+        self.rounds = int(state.get("rounds", self.version))  # checkpoints before pre-training: one version a round
+        if "exploration" in state:
+            self.exploration.load_state_dict(state["exploration"])
+        self._longest = int(state.get("longest", 0))
         self.stats = state["stats"]
         self.scale = float(state.get("scale", 1.0))
         self.rng.bit_generator.state = state["rng"]

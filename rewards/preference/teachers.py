@@ -1,19 +1,27 @@
 """Teachers: who says which of two segments is better.
 
 :class:`SyntheticTeacher` is B-Pref's simulated human (Lee et al. 2021, "B-Pref: Benchmarking
-Preference-Based Reinforcement Learning"). With segment returns weighted myopically,
-``R(σ) = Σ_t γ^(H-1-t) r_t`` (γ = 1: the plain return; γ < 1: later steps count more), it
+Preference-Based Reinforcement Learning"; its reference code, rll-research/BPref ``reward_model.py``
+``get_label``). With ``R(σ) = Σ_t r_t`` a segment's plain (undiscounted) return, it
 
-1. skips the query when both segments are uninformative: ``max(R(σ0), R(σ1)) < skip_below``;
-2. calls the pair equal when ``|R(σ0) - R(σ1)| < equal_within``;
-3. otherwise prefers σ0 with probability ``exp(β R(σ0)) / (exp(β R(σ0)) + exp(β R(σ1)))``
-   (β = None: always the larger return, the "oracle" teacher);
-4. then flips the answer with probability ``mistake`` (ε).
+1. skips the query when both segments are uninformative: ``max(R(σ0), R(σ1)) < skip threshold``;
+2. calls the pair equal when ``|R(σ0) - R(σ1)| < equal threshold``;
+3. otherwise prefers σ0 with probability ``exp(β R_γ(σ0)) / (exp(β R_γ(σ0)) + exp(β R_γ(σ1)))`` on
+   the myopic return ``R_γ(σ) = Σ_t γ^(H-1-t) r_t`` (γ = 1: the plain return; γ < 1: later steps
+   count more; β = None: always the larger one, the "oracle" teacher);
+4. flips that answer with probability ``mistake`` (ε).
+
+B-Pref's thresholds are relative: ``ε_skip`` and ``ε_equal`` times the mean return of a segment of
+recent experience, updated each round (:meth:`SyntheticTeacher.calibrate`; the provider calibrates the
+teacher on each round's candidate segments). Absolute thresholds (``skip_below``, ``equal_within``)
+are offered too: ``equal_within=1e-6``, exact ties called equal, is the default here (on CartPole,
+where every real step pays 1, that is what teaches the model that two surviving segments are alike).
 
 :class:`HierarchicalTeacher` is HERON's (Bukharin et al. 2023, "Deep Reinforcement Learning from
 Hierarchical Weak Preference Feedback"): the user only ranks reward components by importance; a
 pair is decided by the most important component whose segment sums differ by more than its margin,
-falling to the next one on a near-tie, and is equal when every component ties.
+falling to the next one on a near-tie; a pair on which every component ties is skipped (it says
+nothing about the ranking).
 
 
 :class:`VlmTeacher` is RL-VLM-F's idea with CLIP as the judge (Wang et al. 2024, "RL-VLM-F: Reinforcement
@@ -47,8 +55,8 @@ def _mistake(value: float) -> float:
 
 
 def _flip_decided(labels: np.ndarray, mistake: float, rng: np.random.Generator) -> np.ndarray:
-    """Flip each LEFT/RIGHT label with probability ``mistake`` (EQUAL stays), in place; returns ``labels``."""
-    flip = (labels != EQUAL) & (rng.random(len(labels)) < mistake)
+    """Flip each LEFT/RIGHT label with probability ``mistake`` (EQUAL and SKIP stay), in place; returns ``labels``."""
+    flip = ((labels == LEFT) | (labels == RIGHT)) & (rng.random(len(labels)) < mistake)
     labels[flip] = np.where(labels[flip] == LEFT, RIGHT, LEFT)
     return labels
 
@@ -72,6 +80,15 @@ class Teacher(Protocol):
         ...
 
 
+@runtime_checkable
+class Calibrates(Protocol):
+    """A teacher whose thresholds follow the data (B-Pref's relative skip and equal thresholds)."""
+
+    def calibrate(self, segments: Segments) -> None:
+        """Set the scale of the thresholds from a sample of recent segments (called once per round)."""
+        ...
+
+
 def myopic_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
     """``(n,)`` returns of ``(n, H)`` segment rewards, step ``t`` weighted by ``gamma ** (H - 1 - t)``."""
     h = rewards.shape[1]
@@ -84,10 +101,19 @@ class SyntheticTeacher:
 
     Args:
         beta: Rationality of the Boltzmann choice; None: perfectly rational (deterministic).
-        gamma: Myopic discount of the segment return (1: none).
+        gamma: Myopic discount of the segment return the choice is made on (1: none).
         mistake: Probability ε of flipping an answer.
-        skip_below: Skip when both segments' returns are below this (None: never skip).
-        equal_within: Equal when the returns differ by less than this (None: never equal).
+        eps_skip: B-Pref's ε_skip: skip when both plain returns are below ``eps_skip`` x the mean segment
+            return (:meth:`calibrate`; None or 0: never). B-Pref's rule, made for rewards >= 0: with a
+            negative mean segment return nothing is skipped.
+        eps_equal: B-Pref's ε_equal: equal when the plain returns differ by less than ``eps_equal`` x
+            the absolute mean segment return (None or 0: never).
+        skip_below: Absolute skip threshold on the plain returns (None: never); not with ``eps_skip``.
+        equal_within: Absolute equal threshold on the plain returns (None: never); not with ``eps_equal``.
+
+    Attributes:
+        scale: The mean plain segment return the relative thresholds multiply (None until
+            :meth:`calibrate`; an uncalibrated teacher takes the mean of the batch it labels).
     """
 
     needs: frozenset[str] = frozenset()  # the true reward is in every segment
@@ -97,6 +123,8 @@ class SyntheticTeacher:
         beta: float | None = None,
         gamma: float = 1.0,
         mistake: float = 0.0,
+        eps_skip: float | None = None,
+        eps_equal: float | None = None,
         skip_below: float | None = None,
         equal_within: float | None = None,
     ) -> None:
@@ -105,27 +133,71 @@ class SyntheticTeacher:
         if not 0.0 < float(gamma) <= 1.0:
             raise ConfigError(f"teacher gamma={gamma!r} must be in (0, 1]")
         self.mistake = _mistake(mistake)
-        if equal_within is not None and float(equal_within) < 0:
-            raise ConfigError(f"teacher equal_within={equal_within!r} must be >= 0 or null")
+        for name, value in (("eps_skip", eps_skip), ("eps_equal", eps_equal), ("equal_within", equal_within)):
+            if value is not None and float(value) < 0:
+                raise ConfigError(f"teacher {name}={value!r} must be >= 0 or null")
+        both = (("eps_skip", eps_skip, "skip_below", skip_below), ("eps_equal", eps_equal, "equal_within", equal_within))
+        for rel, rel_value, absolute, abs_value in both:
+            if rel_value is not None and abs_value is not None:
+                raise ConfigError(
+                    f"teacher {rel} (relative, B-Pref) and {absolute} (absolute) set the same threshold: "
+                    f"give one, and the other null (reward.teacher.{absolute}=null)"
+                )
         self.beta = None if beta is None else float(beta)
         self.gamma = float(gamma)
+        self.eps_skip = None if eps_skip is None else float(eps_skip)
+        self.eps_equal = None if eps_equal is None else float(eps_equal)
         self.skip_below = None if skip_below is None else float(skip_below)
         self.equal_within = None if equal_within is None else float(equal_within)
+        self.scale: float | None = None
 
     def describe(self) -> str:
         """One line naming the teacher and its settings (stored with the labels)."""
+        thresholds = (
+            f"eps_skip={self.eps_skip}, eps_equal={self.eps_equal}, "
+            if self.eps_skip is not None or self.eps_equal is not None
+            else ""
+        )
         return (
-            f"synthetic(beta={self.beta}, gamma={self.gamma}, mistake={self.mistake}, "
+            f"synthetic(beta={self.beta}, gamma={self.gamma}, mistake={self.mistake}, {thresholds}"
             f"skip_below={self.skip_below}, equal_within={self.equal_within})"
         )
 
+    def calibrate(self, segments: Segments) -> None:
+        """Set :attr:`scale` to the mean plain return of ``segments`` (B-Pref's per-round margin)."""
+        if len(segments):
+            self.scale = float(segments.true_rewards.astype(np.float64).sum(1).mean())
+
+    def thresholds(self, batch_scale: float) -> tuple[float | None, float | None]:
+        """``(skip, equal)`` thresholds on plain returns now (None: off); ``batch_scale`` if uncalibrated."""
+        scale = self.scale if self.scale is not None else batch_scale
+        skip, equal = self.skip_below, self.equal_within
+        if self.eps_skip:
+            skip = self.eps_skip * scale if self.eps_skip * scale > 0 else None
+        if self.eps_equal:
+            equal = self.eps_equal * abs(scale)
+        return skip, equal
+
     def label(self, left: Segments, right: Segments, rng: np.random.Generator) -> np.ndarray:
         """``(pairs,)`` int8 labels for ``left[i]`` vs ``right[i]``."""
+        plain0 = left.true_rewards.astype(np.float64).sum(1)
+        plain1 = right.true_rewards.astype(np.float64).sum(1)
         r0 = myopic_returns(left.true_rewards, self.gamma)
         r1 = myopic_returns(right.true_rewards, self.gamma)
-        return self._decide(r0, r1, rng)
+        batch_scale = float(np.concatenate([plain0, plain1]).mean()) if len(left) else 0.0
+        skip, equal = self.thresholds(batch_scale)
+        return self._decide(r0, r1, plain0, plain1, skip, equal, rng)
 
-    def _decide(self, r0: np.ndarray, r1: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _decide(
+        self,
+        r0: np.ndarray,
+        r1: np.ndarray,
+        plain0: np.ndarray,
+        plain1: np.ndarray,
+        skip: float | None,
+        equal: float | None,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
         n = len(r0)
         if self.beta is None:
             prefer_left = r0 > r1
@@ -138,10 +210,10 @@ class SyntheticTeacher:
         flip = rng.random(n) < self.mistake
         prefer_left = prefer_left ^ flip
         labels = np.where(prefer_left, LEFT, RIGHT).astype(np.int8)
-        if self.equal_within is not None:
-            labels[np.abs(r0 - r1) < self.equal_within] = EQUAL
-        if self.skip_below is not None:
-            labels[np.maximum(r0, r1) < self.skip_below] = SKIP
+        if equal is not None:
+            labels[np.abs(plain0 - plain1) < equal] = EQUAL
+        if skip is not None:
+            labels[np.maximum(plain0, plain1) < skip] = SKIP
         return labels
 
 
@@ -189,10 +261,10 @@ class HierarchicalTeacher:
         return f"hierarchical(ranking={self.ranking}, margins={self.margins}, mistake={self.mistake})"
 
     def label(self, left: Segments, right: Segments, rng: np.random.Generator) -> np.ndarray:
-        """``(pairs,)`` int8 labels; EQUAL where every component ties."""
+        """``(pairs,)`` int8 labels; SKIP where every component ties (HERON discards such pairs)."""
         sums = self._sums(left, right)
         n = len(left)
-        labels = np.full(n, EQUAL, dtype=np.int8)
+        labels = np.full(n, SKIP, dtype=np.int8)
         undecided = np.ones(n, dtype=bool)
         for name, margin, higher in zip(self.ranking, self.margins, self.higher, strict=True):
             a, b = sums[name]
