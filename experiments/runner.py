@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agents.base import Agent, HasReferenceScores, Relabels
 from envs.errors import ConfigError
-from envs.make import env_seeds, seed_vec_env
+from envs.make import env_seeds, make_env, seed_vec_env
 from experiments.builders import build_agent, build_dataset, build_envs, build_reward, check_agent, env_card
 from experiments.cli import config_dict, resolve_device, user_errors, validate
 from experiments.evaluation import default_eval_every, evaluate, record_video, summarize
@@ -172,6 +172,14 @@ class Runner:
         seed_everything(int(cfg.seed))
         self.env_cfg = config_dict(cfg.env)
         self.provider = build_reward(cfg.reward)
+        probe = make_env(self.env_cfg)  # what the provider needs from the env, checked before the run directory
+        try:
+            self.provider.check_env(probe)
+        except ConfigError:
+            self.provider.close()
+            raise
+        finally:
+            probe.close()
         self.learner = self.provider if isinstance(self.provider, LearnedReward) else None
         n_envs = int(cfg.agent.get("n_envs", 1))
         self.train_env: RewardVecEnv | None = build_envs(self.env_cfg, n_envs, int(cfg.seed), self.provider, observe=True)

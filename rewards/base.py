@@ -103,6 +103,16 @@ class RewardProvider(abc.ABC):
     def reward(self, batch: TransitionBatch) -> np.ndarray:
         """Return the proxy rewards, float32 of shape ``(batch,)``."""
 
+    def check_env(self, env: gym.Env) -> None:  # noqa: B027  (optional: most providers serve any env)
+        """Refuse an env this provider cannot serve; the runner calls it once, before the run directory exists.
+
+        Args:
+            env: A fresh single env of the run, not one that trains: implementations may reset and step it.
+
+        Raises:
+            ConfigError: The provider cannot work on this env (the message says what would).
+        """
+
     def torch_reward(self) -> TorchRewardFn | None:
         """The same reward as a function on torch tensors (planners, differentiable losses), or ``None``.
 

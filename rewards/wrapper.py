@@ -116,7 +116,7 @@ class RewardVecEnv(VecEnvWrapper):
         )
         proxy = check_rewards(self.provider.reward(batch), self.num_envs, source=self._source)
         if self.learner is not None:
-            self.learner.observe(batch, _env_components(infos))
+            self.learner.observe(batch, env_components(infos))
 
         self._true_return += true_reward
         self._proxy_return += proxy
@@ -159,8 +159,15 @@ class RewardVecEnv(VecEnvWrapper):
         super().close()
 
 
-def _env_components(infos: list[dict]) -> dict[str, np.ndarray]:
-    """The env's reward terms that every env reports in ``info`` (Gymnasium MuJoCo's ``reward_*``)."""
+def env_components(infos: list[dict]) -> dict[str, np.ndarray]:
+    """The env's reward terms that every env reports in ``info`` (Gymnasium MuJoCo's ``reward_*``).
+
+    Args:
+        infos: One ``info`` dict per env of a vector step.
+
+    Returns:
+        ``{name: (len(infos),) float32}`` for each scalar ``reward_<name>`` key present in every info.
+    """
     keys = [k for k, v in infos[0].items() if k.startswith("reward_") and np.isscalar(v)]
     return {
         k[len("reward_") :]: np.array([info[k] for info in infos], dtype=np.float32)

@@ -177,7 +177,6 @@ def test_a_segment_longer_than_the_time_limit_is_refused() -> None:
     PreferenceReward(segment=250, pairs="prefs.npz").check_horizon(200)  # a preference file: no segments cut here
 
 
-@pytest.mark.xfail(strict=True, reason="needs the runner to call PreferenceReward.check_horizon (issue 17 fault 7)")
 def test_the_run_refuses_a_segment_longer_than_any_episode_before_it_starts(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     res = run_cli(
         "run.py",

@@ -71,7 +71,8 @@ from rewards.preference.model import (
     train_reward_model,
 )
 from rewards.preference.segments import SKIP, PreferencePairs, Segments, concat, cut_segments, valid_starts
-from rewards.preference.teachers import Calibrates, SyntheticTeacher, Teacher
+from rewards.preference.teachers import Calibrates, RanksComponents, SyntheticTeacher, Teacher
+from rewards.wrapper import env_components
 
 log = logging.getLogger("rewardlab")
 
@@ -260,6 +261,23 @@ class PreferenceReward(LearnedReward):
         self._shrunk: tuple[TransitionBatch, np.ndarray] | None = None  # the last batch's frames at frame_size
         if self.pairs_file:
             self._learn_from_file(Path(self.pairs_file))
+
+    @override
+    def check_env(self, env: gym.Env) -> None:
+        """Refuse a segment no episode can hold, and a teacher that ranks components the env lacks.
+
+        Raises:
+            ConfigError: See :meth:`check_horizon`; or the teacher ranks reward components (HERON's) that
+                ``env`` does not report in its ``info`` after a step.
+        """
+        if self.pairs_file:  # the labels come from a file: no segments are cut or labelled here
+            return
+        self.check_horizon(env.spec.max_episode_steps if env.spec is not None else None)
+        if isinstance(self.teacher, RanksComponents):
+            env.reset(seed=0)
+            env.action_space.seed(0)
+            info = env.step(env.action_space.sample())[4]
+            self.teacher.check_components(env_components([info]).keys())
 
     def check_horizon(self, max_episode_steps: int | None) -> None:
         """Refuse a segment longer than any episode of the env can be (called before the run starts).

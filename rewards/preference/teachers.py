@@ -38,7 +38,7 @@ Each is the ``_target_`` of a node of the ``reward/teacher`` config group
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -86,6 +86,17 @@ class Calibrates(Protocol):
 
     def calibrate(self, segments: Segments) -> None:
         """Set the scale of the thresholds from a sample of recent segments (called once per round)."""
+        ...
+
+
+@runtime_checkable
+class RanksComponents(Protocol):
+    """A teacher that compares the env's named reward components (HERON's), which the env must report."""
+
+    ranking: list[str]
+
+    def check_components(self, available: Collection[str]) -> None:
+        """Refuse (ConfigError) when a ranked component is not among ``available``, the env's ``reward_*`` info keys."""
         ...
 
 
@@ -275,6 +286,24 @@ class HierarchicalTeacher:
             labels[decided & (diff < 0)] = RIGHT
             undecided &= ~decided
         return _flip_decided(labels, self.mistake, rng)
+
+    def check_components(self, available: Collection[str]) -> None:
+        """Refuse a ranking of components the env does not report (checked before the run starts).
+
+        Args:
+            available: The env's reward components (its ``info["reward_<name>"]`` scalars, without the prefix).
+
+        Raises:
+            ConfigError: A ranked component is missing; the message lists what the env has.
+        """
+        missing = [name for name in self.ranking if name not in available]
+        if missing:
+            have = ", ".join(sorted(available)) or "none (its info has no reward_* terms)"
+            raise ConfigError(
+                f"reward/teacher=hierarchical ranks {', '.join(map(repr, missing))}, but this env's reward components "
+                f"are: {have}; rank those (reward.teacher.ranking=[...]) or use an env that reports its reward terms "
+                "(e.g. the MuJoCo locomotion envs)"
+            )
 
     def _sums(self, left: Segments, right: Segments) -> Mapping[str, tuple[np.ndarray, np.ndarray]]:
         out = {}
