@@ -143,7 +143,14 @@ def _concat(recorder: Recorder, n: int) -> dict[str, Any]:
     return data
 
 
-def _plot(path: Path, true: np.ndarray, proxy: np.ndarray, canon: tuple[np.ndarray, np.ndarray] | None, title: str) -> None:
+def _fmt(x: float | None) -> str:
+    return "undefined" if x is None else f"{x:.3f}"
+
+
+def _plot(
+    path: Path, true: np.ndarray, proxy: np.ndarray, canon: tuple[np.ndarray, np.ndarray] | None, title: str, result: dict
+) -> None:
+    """The scatter plots of ``reward_eval.png``, each panel titled with its figures (as in ``reward_eval.json``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,13 +162,13 @@ def _plot(path: Path, true: np.ndarray, proxy: np.ndarray, canon: tuple[np.ndarr
     ax.scatter(true, proxy, s=6, alpha=0.4)
     ax.set_xlabel("true reward (env)")
     ax.set_ylabel("proxy reward (provider)")
-    ax.set_title("per transition")
+    ax.set_title(f"per transition: Pearson {_fmt(result['pearson'])}, Spearman {_fmt(result['spearman'])}", fontsize=9)
     if canon is not None:
         ax = axes[0, 1]
         ax.scatter(canon[0], canon[1], s=6, alpha=0.4, color="tab:orange")
         ax.set_xlabel("canonicalised true reward")
         ax.set_ylabel("canonicalised proxy reward")
-        ax.set_title("EPIC canonicalisation")
+        ax.set_title(f"EPIC canonicalisation: EPIC distance {_fmt(result['epic_distance'])}", fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -236,13 +243,10 @@ def main(argv: list[str]) -> dict[str, Any]:
     write_json_atomic(out / "reward_eval.json", result)
     np.savez(out / "reward_eval_samples.npz", obs=data["obs"], action=data["action"], next_obs=data["next_obs"],
              true_reward=true, proxy_reward=proxy, epic_index=epic_index)  # fmt: skip
-    _plot(out / "reward_eval.png", true, proxy, canon, f"{env_cfg['name']}: {reward_name} vs true ({result['policy']} policy)")
+    _plot(out / "reward_eval.png", true, proxy, canon, f"{env_cfg['name']}: {reward_name} vs true ({result['policy']} policy)", result)
 
-    def fmt(x: float | None) -> str:
-        return "undefined" if x is None else f"{x:.4f}"
-
-    print(f"{env_cfg['name']} / {reward_name}: {len(true)} transitions | pearson {fmt(result['pearson'])} | "
-          f"spearman {fmt(result['spearman'])} | EPIC {fmt(result['epic_distance'])} | {result['wall_time_s']:.1f} s")
+    print(f"{env_cfg['name']} / {reward_name}: {len(true)} transitions | pearson {_fmt(result['pearson'])} | "
+          f"spearman {_fmt(result['spearman'])} | EPIC {_fmt(result['epic_distance'])} | {result['wall_time_s']:.1f} s")
     for note in notes:
         print(f"note: {note}")
     print(f"wrote {out / 'reward_eval.json'}, {out / 'reward_eval.png'} and {out / 'reward_eval_samples.npz'}")

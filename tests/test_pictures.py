@@ -44,3 +44,27 @@ def test_short_episodes_give_a_clip_of_the_minimum_length_with_text_on_it(tmp_pa
     frame = np.zeros((64, 64, 3), dtype=np.uint8)
     marked = annotate(frame, "episode 0  step 3  true 1.0")
     assert marked[:12].any() and not marked[20:].any()  # text in a band at the top, the rest untouched
+
+
+def test_reward_eval_png_shows_its_figures(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import matplotlib.figure
+
+    from experiments import reward_eval
+
+    titles: list[str] = []
+    save = matplotlib.figure.Figure.savefig
+
+    def keep_titles(fig, *args, **kwargs):  # type: ignore[no-untyped-def]
+        titles.extend(ax.get_title() for ax in fig.axes)
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep_titles)
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=200)
+    result = {"pearson": 0.87654, "spearman": None, "epic_distance": 0.25}
+    reward_eval._plot(tmp_path / "r.png", true, true + 0.1, (true, true), "pendulum: fn vs true", result)
+    assert titles == [
+        "per transition: Pearson 0.877, Spearman undefined",
+        "EPIC canonicalisation: EPIC distance 0.250",
+    ]
+    assert (tmp_path / "r.png").stat().st_size > 5000
