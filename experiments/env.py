@@ -90,7 +90,10 @@ def ensure(kind: str) -> Path:
     log = venv / "setup.log"
     _pip(python, log, "install", "-q", "--upgrade", "pip")
     torch = _install_torch(python, log, dev=kind == "dev")
-    print(f"[setup] {torch}", file=sys.stderr)
+    built = subprocess.run(
+        [str(python), "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    print(f"[setup] torch {built or '?'} (asked for: {torch})", file=sys.stderr)
     extras = "dev" if kind == "dev" else "offline,jobshop,slurm"
     if not _pip(python, log, "install", "-q", "-e", f"{REPO}[{extras}]"):
         raise SystemExit(f"error: pip could not install rewardlab[{extras}]; see {log}")
