@@ -192,7 +192,7 @@ class SB3Agent(Agent):
         seed: Seed for SB3 (network init, exploration).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         policy: SB3 policy name (``MlpPolicy``, ``CnnPolicy``) or class (``package.module:Class``).
-        hyperparams: Keyword arguments of the SB3 algorithm class.
+        hyperparams: Keyword arguments of the SB3 algorithm class (``replay_buffer_class`` also as ``package.module:Class``).
         policy_kwargs: SB3 ``policy_kwargs``; ``activation_fn`` given by name.
         normalize_obs: Wrap the env in ``VecNormalize`` for observations.
         normalize_reward: ``VecNormalize`` for (proxy) rewards.
@@ -300,6 +300,9 @@ class SB3Agent(Agent):
                 f"{self.algo} does not take {', '.join(unknown)}; accepted hyperparameters: {', '.join(sorted(accepted))}"
             )
         kwargs = {k: _schedule(k, v) if k in SCHEDULED else v for k, v in hyperparams.items()}
+        buffer_class = kwargs.get("replay_buffer_class")
+        if isinstance(buffer_class, str):  # from a config: "package.module:Class"
+            kwargs["replay_buffer_class"] = _import(buffer_class, "agent.hyperparams.replay_buffer_class")
         pk = dict(policy_kwargs)
         if "activation_fn" in pk:
             name = str(pk["activation_fn"]).lower()

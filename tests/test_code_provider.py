@@ -135,6 +135,7 @@ def test_program_that_hangs_mid_training_ends_the_run_cleanly(run_cli, tmp_path:
     assert not (run / "summary.json").exists()  # no half-finished run passed off as a result
 
 
+@pytest.mark.slow  # ~45 s: the whole loop end to end; selection and feedback are unit-tested in test_reward_search.py
 def test_eureka_search_against_a_fake_server(run_cli, tmp_path: Path) -> None:
     variant = CARTPOLE.replace("0.5 * (1.0", "1.0 * (1.0")
     replies = [

@@ -8,6 +8,8 @@ life and the lifetime CPU limit, (4) the trainer's reading of the worker, (5) va
 (6) the static contract. The kernel classes run twice: with the trainer as root (the worker
 becomes nobody) and as a normal user (an unused uid; as root the test drops to it in a child).
 Layers are also switched off one at a time (``Sandbox(layers_off=...)``) to show each holds alone.
+``tests/test_code_sandbox_user.py`` runs classes 4-6 under both identities too, and (``slow``) this
+whole file as a normal user.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -367,21 +370,29 @@ def free_uid() -> int:
     raise RuntimeError("no free uid in 61234..61999")
 
 
-def run_as(identity: str, helper: str, *args: Any) -> Any:
-    """``helper(*args)`` (a function of this module) in a trainer running as ``identity`` ("root" or "user")."""
+def as_user(
+    code: str, *args: str, uid: int | None = None, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -c code *args`` as ``uid`` (default: an unused one; this process must be root), from the repository."""
+    return subprocess.run(
+        [sys.executable, "-c", AS_USER, str(free_uid() if uid is None else uid), code, *args],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env,
+    )  # fmt: skip
+
+
+def run_as(identity: str, helper: Callable[..., Any], *args: Any) -> Any:
+    """``helper(*args)`` (a module-level function of a test module) in a trainer running as ``identity``
+    ("root" or "user"); its result goes through JSON."""
     root = os.geteuid() == 0
     if identity == "root" and not root:
         pytest.skip("the trainer-as-root case needs root (the worker then becomes nobody)")
     if identity == "root" or not root:  # this process already is that trainer
-        return globals()[helper](*args)
+        return json.loads(json.dumps(helper(*args)))
     code = (
-        f"import json, sys\nfrom tests.test_code_sandbox import {helper}\n"
-        f"print('RESULT', json.dumps({helper}(*json.loads(sys.argv[1]))), flush=True)"
+        f"import json, sys\nfrom {helper.__module__} import {helper.__name__} as helper\n"
+        f"print('RESULT', json.dumps(helper(*json.loads(sys.argv[1]))), flush=True)"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", AS_USER, str(free_uid()), code, json.dumps(args)],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    proc = as_user(code, json.dumps(args))
     if proc.returncode == 77:
         pytest.skip(f"cannot run as a normal user here: {proc.stdout.strip()}")
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -396,20 +407,31 @@ IDENTITIES = ["root", "user"]
 
 
 def syscall_sweep() -> dict[str, Any]:
-    """Every x86_64 system call number 0..471 off the allow-list, with zero arguments, from a taken-over worker."""
+    """From a taken-over worker: every x86_64 system call number below 1024 off the allow-list (today's
+    calls end at 471: the rest stands for calls later kernels add), with zero arguments; and which
+    descriptors it holds (``poll``, an allowed call, marks the others POLLNVAL)."""
+    import resource
+
     from rewards.code._worker import ALLOWED_SYSCALLS_X86_64
 
     skip = sorted(set(ALLOWED_SYSCALLS_X86_64.values()) | UNSAFE_WITH_ZEROS | PAST_SECCOMP)
+    nfds = min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 4096)  # the worker's limit too (inherited)
     body = f"""
     bad = []
-    for nr in range(472):
+    for nr in range(1024):
         if nr not in {skip}:
             r, e = sc(nr, 0, 0, 0, 0, 0, 0)
             if (r, e) != (-1, 1):
                 bad.append((nr, r, e))
+    polled = (ctypes.c_int32 * (2 * {nfds}))()  # struct pollfd: int fd; short events, revents
+    for fd in range({nfds}):
+        polled[2 * fd] = fd
+    r, e = sc(7, polled, {nfds}, 0)
+    held = [fd for fd in range({nfds}) if not (polled[2 * fd + 1] >> 16) & 0x20]  # not POLLNVAL
+    pipes = sorted([main['read_fd'], main['write_fd']])
     """
     with Sandbox(HOSTILE) as sb:
-        swept = attack(sb, body + report("{'bad': bad}"))
+        swept = attack(sb, body + report("{'bad': bad, 'poll': (r, e), 'held': held, 'pipes': pipes}"))
         x32 = attack(sb, "sc(0x40000000 | 39)\n" + report("'survived'"))  # getpid through the x32 ABI
         return {"layers": sb.layers, "swept": swept, "x32": x32, "allowed": sorted(ALLOWED_SYSCALLS_X86_64.values())}
 
@@ -418,10 +440,13 @@ def syscall_sweep() -> dict[str, Any]:
 def test_syscalls_off_the_allow_list_fail_with_eperm(identity: str) -> None:
     if os.uname().machine != "x86_64":
         pytest.skip("the seccomp layer is x86_64 only")
-    out = run_as(identity, "syscall_sweep")
+    out = run_as(identity, syscall_sweep)
     assert "seccomp" in out["layers"]
     assert set(out["allowed"]) == ALLOWED, "the allow-list changed: review each added call, then update ALLOWED"
-    assert out["swept"] == {"bad": []}, f"system calls that reached the kernel: {out['swept']}"
+    swept = out["swept"]
+    assert swept.get("bad") == [], f"system calls that reached the kernel: {swept}"
+    assert swept["poll"][0] >= 0, swept  # descriptors: only stdin (/dev/null), the log twice, its two pipes
+    assert swept["held"] == [0, 1, 2, *swept["pipes"]], f"descriptors the worker holds: {swept}"
     assert out["x32"]["kind"] == "crash" and "SIGSYS" in out["x32"]["error"], out["x32"]
 
 
@@ -461,6 +486,11 @@ def syscall_effects(layers_off: list[str]) -> dict[str, Any]:
     r["listmount"] = sc(458, buf, buf, 0, 0)
     r["memfd_create"] = sc(319, b"x", 0)
     r["io_uring_setup"] = sc(425, 1, buf)
+    for call, remove in (("shmget", 31), ("msgget", 71), ("semget", 66)):  # should the filter fail: leave nothing
+        if r[call][0] >= 0:
+            sc(remove, r[call][0], 0, 0)  # shmctl / msgctl / semctl (..., IPC_RMID)
+    if r["mq_open"][0] >= 0:
+        sc(241, b"rewardlab")  # mq_unlink
     """
     try:
         with Sandbox(HOSTILE, layers_off=tuple(layers_off)) as sb:
@@ -484,7 +514,7 @@ def syscall_effects(layers_off: list[str]) -> dict[str, Any]:
 def test_calls_that_escaped_the_deny_list_are_refused_and_change_nothing(identity: str, layers_off: list[str]) -> None:
     if os.uname().machine != "x86_64":
         pytest.skip("the seccomp layer is x86_64 only")
-    out = run_as(identity, "syscall_effects", layers_off)
+    out = run_as(identity, syscall_effects, layers_off)
     assert "seccomp" in out["layers"] and ("pidns" in out["layers"]) == (not layers_off)
     refused = {name: tuple(result) == (-1, EPERM) for name, result in out["calls"].items()}
     assert all(refused.values()), f"reached the kernel: {out['calls']}"
@@ -495,10 +525,15 @@ def test_calls_that_escaped_the_deny_list_are_refused_and_change_nothing(identit
 
 
 def namespace_attacks(layers_off: list[str]) -> dict[str, Any]:
-    """With the filter off (the namespaces alone): reach the trainer, the user's processes, IPC objects, the network."""
+    """With the filter off (the namespaces alone): reach the trainer, another run's worker, the user's
+    processes, the trainer's IPC objects, the network."""
     libc = ctypes.CDLL(None, use_errno=True)
-    key, size = 0x52657764, 1234567  # a message queue the trainer owns; a SysV segment size to look for
-    queue = libc.msgget(key, 0o1666)  # IPC_CREAT | 0666: anyone in this IPC namespace may use it
+    key, size = 0x52657764, 1234567  # the trainer's message queue and segment; a SysV segment size to look for
+    queue = libc.msgget(key, 0o1666)  # IPC_CREAT | 0666: anyone in this IPC namespace may use them
+    segment = libc.shmget(key, 4096, 0o1666)
+    other = Sandbox(HOSTILE, layers_off=tuple(layers_off))  # another run's worker (the same user: nobody, or yours)
+    assert other._proc is not None
+    others = [other._proc.pid, *children(other._proc.pid)]  # its keeper and its worker
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
@@ -511,7 +546,9 @@ def namespace_attacks(layers_off: list[str]) -> dict[str, Any]:
     r["setpriority_trainer"] = sc(141, 0, {os.getpid()}, 19)
     r["kill_everyone"] = sc(62, -1, 0)
     r["setpriority_my_user"] = sc(141, 2, 0, 19)
+    r["kill_other_run"] = [sc(62, pid, 0) for pid in {others}]
     r["trainer_queue"] = sc(68, {key}, 0)
+    r["trainer_segment"] = sc(29, {key}, 0, 0)
     r["segment_left_behind"] = sc(29, 0, {size}, 0o1600)
     fd, _ = sc(41, 2, 1, 0)  # socket(AF_INET, SOCK_STREAM): the filter is off
     r["connect"] = sc(42, fd, {address!r}, 16)  # to the trainer's listening socket on 127.0.0.1
@@ -527,19 +564,23 @@ def namespace_attacks(layers_off: list[str]) -> dict[str, Any]:
         return {"layers": layers, "worker": out, "left": left, "nice": os.getpriority(os.PRIO_PROCESS, 0) - nice}
     finally:
         libc.msgctl(queue, 0, None)  # IPC_RMID
+        libc.shmctl(segment, 0, None)
         listener.close()
+        other.close()
 
 
 @pytest.mark.parametrize("identity", IDENTITIES)
 def test_namespaces_alone_hide_every_other_process_ipc_object_and_network(identity: str) -> None:
-    out = run_as(identity, "namespace_attacks", ["seccomp"])
+    out = run_as(identity, namespace_attacks, ["seccomp"])
     assert {"pidns", "ipcns", "netns"} <= set(out["layers"]) and "seccomp" not in out["layers"]
     w = out["worker"]
     assert (w["pid"], w["ppid"]) == (1, 0), w  # PID 1 of its own namespace; its parent is outside
     for call in ("kill_trainer", "prlimit_trainer", "setpriority_trainer", "kill_everyone"):
         assert tuple(w[call]) == (-1, ESRCH), (call, w)  # no such process, as far as it can see
+    assert len(w["kill_other_run"]) == 2 and all(tuple(x) == (-1, ESRCH) for x in w["kill_other_run"]), w
     assert out["nice"] == 0  # setpriority(PRIO_USER) reached only itself
-    assert tuple(w["trainer_queue"]) == (-1, ENOENT), w  # its own IPC namespace
+    for call in ("trainer_queue", "trainer_segment"):
+        assert tuple(w[call]) == (-1, ENOENT), (call, w)  # its own IPC namespace
     assert w["segment_left_behind"][0] >= 0 and out["left"] == []  # made, and gone with the worker
     assert w["connect"][0] == -1, w  # its own network namespace, without the trainer's loopback
 
@@ -580,9 +621,51 @@ def orphans() -> dict[str, Any]:
 
 @pytest.mark.parametrize("identity", IDENTITIES)
 def test_the_worker_dies_with_a_killed_trainer(identity: str) -> None:
-    out = run_as(identity, "orphans")
+    out = run_as(identity, orphans)
     assert out["workers"], "the worker process was not found"
     assert out["left"] == [], f"outlived the trainer: {out}"
+
+
+def test_a_worker_that_ignores_the_exit_message_is_killed_by_close() -> None:
+    """The program replaces the worker's message loop with one that never reads: close() still ends
+    the worker (and its keeper) within its deadlines."""
+    body = """
+    def deaf(self, shm):  # the worker's _Reader.wait, from now on
+        while True:
+            time.sleep(3600)
+    sys.modules['__main__']._Reader.wait = deaf
+    signal.signal(signal.SIGPROF, signal.SIG_IGN)
+    return np.zeros(len(obs))
+    """
+    sb, pids = Sandbox(HOSTILE), []
+    try:
+        sb.load(hostile(body), "deaf.py")
+        assert np.all(sb.call(OBS, ACT, OBS).reward == 0.0)
+        assert sb._proc is not None
+        pids = [sb._proc.pid, *children(sb._proc.pid)]
+        t = time.monotonic()
+        in_time(sb.close, 10, sb)
+        assert time.monotonic() - t < 3
+        while any(running(pid) for pid in pids) and time.monotonic() - t < 5:  # SIGKILL takes effect
+            time.sleep(0.02)
+        assert len(pids) == 2 and not any(running(pid) for pid in pids), pids
+    finally:
+        sb.close()
+        for pid in pids:  # clean up after a failing run
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_runs_give_the_worker_a_lifetime_cpu_limit_of_minutes() -> None:
+    """``reward=code`` runs use ``experiments/conf/reward/code.yaml``'s limits: the sandbox's defaults,
+    whose lifetime CPU limit (replace the worker, then the kernel's kill) is minutes, not days."""
+    from omegaconf import OmegaConf
+
+    from rewards.code.provider import sandbox_limits
+
+    limits = sandbox_limits(OmegaConf.to_container(OmegaConf.load(REPO / "experiments/conf/reward/code.yaml").limits))
+    assert SandboxLimits().lifetime_cpu_s <= 3600
+    assert limits == SandboxLimits(), f"experiments/conf/reward/code.yaml: {limits} (defaults: {SandboxLimits()})"
 
 
 def test_a_worker_past_its_lifetime_cpu_is_replaced_between_calls() -> None:
@@ -652,6 +735,19 @@ FORGED = {
 }
 
 
+@pytest.mark.parametrize("cut", [12, -10], ids=["in-the-header", "in-the-payload"])
+def test_a_reply_cut_short_ends_at_the_deadline(cut: int) -> None:
+    """A frame that announces more than it sends, then silence: the trainer's read deadline ends it."""
+    partial = frame(FRAME_OK, bytes(64))[:cut]
+    body = f"posix.write(main['write_fd'], {partial!r})\nmain['shm'].done(2)\ntime.sleep(60)\n"
+    with Sandbox(SandboxLimits(cpu_s_per_call=0.5, wall_s_per_call=1.0, audit=False)) as sb:
+        sb.load(hostile(body), "staller.py")
+        t = time.monotonic()
+        out = in_time(lambda: sb.call(OBS, ACT, OBS), 10, sb)
+        assert isinstance(out, SandboxError) and out.kind == "wall" and "wall time" in str(out), repr(out)
+        assert time.monotonic() - t < 3 and not sb.alive
+
+
 @pytest.mark.parametrize("name", sorted(FORGED))
 def test_a_forged_reply_ends_as_one_protocol_error(name: str) -> None:
     body = f"posix.write(main['write_fd'], {FORGED[name]!r})\nmain['shm'].done(2)\ntime.sleep(60)\n"
@@ -660,6 +756,7 @@ def test_a_forged_reply_ends_as_one_protocol_error(name: str) -> None:
         out = in_time(lambda: sb.call(OBS, ACT, OBS), 10, sb)
     assert isinstance(out, SandboxError) and out.kind == "protocol", repr(out)
     assert "it was stopped" in str(out) and not sb.alive
+    assert ("an oversized reply" in str(out)) == name.startswith("oversized"), str(out)  # refused before reading it
 
 
 SHM_FORGED = {  # control slots (int64 indices, as in _worker.py): STATUS 24, N_OUT 32, NAMES_VERSION 40, NAMES_LEN 48
@@ -773,6 +870,17 @@ def test_components_must_be_finite_bounded_and_well_named(body: str, expect: str
     out = run_program(program(body))
     assert isinstance(out, SandboxError) and out.kind == "output", out
     assert expect in str(out)
+
+
+def test_component_names_are_checked_again_whenever_they_change() -> None:
+    """The worker checks a program's names once while they stay the same: a name that changes is checked."""
+    source = program("CALLS.append(1)\nname = 'ok' if len(CALLS) == 1 else 'not ok'\nreturn obs[:, 0], {name: obs[:, 0]}")
+    with Sandbox(FAST) as sb:
+        sb.load("CALLS = []\n" + source, "renamer.py")
+        assert set(sb.call(OBS, ACT, OBS).components) == {"ok"}
+        with pytest.raises(SandboxError, match="component name 'not ok' is not allowed") as info:
+            sb.call(OBS, ACT, OBS)
+    assert info.value.kind == "output"
 
 
 def test_values_up_to_float32s_largest_are_accepted() -> None:

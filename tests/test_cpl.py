@@ -62,6 +62,32 @@ def test_default_continuous_actor_has_a_fixed_variance() -> None:
     torch.testing.assert_close(w.T @ w, torch.eye(3), atol=1e-5, rtol=0)
 
 
+def test_agent_cpl_has_the_reference_defaults() -> None:
+    """``agent=cpl`` as composed for a run: the values of the reference's configs/mw_state_dense/cpl.yaml
+    (github.com/jhejna/cpl): alpha 0.1, contrastive bias 0.5, no BC term, 200k BC steps and a 10k-step warm-up
+    of 500k, Adam 1e-4, batch of 96 pairs, a tanh actor of 512x512 with dropout 0.25 and orthogonal init."""
+    import gymnasium as gym
+    import torch
+
+    from agents.offline.nets import DeterministicPolicy, Dropout
+    from experiments.cli import check_composes
+
+    node = check_composes(["env=hopper", "agent=cpl"]).agent
+    expected = {"alpha": 0.1, "bias": 0.5, "bc_weight": 0.0, "bc_steps": None, "bc_fraction": 0.4, "warmup_fraction": 0.02,
+                "learning_rate": 1e-4, "dropout": 0.25, "actor": "deterministic", "ortho_init": True, "batch_size": 96}  # fmt: skip
+    assert {k: node[k] for k in expected} == expected and list(node.hidden) == [512, 512]
+    kwargs = {k: v for k, v in node.items() if k not in ("name", "_target_", "preferences")}
+    agent = CPL(gym.spaces.Box(-1, 1, (11,)), gym.spaces.Box(-1, 1, (3,)), **kwargs)
+    assert isinstance(agent.actor, DeterministicPolicy) and agent.batch_size == 96
+    assert [m.p for m in agent.actor.modules() if isinstance(m, Dropout)] == [0.25, 0.25]
+    assert [m.out_features for m in agent.actor.modules() if isinstance(m, torch.nn.Linear)] == [512, 512, 3]
+    agent.budget = 500_000  # the reference's run: BC for 200k steps, then a 10k-step linear warm-up from lr / 10k
+    assert agent.bc_steps == 200_000
+    assert [agent.learning_rate_at(s) for s in (199_999, 200_000, 204_999, 209_999, 300_000)] == pytest.approx(
+        [1e-4, 1e-8, 0.5e-4, 1e-4, 1e-4]
+    )
+
+
 def test_bc_phase_then_a_fresh_optimiser_and_a_warm_up(root: Path) -> None:  # noqa: F811
     """The reference: BC for the first 40% of the steps, then Adam restarted and the rate warmed up linearly."""
     _mixed_cartpole(root)

@@ -163,6 +163,7 @@ def _mixed_cartpole(root: Path) -> None:
     )
 
 
+@pytest.mark.slow  # a learning check (~11 s); test_offline_learning.py's expectile tests stay in the default suite
 def test_iql_filters_mixed_data_that_bc_imitates(root: Path) -> None:
     """On half expert, half random transitions, BC copies the mixture; IQL's advantage weights keep the expert."""
     _mixed_cartpole(root)

@@ -160,6 +160,23 @@ def test_cpl_learns_the_good_actions_from_preferences(tmp_path: Path, bc_trackin
     assert tracking_error(agent) < 0.3 < bc_tracking_error - 0.05
 
 
+def test_agent_iql_has_the_papers_defaults_and_the_tests_use_them() -> None:
+    """``agent=iql`` as composed for a run: the paper's MuJoCo settings (CORL's iql.py), and the same values as
+    the class's own defaults, which the learning tests above build on (so they test what a run gets)."""
+    import inspect
+
+    from experiments.cli import check_composes
+
+    node = check_composes(["env=hopper", "agent=iql"]).agent
+    paper = {"expectile": 0.7, "beta": 3.0, "gamma": 0.99, "polyak": 0.005, "learning_rate": 3e-4,
+             "actor_learning_rate": 3e-4, "max_steps": None, "reward_scale": "auto", "actor_dropout": None,
+             "batch_size": 256, "normalize_obs": True}  # fmt: skip
+    assert {k: node[k] for k in paper} == paper and list(node.hidden) == [256, 256]
+    defaults = {k: p.default for cls in reversed(IQL.__mro__) if "__init__" in vars(cls)
+                for k, p in inspect.signature(cls.__init__).parameters.items() if p.default is not p.empty}  # fmt: skip
+    assert {k: defaults[k] for k in paper} == paper and tuple(defaults["hidden"]) == (256, 256)
+
+
 # --- IQL's reward rules ---------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Offline agents' schedules after a resume with a larger budget (issue 17, fault 3).
+"""Schedules after a resume with a larger budget (issue 17, fault 3): offline agents' and stable-baselines3's.
 
 ``agent=iql ... steps=300``, then ``resume=RUN steps=600``, must continue on the schedule a fresh
 ``steps=600`` run has: IQL's cosine actor learning rate, CPL's BC phase, optimiser reset and warm-up.
@@ -104,6 +104,7 @@ def test_resume_with_a_larger_budget_continues_the_fresh_runs_schedule(
         assert max(lr for lr, _ in after.seen.values()) <= 3e-4 * 0.5 * (1 + np.cos(np.pi * stop / 600)) + 1e-12
 
 
+@pytest.mark.slow  # ~17 s through run.py; the in-process resume tests above check the same schedules
 def test_run_py_resume_with_a_larger_budget_logs_the_fresh_runs_learning_rates(
     datasets: Path, run_cli: Any, tmp_path: Path
 ) -> None:
@@ -120,3 +121,84 @@ def test_run_py_resume_with_a_larger_budget_logs_the_fresh_runs_learning_rates(
     later = [s for s in straight if s > 300]
     assert later and all(s in resumed for s in later)
     np.testing.assert_allclose([resumed[s] for s in later], [straight[s] for s in later], rtol=1e-6)
+
+
+# --- stable-baselines3's schedules ------------------------------------------------------------------
+
+
+def _sb3_updates(agent: Any) -> list[tuple[int, float, float]]:
+    """Records, at every update of ``agent``'s SB3 model, the step, SB3's progress clock and the learning rate set."""
+    model, seen = agent.model, []
+    original = model._update_learning_rate
+
+    def update_learning_rate(optimizers: Any) -> None:
+        original(optimizers)
+        first = optimizers[0] if isinstance(optimizers, list) else optimizers
+        seen.append((model.num_timesteps, model._current_progress_remaining, first.param_groups[0]["lr"]))
+
+    model._update_learning_rate = update_learning_rate
+    return seen
+
+
+class _StopAt:
+    """Stops training after step ``stop`` (``None``: at the budget)."""
+
+    def __init__(self, stop: int | None) -> None:
+        self.stop = stop
+
+    def on_step(self, n: int) -> bool:
+        return n != self.stop
+
+    def on_log(self, n: int, values: Mapping[str, float]) -> None:
+        pass
+
+
+PPO_LIN = {"learning_rate": "lin_1e-3", "n_steps": 32, "batch_size": 32, "n_epochs": 1}
+SAC_LIN = {"learning_rate": "lin_1e-3", "learning_starts": 8, "batch_size": 8, "buffer_size": 200}
+DQN_LIN = {**SAC_LIN, "train_freq": 4}  # (the same progress clock drives its exploration rate)
+
+
+@pytest.mark.parametrize(
+    ("algo", "env", "hyperparams", "stop", "budget"),
+    [
+        ("PPO", "cartpole", {**PPO_LIN, "clip_range": "lin_0.2"}, 128, 256),
+        ("PPO", "cartpole", PPO_LIN, 100, 256),
+        ("SAC", "pendulum", SAC_LIN, 45, 128),
+        ("DQN", "cartpole", DQN_LIN, 44, 128),
+    ],
+    ids=["ppo-finished", "ppo-interrupted", "sac-interrupted", "dqn-interrupted"],
+)
+def test_sb3_linear_schedules_after_resume_follow_the_fresh_runs(
+    algo: str, env: str, hyperparams: dict[str, Any], stop: int, budget: int, tmp_path: Path
+) -> None:
+    """``lin_<x>`` with ``steps=B/2`` (finished, or interrupted), then a resume with ``steps=B``: every later update
+    uses the progress, hence learning rate (and PPO's clip range), of a fresh ``steps=B`` run at that step. SB3
+    measures progress against the total of the resumed ``learn`` call; giving it the budget instead of the
+    remainder, or keeping the first run's total, would stretch or shrink the schedule."""
+    from agents.sb3 import SB3Agent
+
+    def agent() -> Any:
+        return SB3Agent(algo, reward_venv(env, EnvReward()), seed=0, device="cpu", hyperparams=hyperparams)
+
+    first = agent()
+    first.train(budget // 2, _StopAt(stop))
+    assert first.num_steps == stop
+    first.save(tmp_path / "ckpt")
+    resumed = agent()
+    resumed.load(tmp_path / "ckpt")
+    after = _sb3_updates(resumed)
+    resumed.train(budget, _StopAt(None))
+    fresh = agent()
+    straight = _sb3_updates(fresh)
+    fresh.train(budget, _StopAt(None))
+
+    steps, progress, lr = (np.array(x) for x in zip(*after, strict=True))
+    assert steps.min() > stop and steps.max() > budget - 32 and len(steps) >= 4  # (PPO: no update in a cut rollout)
+    np.testing.assert_allclose(progress, 1.0 - steps / budget, atol=1e-12)  # the fresh run's clock, not the first run's
+    np.testing.assert_allclose(lr, 1e-3 * progress, rtol=1e-9)
+    fresh_at = {t: (p, r) for t, p, r in straight}
+    common = [i for i, t in enumerate(steps) if t in fresh_at]  # PPO: none after an interruption (rollouts shifted)
+    assert len(common) == (len(steps) if stop % 32 == 0 or algo != "PPO" else 0)
+    np.testing.assert_allclose([lr[i] for i in common], [fresh_at[int(steps[i])][1] for i in common], rtol=1e-9)
+    for a in (first, resumed, fresh):
+        a.close()

@@ -109,13 +109,16 @@ def test_vlm_teacher_maps_clip_scores_to_labels() -> None:
     "extra",
     [
         ["reward/model=cnn"],
-        [
-            "reward/teacher=clip",
-            "reward.teacher.goal=a pole standing upright",
-            "reward.teacher.model=rewardlab-tiny",
-            "reward.teacher.pretrained=null",
-            "reward.teacher.stride=5",
-        ],
+        pytest.param(
+            [
+                "reward/teacher=clip",
+                "reward.teacher.goal=a pole standing upright",
+                "reward.teacher.model=rewardlab-tiny",
+                "reward.teacher.pretrained=null",
+                "reward.teacher.stride=5",
+            ],
+            marks=pytest.mark.slow,  # ~24 s; the CLIP teacher's labels are unit-tested in test_clip.py
+        ),
     ],
     ids=["cnn", "clip-teacher"],
 )
@@ -152,6 +155,7 @@ def test_online_preferences_over_frames(run_cli, tmp_path: Path, extra: list[str
     assert float(rows[-1]["labels"]) == 20 and 0 <= float(rows[-1]["reward_model_accuracy_all"]) <= 1
 
 
+@pytest.mark.slow  # ~12 s of rendering
 def test_frames_kept_within_the_memory_budget() -> None:
     frame_bytes = 40 * 40 * 3
     provider = PreferenceReward(
@@ -177,6 +181,7 @@ def test_off_policy_agents_refuse_an_online_frame_reward() -> None:
         PreferenceReward(model="transformer")
 
 
+@pytest.mark.slow  # ~25 s: collect with frames, cut pairs, train a CNN offline
 def test_offline_reward_model_on_frames_from_a_preference_file(
     run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]

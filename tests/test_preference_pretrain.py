@@ -157,6 +157,17 @@ def test_sacs_buffer_holds_the_current_exploration_reward_then_the_learned_one(t
     venv.close()
 
 
+def test_pretraining_is_on_by_default_with_pebbles_k() -> None:
+    """``reward=preference`` is PEBBLE with SAC (PrefPPO with PPO): state-entropy pre-training, k = 5 (PEBBLE's topK);
+    a preference file (offline, learned at once) has nothing to pre-train for."""
+    from experiments.builders import build_reward
+    from experiments.cli import check_composes
+
+    provider = build_reward(check_composes(["env=pendulum", "agent=sac", "reward=preference"]).reward)
+    assert provider.pretrain and provider.exploration.k == 5
+    assert not PreferenceReward(pairs="prefs.npz").pretrain
+
+
 def test_without_pretraining_the_reward_is_zero_before_the_first_round() -> None:
     provider = PreferenceReward(pretrain=False, every=10**9, first_after=10**9)
     venv = reward_venv("pendulum", provider, observe=True)

@@ -130,18 +130,23 @@ def test_memory_optimised_sampling_bootstraps_from_the_real_last_observation() -
     env.close()
 
 
-def test_sb3s_own_memory_optimised_buffer_is_refused_for_a_learned_reward() -> None:
+@pytest.mark.parametrize("given", ["class", "config"])  # a config names it "package.module:Class"
+def test_sb3s_own_memory_optimised_buffer_is_refused_for_a_learned_reward(given: str) -> None:
     from stable_baselines3.common.buffers import ReplayBuffer
 
     env = _venv("pendulum", Recorder())
     hyper = {
         "buffer_size": 100,
         "optimize_memory_usage": True,
-        "replay_buffer_class": ReplayBuffer,
+        "replay_buffer_class": ReplayBuffer if given == "class" else "stable_baselines3.common.buffers:ReplayBuffer",
         "replay_buffer_kwargs": {"handle_timeout_termination": False},
     }
     with pytest.raises(ConfigError, match="keeps no next observation at episode ends"):
         SB3Agent("SAC", env, reward=Recorder(), seed=0, device="cpu", hyperparams=hyper)
+    if given == "config":
+        hyper["replay_buffer_class"] = "stable_baselines3.buffers:Nope"
+        with pytest.raises(ConfigError, match=r"replay_buffer_class='stable_baselines3.buffers:Nope' cannot be imported"):
+            SB3Agent("SAC", env, seed=0, device="cpu", hyperparams=hyper)
     env.close()
 
 

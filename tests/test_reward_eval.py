@@ -112,6 +112,9 @@ def test_epic_known_answers() -> None:
 )
 def test_epic_matches_a_direct_implementation_of_the_definition(name: str, other) -> None:
     data, coverage = _random_transitions(200, seed=3), _random_transitions(60, seed=4)
+    # the coverage's next states follow its actions, as a policy's data do, while EPIC draws A and S' independently
+    # (Def. 4.1: S' ~ D_S, A ~ D_A): pairing each sampled action with its own transition's next state shows here
+    coverage.next_obs[:, :2] = 2.0 * coverage.action + 0.1 * coverage.next_obs[:, :2]
     expected = _epic_by_definition(_base, other, data, coverage, GAMMA)
     # the sample-based estimate (1024 (A, S') samples per expectation) agrees with the exact value
     got = distance.epic_distance(_base, other, data, coverage, gamma=GAMMA, samples=1024, seed=0)

@@ -130,8 +130,8 @@ class _Reader:
                 shm.ctrl[SLEEPING] = 0
                 return None
             polls += 1
-            if polls % 64 == 0:
-                os.sched_yield()  # when runs share cores, let a runnable process have this one
+            if polls % 16 == 0:
+                os.sched_yield()  # when runs share cores, let a runnable process (the trainer) have this one
             if shm is None or polls % 8 == 0 or time.perf_counter() > spin_until:
                 frame = self._frame()
                 if frame is None and self._fill():
@@ -421,7 +421,8 @@ class _OutputError(Exception):  # the program returned something unusable (kind 
 
 TICKS_PER_LIMIT = 10
 _calling = {"on": False, "ticks": 0}
-_state: dict = {"spent": False, "shm": None}
+_state: dict = {"spent": False, "shm": None, "names": None}  # names: the component names last checked
+FLOAT64 = np.dtype(np.float64)
 
 
 def _on_tick(signum: int, frame: object) -> None:
@@ -455,13 +456,20 @@ def _run(fn, args: list[np.ndarray], n: int) -> list[tuple[str, np.ndarray]]:  #
             reward, components = out, {}
         if len(components) > MAX_COMPONENTS:
             raise _OutputError(f"{len(components)} components; at most {MAX_COMPONENTS} are allowed")
+        names = tuple(components)
+        if names != _state["names"]:  # a program returns the same names call after call: check them once
+            for name in names:
+                if not isinstance(name, str) or not COMPONENT_NAME.fullmatch(name):
+                    raise _OutputError(
+                        f"component name {name!r:.80} is not allowed: names are 1-64 letters, digits, '_', '.' "
+                        "or '-' (they become column names in metrics.csv)"
+                    )
+            _state["names"] = names
         outputs: list[tuple[str, np.ndarray]] = []
-        for name, value in [("reward", reward), *components.items()]:
-            if not isinstance(name, str) or (outputs and not COMPONENT_NAME.fullmatch(name)):
-                raise _OutputError(
-                    f"component name {name!r:.80} is not allowed: names are 1-64 letters, digits, '_', '.' "
-                    "or '-' (they become column names in metrics.csv)"
-                )
+        for name, value in zip(("reward", *names), (reward, *components.values()), strict=True):
+            if type(value) is np.ndarray and value.dtype is FLOAT64 and value.shape == (n,):
+                outputs.append((name, value))  # the usual case, already what the trainer reads
+                continue
             try:
                 arr = np.asarray(value, dtype=np.float64)
             except (TypeError, ValueError) as exc:

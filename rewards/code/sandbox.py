@@ -14,11 +14,13 @@ Guaranteed by the kernel (x86_64 Linux with user namespaces, e.g. this project's
 a trainer running as root (the worker becomes ``nobody``) or as a normal user alike:
 
 * **System calls are an allow-list** (seccomp, installed before the program's first line): read,
-  write and close on the descriptors the worker already holds (its two pipes and its log file,
-  nothing else stays open), memory mapping, futex, select/poll, clocks and sleeps, its own signal
-  handlers and mask, exit. Every other call fails with EPERM (other ABIs kill it), so no file is
-  opened, created, changed, chmod-ed, stat-ed or given extended attributes; no socket, process,
-  thread, signal to any process, SysV or POSIX IPC object, ``prlimit``, priority, scheduling or
+  write and close on the descriptors the worker already holds (its two pipes, its log file as
+  stdout and stderr, ``/dev/null`` as stdin; nothing else stays open), memory mapping, futex,
+  select/poll, clocks and sleeps, random bytes, its own ids, signal handlers and mask, yielding,
+  exit (``_worker.ALLOWED_SYSCALLS_X86_64``, 34 calls). Every other call fails with EPERM (other
+  ABIs kill it), calls later kernels add included, so no file is opened, created, changed,
+  chmod-ed, stat-ed or given extended attributes; no socket, process, thread, signal to any
+  process (itself included), SysV or POSIX IPC object, ``prlimit``, priority, scheduling or
   affinity change, timer, inotify watch, mount or namespace call, io_uring or ``fallocate``.
 * **Its own namespaces**: new PID, IPC and network namespaces (through a new user namespace when
   not root). The worker is PID 1 of its PID namespace and sees no other process: not the trainer,
@@ -34,7 +36,8 @@ a trainer running as root (the worker becomes ``nobody``) or as a normal user al
   trainer loads the program into a fresh one between two calls; about ``cpu_s_per_call + 1`` s
   later (whole seconds) the kernel kills it.
 * **Secrets in the environment**: the worker starts with an empty environment (only thread-count
-  variables), so ``OPENAI_API_KEY`` and friends never reach it; ``python -I`` ignores ``PYTHON*``.
+  variables and ``LC_ALL``), so ``OPENAI_API_KEY`` and friends never reach it; ``python -I``
+  ignores ``PYTHON*``. Its scratch directory is its working directory, but it cannot open it.
 
 Guaranteed by the trainer, whatever the worker sends (it trusts nothing that comes back):
 
@@ -43,8 +46,10 @@ Guaranteed by the trainer, whatever the worker sends (it trusts nothing that com
   or dies ends as one :class:`SandboxError` naming the reason, and is killed. Nothing it writes
   raises anything else in the trainer or grows its memory without bound; the trainer never
   unpickles: replies are a JSON header and raw float64 bytes, validated field by field. Batches
-  travel through a sealed memfd (``SHM_BYTES``) only the two processes map; the trainer copies the
-  outputs out before checking them and never reads its own inputs back.
+  travel through a sealed memfd (``SHM_BYTES``) that only the trainer and the worker map (and the
+  keeper, which runs no program code); the trainer copies the outputs out before checking them
+  and never reads its own inputs back. The flag by which the worker asks for a wake-up only
+  decides whether the trainer sends one (never blocking) message.
 * **Outputs**: the reward and every component are ``(batch,)``, finite and within float32's range
   (they are summed into episode returns and logged); component names are 1-64 characters of
   ``[A-Za-z0-9_.-]``; at most ``MAX_COMPONENTS`` components.
@@ -55,6 +60,9 @@ Guaranteed by the trainer, whatever the worker sends (it trusts nothing that com
   call does not return; a CPU timer in the worker (``cpu_s_per_call``) gives Python-level loops a
   clear message first.
 
+``tests/test_code_sandbox.py`` and ``tests/test_code_sandbox_user.py`` attack each guarantee above
+with the trainer as root and as a normal user (and seccomp and the namespaces each alone).
+
 A courtesy, not a boundary: the static contract (:mod:`rewards.code.contract`: named public numpy
 modules, numpy's own objects) and the Python audit hook in the worker give clear messages for
 the common forms; the kernel layers above hold without them (the tests switch the hook off).
@@ -62,14 +70,20 @@ the common forms; the kernel layers above hold without them (the tests switch th
 Not guaranteed:
 
 * CPU and memory *bandwidth*: a program may use its whole CPU budget and slow training that much;
-  between calls it may spin until the next call's deadline or its lifetime CPU limit.
+  between calls it may spin until the next call's deadline or its lifetime CPU limit. With
+  ``spin_s > 0`` an honest worker also keeps a core busy between the batches of a rollout.
 * Kernel vulnerabilities reachable through the allowed system calls; this is a process sandbox,
   not a virtual machine. Side channels (timing, cache) are not addressed. Linux lets the
   ``uretprobe``/``uprobe`` calls past any seccomp filter by design: outside a probe they fail or
   kill the caller itself.
-* The seccomp layer exists on x86_64 only; elsewhere, and where user namespaces are disabled, the
-  remaining layers apply, and :attr:`Sandbox.layers` (recorded in ``reward_program.json``) says
-  which ones are in force.
+* The seccomp layer exists on x86_64 only; elsewhere, and where a normal user may not create user
+  namespaces (a sysctl or a container can forbid it), the remaining layers apply, and
+  :attr:`Sandbox.layers` (recorded in ``reward_program.json``) says which ones are in force. The
+  filter checks call numbers, not arguments: whatever the allowed calls can do to the process
+  itself (map executable memory, wait on futexes in the shared block) it can do.
+* Shielding the program: processes outside any sandbox that run as the worker's user (``nobody``
+  when the trainer is root, yours otherwise) can still signal or trace the worker. The sandbox
+  keeps the program in; it does not protect it from the machine.
 * What the program writes into its own reply: it computes the reward, so a *wrong* reward (code
   that runs cleanly but rewards the wrong behaviour) is the research question, not a security one.
 """
@@ -193,7 +207,7 @@ class Sandbox:
     _ctrl: np.ndarray | None  # (DATA_AT // 8,) int64 control slots
     _inputs: list[np.ndarray]  # views where the next batch's obs, action, next_obs go
     _out: np.ndarray | None  # float64 view of the worker's outputs
-    _layout_key: tuple[tuple[str, tuple[int, ...]], ...] | None  # dtypes and shapes of the laid-out batch
+    _layout_key: tuple[Any, ...] | None  # dtypes and shapes of the laid-out batch (obs, action, next_obs)
     _names: list[str]  # output names of the last shared-memory reply ("reward" first)
     _names_version: int
     _seq: int
@@ -354,7 +368,8 @@ class Sandbox:
         """
         if self._source is None:
             raise RuntimeError("Sandbox.call before Sandbox.load")
-        if self._recycle or not self.alive:  # spent its lifetime CPU, or stopped: a fresh worker
+        proc = self._proc  # no system call here: a worker stopped by this class has its returncode set
+        if self._recycle or proc is None or proc.returncode is not None:  # spent its lifetime CPU, or stopped
             self.restarts += int(self._recycle)
             self._restart()
             self.load(self._source, self._filename)
@@ -404,7 +419,8 @@ class Sandbox:
         """Lay the batch out in shared memory (telling the worker when the layout changes); False if it cannot."""
         if self._mm is None:
             return False
-        key = tuple((a.dtype.str, a.shape) for _, a in arrays)
+        (_, a), (_, b), (_, c) = arrays
+        key = (a.dtype, a.shape, b.dtype, b.shape, c.dtype, c.shape)
         if key == self._layout_key:
             return True
         if any(a.dtype.kind not in "biuf" for _, a in arrays):
@@ -441,10 +457,13 @@ class Sandbox:
         if ctrl[SLEEPING]:  # the worker's word: at worst a wake-up too many, never a blocked write
             self._wake()
         spin_until = time.perf_counter() + self.limits.spin_s
-        deadline, nap = None, 5e-5
+        deadline, nap, spins = None, 5e-5, 0
         cap = FRAME.size + MAX_HEADER + (MAX_COMPONENTS + 1) * n * 8  # the largest honest pipe reply
         while ctrl[REPLY] != seq:
             if time.perf_counter() < spin_until:
+                spins += 1
+                if spins % 8 == 0:  # when processes share a core, the worker may be waiting for this one
+                    os.sched_yield()
                 continue
             deadline = deadline or time.monotonic() + self.limits.wall_s_per_call
             left = deadline - time.monotonic()
@@ -488,8 +507,8 @@ class Sandbox:
 
     def _finish(self, names: list[str], values: np.ndarray, n: int) -> RewardOutput:
         """Refuse non-finite and out-of-range values, naming the output and the batch index."""
-        ok = np.abs(values) <= BOUND  # False for NaN and inf too
-        if not ok.all():
+        if values.size and not float(np.abs(values).max()) <= BOUND:  # NaN fails the comparison too
+            ok = np.abs(values) <= BOUND
             row, i = (int(x[0]) for x in np.nonzero(~ok))
             value = values[row, i]
             what = "the reward" if row == 0 else f"component {names[row]!r}"
@@ -548,8 +567,9 @@ class Sandbox:
         head_len, payload_len = FRAME.unpack(self._read(FRAME.size, deadline, what))
         if head_len > MAX_HEADER or payload_len > max_payload:
             self._malformed(what, f"an oversized reply ({head_len} + {payload_len} bytes)")
+        head = self._read(head_len, deadline, what)  # outside the try: its SandboxError is a ValueError too
         try:
-            header = json.loads(self._read(head_len, deadline, what))
+            header = json.loads(head)
         except (ValueError, RecursionError):
             header = None
         if not isinstance(header, dict):
