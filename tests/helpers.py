@@ -11,6 +11,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from rewards.base import RewardProvider
+    from rewards.preference.segments import Segments
     from rewards.wrapper import RewardVecEnv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,3 +83,28 @@ def offline_agent(cls: type, env: RewardVecEnv, dataset: str | None = None, seed
     if dataset is not None:
         data = build_dataset({"_target_": "envs.data.load", "dataset_id": dataset, "root": None, "labels": labels}, env.provider)
     return build_agent(node, env, env.provider, seed, "cpu", dataset=data)
+
+
+def random_segments(
+    rewards: np.ndarray,
+    components: dict[str, np.ndarray] | None = None,
+    seed: int = 0,
+    mask: np.ndarray | None = None,
+    obs_dim: int = 4,
+    act_dim: int = 2,
+) -> Segments:
+    """Segments with the given ``(n, length)`` true rewards and random observations and actions in ``[-1, 1]``."""
+    from rewards.preference.segments import Segments
+
+    n, h = rewards.shape
+    rng = np.random.default_rng(seed)
+    return Segments(
+        obs=rng.normal(size=(n, h, obs_dim)).astype(np.float32),
+        actions=rng.uniform(-1, 1, size=(n, h, act_dim)).astype(np.float32),
+        next_obs=rng.normal(size=(n, h, obs_dim)).astype(np.float32),
+        true_rewards=rewards.astype(np.float32),
+        episode=np.zeros(n, np.int64),
+        start=np.zeros(n, np.int64),
+        components=components or {},
+        mask=mask,
+    )

@@ -12,24 +12,12 @@ import torch
 from envs.data import Episodes
 from envs.errors import ConfigError
 from rewards.preference.model import RewardEnsemble, train_reward_model
-from rewards.preference.segments import EQUAL, LEFT, RIGHT, SKIP, PreferencePairs, Segments, cut_segments
+from rewards.preference.segments import EQUAL, LEFT, RIGHT, SKIP, PreferencePairs, cut_segments
 from rewards.preference.teachers import HierarchicalTeacher, SyntheticTeacher, myopic_returns
+from tests.helpers import random_segments
 
-OBS_DIM, ACT_DIM = 4, 2
-
-
-def _segments(rewards: np.ndarray, components: dict[str, np.ndarray] | None = None, seed: int = 0) -> Segments:
-    n, h = rewards.shape
-    rng = np.random.default_rng(seed)
-    return Segments(
-        obs=rng.normal(size=(n, h, OBS_DIM)).astype(np.float32),
-        actions=rng.uniform(-1, 1, size=(n, h, ACT_DIM)).astype(np.float32),
-        next_obs=rng.normal(size=(n, h, OBS_DIM)).astype(np.float32),
-        true_rewards=rewards.astype(np.float32),
-        episode=np.zeros(n, np.int64),
-        start=np.zeros(n, np.int64),
-        components=components or {},
-    )
+OBS_DIM, ACT_DIM = 4, 2  # as tests.helpers.random_segments draws them
+_segments = random_segments
 
 
 def _data(lengths: list[int], seed: int = 0) -> Episodes:

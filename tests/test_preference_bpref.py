@@ -14,22 +14,10 @@ from rewards.preference.model import RewardEnsemble, bootstrap_indices, train_re
 from rewards.preference.provider import select_queries
 from rewards.preference.segments import EQUAL, LEFT, RIGHT, SKIP, PreferencePairs, Segments
 from rewards.preference.teachers import SyntheticTeacher
+from tests.helpers import random_segments
 
-OBS_DIM, ACT_DIM = 4, 2
-
-
-def _segments(rewards: np.ndarray, seed: int = 0, mask: np.ndarray | None = None) -> Segments:
-    n, h = rewards.shape
-    rng = np.random.default_rng(seed)
-    return Segments(
-        obs=rng.normal(size=(n, h, OBS_DIM)).astype(np.float32),
-        actions=rng.uniform(-1, 1, size=(n, h, ACT_DIM)).astype(np.float32),
-        next_obs=rng.normal(size=(n, h, OBS_DIM)).astype(np.float32),
-        true_rewards=rewards.astype(np.float32),
-        episode=np.zeros(n, np.int64),
-        start=np.zeros(n, np.int64),
-        mask=mask,
-    )
+OBS_DIM, ACT_DIM = 4, 2  # as tests.helpers.random_segments draws them
+_segments = random_segments
 
 
 def _ensemble(members: int = 3, seed: int = 0, output: str = "linear") -> RewardEnsemble:
