@@ -2,7 +2,7 @@
 """Sandboxed reward code vs the same program run in-process, batched over vector envs.
 
     python benchmarks/code_sandbox_throughput.py [--envs cartpole halfcheetah] [--n-envs 8]
-                                                 [--calls 3000] [--steps 1000] [--repeats 3]
+                                                 [--calls 3000] [--steps 1000] [--repeats 5]
 
 For each env's shipped program (``rewards/code/programs/``):
 
@@ -14,7 +14,7 @@ For each env's shipped program (``rewards/code/programs/``):
 2. **Training-loop throughput**: ``--n-envs`` envs stepped with random actions through the reward
    wrapper (what an SB3 agent's rollout collection does, minus the network), with the program
    in-process vs ``reward=code``: the median throughput of ``--repeats`` runs of ``--steps``
-   steps, and the throughput of the median step (which leaves out the steps in which another
+   steps (the two sides' runs alternate), and the throughput of the median step (which leaves out the steps in which another
    process held a core the two processes needed).
 
 Ratios are sandbox throughput / in-process throughput (1.0 = free). Targets: the env loop
@@ -117,22 +117,31 @@ def bench(env_name: str, n_envs: int, calls: int, steps: int, repeats: int) -> d
         actions = rng.integers(0, space.n, (steps + 50, n_envs))
     else:
         actions = rng.uniform(space.low, space.high, (steps + 50, n_envs, *space.shape)).astype(np.float32)
+    # both loops built first, then run alternately (in process, sandbox, in process, ...) so that a
+    # drift in the machine's speed over the run (frequency, another job) falls on both sides alike
+    loops = {}
     for key, provider in (("loop_in_process", InProcess(source)), ("loop_sandbox", CodeReward(source=str(path)))):
         venv = RewardVecEnv(make_vec_env(env_cfg, n_envs, seed=0), provider)
         venv.reset()
+        loops[key] = (venv, [], [])  # the env, each step's wall time, each repeat's throughput
 
-        step_s: list[float] = []  # each step's wall time
+    def loop(k: int, venv: RewardVecEnv, step_s: list[float]) -> None:
+        clock = time.perf_counter
+        for t in range(k):
+            t0 = clock()
+            venv.step(actions[t])
+            step_s.append(clock() - t0)
 
-        def loop(k: int, venv: RewardVecEnv = venv, step_s: list[float] = step_s) -> None:
-            clock = time.perf_counter
-            for t in range(k):
-                t0 = clock()
-                venv.step(actions[t])
-                step_s.append(clock() - t0)
-
-        loop(50)
+    for venv, step_s, _ in loops.values():
+        loop(50, venv, step_s)  # warm-up
         step_s.clear()
-        out[f"{key}_env_steps_per_s"] = n_envs * _median_rate(loop, steps, repeats)
+    for _ in range(repeats):
+        for venv, step_s, rates in loops.values():
+            t = time.perf_counter()
+            loop(steps, venv, step_s)
+            rates.append(n_envs * steps / (time.perf_counter() - t))
+    for key, (venv, step_s, rates) in loops.items():
+        out[f"{key}_env_steps_per_s"] = statistics.median(rates)
         out[f"{key}_typical_env_steps_per_s"] = n_envs / statistics.median(step_s)
         venv.close()
     return out
@@ -144,7 +153,7 @@ def main() -> None:
     parser.add_argument("--n-envs", type=int, default=8)
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     print(f"reward code: in-process vs sandbox, batch {args.n_envs}, medians of {args.repeats}; {_load()}")
     for env_name in args.envs:
