@@ -186,7 +186,7 @@ def test_the_teacher_and_the_model_are_config_groups() -> None:
     assert isinstance(provider.teacher, HierarchicalTeacher) and provider.teacher.ranking == ["forward", "ctrl"]
     assert provider.teacher.mistake == 0.1
     assert isinstance(provider.model_factory, CnnRewardModel) and provider.model_factory.channels == (4, 8, 8)
-    assert provider.needs == frozenset({"frame"}) and provider.rescale  # a model on frames: rescaled by default
+    assert provider.needs == frozenset({"frame"}) and not provider.rescale  # with pre-training on, rescaling hurt the CNN too (docs/figures.md)
 
     clip = check_composes(["reward=preference", "reward/teacher=clip", "reward.teacher.goal=a pole", "device=cpu"])
     assert clip.reward.teacher._target_.endswith(VlmTeacher.__name__) and clip.reward.teacher.device == "cpu"

@@ -166,8 +166,13 @@ def _latest_step(run: Path) -> int:
 
 
 def _start(run: Path, extra: list[str]) -> subprocess.Popen:
+    """A 4000-step run (10 ms per reward batch, so it can be interrupted), or ``extra=["resume=<run>"]``."""
     args = ["env=cartpole", "reward=fn", "reward.target=tests.helpers:slow_constant_one", "steps=4000"]
-    args += [f"hydra.run.dir={run}", "checkpoint.every=500", "eval.every=500", "env.max_episode_steps=50", *FAST, *extra]
+    args += [f"hydra.run.dir={run}", "checkpoint.every=500", "eval.every=500", "env.max_episode_steps=50", *FAST]
+    if extra and extra[0].startswith("resume="):
+        args = extra
+    else:
+        args += extra
     return subprocess.Popen(
         [sys.executable, str(REPO / "experiments" / "run.py"), *args],
         cwd=run.parent,
@@ -186,24 +191,9 @@ def _wait_for_checkpoint(proc: subprocess.Popen, run: Path, step: int) -> None:
         time.sleep(0.05)
 
 
-def test_killed_run_resumes_to_one_continuous_metrics_file(run_cli, tmp_path: Path) -> None:
-    run = tmp_path / "D"
-    proc = _start(run, [])
-    _wait_for_checkpoint(proc, run, 2000)
-    os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up
-    proc.wait()
-    killed_at = _latest_step(run)
-    assert 2000 <= killed_at < 4000 and not (run / "summary.json").exists()
-    out = run_cli("run.py", [f"resume={run}"])
-    assert out.returncode == 0, out.stderr
-    summary = _check_contract(run, 4000)
-    assert summary["resumes"] == 1
-    # 8 envs: evaluations at the first multiple of 8 at or after each multiple of 500
-    expected = [0, *(-(-k * 500 // 8) * 8 for k in range(1, 8)), 4000]
-    assert [int(r["step"]) for r in _rows(run / "metrics.csv")] == expected
-
-
-def test_sigterm_checkpoints_and_the_run_resumes(run_cli, tmp_path: Path) -> None:
+def test_interrupted_run_resumes_to_one_continuous_metrics_file(run_cli, tmp_path: Path) -> None:
+    """SIGTERM checkpoints and exits 143; SIGKILL leaves the last checkpoint; a running run refuses a
+    second writer; two resumes later metrics.csv is the one of an uninterrupted run."""
     run = tmp_path / "D"
     proc = _start(run, [])
     _wait_for_checkpoint(proc, run, 1000)
@@ -215,21 +205,25 @@ def test_sigterm_checkpoints_and_the_run_resumes(run_cli, tmp_path: Path) -> Non
     assert stopped >= 1000
     state = json.loads((run / "checkpoints" / f"step_{stopped:09d}" / "state.json").read_text())
     assert state["step"] == stopped
-    out = run_cli("run.py", [f"resume={run}"])
-    assert out.returncode == 0, out.stderr
-    _check_contract(run, 4000)
 
-
-def test_a_second_process_cannot_write_into_a_running_run(tmp_path: Path, run_cli) -> None:
-    run = tmp_path / "D"
-    proc = _start(run, [])
+    proc = _start(run, [f"resume={run}"])
     try:
-        _wait_for_checkpoint(proc, run, 500)
+        _wait_for_checkpoint(proc, run, max(2000, stopped + 500))
         out = run_cli("run.py", [f"resume={run}"])
         assert out.returncode == 2 and "is in use by pid" in out.stderr
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up
         proc.wait()
+    killed_at = _latest_step(run)
+    assert 2000 <= killed_at < 4000 and not (run / "summary.json").exists()
+
+    out = run_cli("run.py", [f"resume={run}"])
+    assert out.returncode == 0, out.stderr
+    summary = _check_contract(run, 4000)
+    assert summary["resumes"] == 2
+    # 8 envs: evaluations at the first multiple of 8 at or after each multiple of 500
+    expected = [0, *(-(-k * 500 // 8) * 8 for k in range(1, 8)), 4000]
+    assert [int(r["step"]) for r in _rows(run / "metrics.csv")] == expected
 
 
 def test_resume_refuses_changed_settings_and_finished_runs(run_cli, tmp_path: Path) -> None:
@@ -248,27 +242,20 @@ def test_resume_refuses_changed_settings_and_finished_runs(run_cli, tmp_path: Pa
 
 def test_rollout_reproduces_the_final_video(run_cli, tmp_path: Path) -> None:
     run = tmp_path / "D"
-    args = ["env=pendulum", "agent=sac", "steps=300", "agent.hyperparams.learning_starts=100", f"hydra.run.dir={run}"]
+    args = ["env=pendulum", "agent=sac", "steps=300", "agent.hyperparams.learning_starts=250", f"hydra.run.dir={run}"]
+    args += ["env.max_episode_steps=60", "env.render.width=64", "env.render.height=64"]
     assert run_cli("run.py", [*args, *FAST, "eval.every=300", "video.max_frames=1000"]).returncode == 0
     log = (run / "run.log").read_text()
     out = run_cli("rollout.py", [f"run={run}", "episodes=2"])
     assert out.returncode == 0, out.stderr
     table = json.loads((run / "videos" / "rollout_step_000000300.json").read_text())
-    assert [e["length"] for e in table["episodes"]] == [200, 200]
+    assert [e["length"] for e in table["episodes"]] == [60, 60]
     first = table["episodes"][0]
     assert f"true return {first['true_return']:.2f}" in log  # same seed, same policy -> same episode
     assert first["proxy_return"] == pytest.approx(first["true_return"], rel=1e-5)
     assert len(list((run / "videos").glob("rollout_step_000000300_ep*.mp4"))) == 2
     bad = run_cli("rollout.py", [f"run={run}", "checkpoint=step_9"])
     assert bad.returncode == 2 and "step_000000300" in bad.stderr
-
-
-def test_local_parallel_sweep(run_cli, tmp_path: Path) -> None:
-    out = run_cli("run.py", ["-m", "env=cartpole", "seed=0,1", "steps=320", "hydra.sweep.dir=S", *FAST])
-    assert out.returncode == 0, out.stderr
-    summaries = [json.loads(p.read_text()) for p in sorted((tmp_path / "S").glob("*/summary.json"))]
-    assert [s["seed"] for s in summaries] == [0, 1]
-    assert all(s["env"] == "cartpole" and s["steps"] == 320 for s in summaries)
 
 
 def test_submitit_local_sweep(run_cli, tmp_path: Path) -> None:

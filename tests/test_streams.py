@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -109,8 +110,9 @@ def test_a_masking_agent_masks_wherever_it_acts() -> None:
 
 
 def test_subprocess_envs_work_in_a_local_parallel_sweep(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Hydra's joblib launcher runs jobs in loky processes, whose default start method env processes
-    could not restore (fault 9: `env.vec=subproc` with -m crashed every job)."""
+    """A local parallel sweep (Hydra's joblib launcher) runs every job to its summary, also with env
+    processes: loky's default start method could not restore them (fault 9: `env.vec=subproc` with -m
+    crashed every job)."""
     sweep = tmp_path / "sweep"
     res = run_cli(
         "run.py",
@@ -120,3 +122,6 @@ def test_subprocess_envs_work_in_a_local_parallel_sweep(run_cli, tmp_path: Path)
     assert res.returncode == 0, res.stderr[-2000:]
     runs = sorted(p.parent.name for p in sweep.glob("*/summary.json"))
     assert len(runs) == 2 and all("env.vec=subproc" in name and "steps=256" in name for name in runs), runs
+    summaries = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
+    assert sorted(s["seed"] for s in summaries) == [0, 1]
+    assert all(s["env"] == "cartpole" and s["steps"] == 256 for s in summaries)

@@ -142,9 +142,8 @@ class PreferenceReward(LearnedReward):
         rescale: Divide the proxy by its mean absolute value on the kept transitions (measured after
             each retraining). Bradley-Terry fixes a reward only up to scale, and the scale grows with
             training; a positive factor changes no preference and no optimal policy. ``None``: the
-            model's default (``model.rescale``: on for the CNN, off for the MLP; on CartPole with PPO,
-            3-5 seeds: the CNN's reward without it collapsed every run, the MLP's learned less with
-            it; README figures).
+            model's default (``model.rescale``: off for the MLP and the CNN; on CartPole with PPO and
+            PEBBLE pre-training, 3-5 seeds, both learned less with it; ``docs/figures.md``).
         epochs, batch_size, lr: Reward-model training per round.
         pairs: A preference file (``experiments/prefs.py``) to learn from once, before anything else
             (offline: P-IQL = this reward model + ``agent=iql``); no online rounds then.
