@@ -23,8 +23,10 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _run(script: str, args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
+def _run(
+    script: str, args: list[str], cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
     env.pop("REWARDLAB_TRACEBACK", None)
     return subprocess.run(
         [sys.executable, str(REPO / "experiments" / script), *args],
