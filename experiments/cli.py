@@ -88,6 +88,11 @@ def _override_values(arg: str) -> tuple[str, list[str]] | None:
     return override.key_or_group, [] if value is None else [str(value)]
 
 
+def _plural(group: str) -> str:
+    """``env`` -> ``envs``, ``study`` -> ``studies``."""
+    return group[:-1] + "ies" if group.endswith("y") and group[-2:-1] not in "aeiou" else group + "s"
+
+
 def check_group_choices(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> None:
     """Check every config-group override of a command line against the config files that exist.
 
@@ -121,7 +126,7 @@ def check_group_choices(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> None:
         for value in values:
             if value not in valid and value != "null":
                 raise ConfigError(
-                    f"unknown {group} {value!r}; valid {group}s: {', '.join(valid)} (see experiments/conf/{group}/)"
+                    f"unknown {group} {value!r}; valid {_plural(group)}: {', '.join(valid)} (see experiments/conf/{group}/)"
                 )
 
 

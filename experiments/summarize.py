@@ -97,13 +97,16 @@ def _differing(runs: Sequence[dict[str, Any]]) -> list[str]:
     return out
 
 
-def table(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per group of runs that differ only in their seed (module docstring).
+def group_runs(summaries: Sequence[dict[str, Any]]) -> list[tuple[dict[str, Any], str, list[dict[str, Any]]]]:
+    """Runs grouped so that a group's runs differ only in their seed (module docstring).
+
+    Args:
+        summaries: From :func:`collect` (each with its flattened ``settings``).
 
     Returns:
-        Rows with the group's ``env, reward, agent, steps, dataset``, ``n``, ``seeds``, ``setting`` (the
-        other settings that tell this group apart, ``key=value`` joined by spaces, empty when none), and
-        ``<figure>_mean`` / ``<figure>_std`` across its runs for each figure.
+        ``(identity, setting, runs)`` per group, sorted: the group's ``env, reward, agent, steps,
+        dataset`` as a dict, the other settings that tell it apart (``key=value`` joined by spaces, empty
+        when none), and its runs.
     """
     base: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for s in summaries:
@@ -116,12 +119,26 @@ def table(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             values = tuple(r.get("settings", {}).get(k) for k in keys)
             groups[(*key, values)].append(r)
             labels[(*key, values)] = " ".join(f"{k}={v}" for k, v in zip(keys, values, strict=True))
+    return [
+        (dict(zip(KEY, group[: len(KEY)], strict=True)), labels[group], runs)
+        for group, runs in sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0]))
+    ]
+
+
+def table(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per group of runs that differ only in their seed (:func:`group_runs`).
+
+    Returns:
+        Rows with the group's ``env, reward, agent, steps, dataset``, ``n``, ``seeds``, ``setting`` (the
+        other settings that tell this group apart, ``key=value`` joined by spaces, empty when none), and
+        ``<figure>_mean`` / ``<figure>_std`` across its runs for each figure.
+    """
     rows = []
-    for group, runs in sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
-        row: dict[str, Any] = dict(zip(KEY, group[: len(KEY)], strict=True))
+    for identity, label, runs in group_runs(summaries):
+        row: dict[str, Any] = dict(identity)
         row["n"] = len(runs)
         row["seeds"] = " ".join(str(r.get("seed")) for r in sorted(runs, key=lambda r: r.get("seed", 0)))
-        row["setting"] = labels[group]
+        row["setting"] = label
         for fig in FIGURES:
             figures = [r[fig] for r in runs if r.get(fig) is not None]
             row[f"{fig}_mean"] = float(np.mean(figures)) if figures else None

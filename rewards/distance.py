@@ -1,4 +1,4 @@
-"""Comparing two rewards: Pearson and Spearman correlation, and the EPIC distance.
+"""Comparing two rewards: Pearson and Spearman correlation, the EPIC distance and STARC distances.
 
 EPIC (Gleave et al., 2021, "Quantifying Differences in Reward Functions") compares rewards up to
 potential shaping and positive rescaling. Each reward is first *canonicalised* over a coverage
@@ -10,18 +10,44 @@ which removes any shaping term ``gamma phi(s') - phi(s)`` (up to a constant that
 ignores); then ``D_EPIC = sqrt((1 - rho) / 2)`` with ``rho`` the Pearson correlation of the two
 canonical rewards over the evaluation transitions. ``D = 0``: the same reward up to shaping and
 rescaling; ``D = 1``: a negated one. Expectations use ``m`` joint samples ``(A_j, S'_j)`` from the
-coverage set, the same for both rewards, so a shaped copy's residual is an exact constant.
+coverage set, the same for both rewards, and the constant's ``S`` are the same ``S'_j`` in another
+order, so a shaped copy's canonical reward is exactly the original's (no residual constant). Providers
+compute in float32: a canonical reward whose every value is below ``1e-6`` of the reward's own largest
+magnitude (float32 rounding is ~1e-7) is set to zero, so a reward that is constant up to shaping is
+recognised as such (EPIC undefined, STARC's ``s = 0``) rather than compared as rounding noise.
 
 Rewards are functions on batches, ``reward_fn(obs, action, next_obs, next_frames) -> (batch,)``, so
 any provider can be compared once it can be evaluated on transitions that never happened (the
 env's own reward needs a closed form for that: the ``reward_fn`` of its env card, as numpy with
 ``envs.cards.numpy_fn(envs.cards.closed_forms(env_cfg)[0])``).
+
+STARC (Skalse et al., 2024, "STARC: A General Framework For Quantifying Differences Between Reward
+Functions", ICLR) is a family ``d(R1, R2) = m(s(R1), s(R2))`` of pseudometrics with
+``s(R) = c(R) / n(c(R))`` (``s(R) = c(R)`` when ``n(c(R)) = 0``): a *canonicalisation* ``c`` (linear;
+``c(R1) = c(R2)`` exactly when the rewards differ by potential shaping and S'-redistribution), a
+*norm* ``n`` and a *metric* ``m``. Here ``n`` is the L2 norm and ``m`` the L2 distance, and the
+distance is halved so that it lies in [0, 1] like EPIC's (``||s(R)|| = 1``, so ``m <= 2``):
+0 for rewards equal up to shaping and positive rescaling, 1 for a negated one, ``1/2`` between a
+constant reward (``s = 0``) and any other. Two canonicalisations:
+
+* ``"epic"``: EPIC's, above, with uniform distributions over states and actions;
+* ``"val"``: the paper's *value-adjusted levelling* under a policy ``pi`` (uniform here),
+  ``c(R)(s, a, s') = E_{S' ~ tau(s, a)}[R(s, a, S') - V^pi(s) + gamma V^pi(S')]``, i.e. the advantage
+  ``Q^pi(s, a) - V^pi(s)`` of ``R``; it needs the transition function, so it is exact on finite
+  (tabular) MDPs only (:func:`canonicalize_tabular`).
+
+:func:`starc_tabular` computes STARC exactly on a tabular reward ``(S, A, S')`` (the L2 norm over
+all ``(s, a, s')`` with equal weight). :func:`starc_distance` is the sample-based estimate for
+continuous spaces: EPIC's sample-based canonicalisation (the value-based one would need ``V^pi``
+learned) and the L2 norm and distance under the empirical distribution of the evaluation
+transitions (root mean square), halved.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -108,7 +134,9 @@ def canonicalize(
     n, m = len(data), int(samples)
     j_action = rng.integers(0, len(coverage), size=m)
     j_next = rng.integers(0, len(coverage), size=m)
-    k_state = rng.integers(0, len(coverage), size=m)
+    # S for the constant E[R(S, A, S')]: the S' samples in another order, so that a potential's mean over S and
+    # S' is the same number and a shaped copy's canonical reward differs by no constant at all (STARC's L2 sees constants)
+    k_state = j_next[rng.permutation(m)]
     frames = coverage.next_frames
 
     def pool_frames(idx: np.ndarray) -> np.ndarray | None:
@@ -125,7 +153,7 @@ def canonicalize(
     direct = call(data.obs, data.action, data.next_obs, data.next_frames)
     mean_all = call(coverage.next_obs[k_state], coverage.action[j_action], coverage.next_obs[j_next], pool_frames(j_next)).mean()
     if state_only:
-        return direct - mean_all  # f(s') + gamma mu - mu - gamma mu
+        return _rounding_to_zero(direct - mean_all, direct)  # f(s') + gamma mu - mu - gamma mu
 
     a_j, s_j, f_j = coverage.action[j_action], coverage.next_obs[j_next], pool_frames(j_next)
 
@@ -143,7 +171,17 @@ def canonicalize(
             out[start : start + b] = call(obs, act, nxt, frm).reshape(b, m).mean(1)
         return out
 
-    return direct + gamma * expectation(data.next_obs) - expectation(data.obs) - gamma * mean_all
+    return _rounding_to_zero(direct + gamma * expectation(data.next_obs) - expectation(data.obs) - gamma * mean_all, direct)
+
+
+#: A canonical reward smaller than this fraction of the reward's own magnitude is rounding error (module docstring).
+ROUNDING_RTOL = 1e-6
+
+
+def _rounding_to_zero(canonical: np.ndarray, direct: np.ndarray) -> np.ndarray:
+    """``canonical``, or zeros when all of it is below :data:`ROUNDING_RTOL` of ``max |direct|``."""
+    scale = float(np.abs(direct).max(initial=0.0))
+    return np.zeros_like(canonical) if float(np.abs(canonical).max(initial=0.0)) <= ROUNDING_RTOL * scale else canonical
 
 
 def epic_distance(
@@ -171,7 +209,113 @@ def epic_distance(
     Returns:
         The distance, or ``None`` if a canonical reward is constant (the distance is undefined).
     """
+    return pearson_distance(*_canonical_pair(reward_a, reward_b, data, coverage, gamma, samples, seed, state_only))
+
+
+def _canonical_pair(
+    reward_a: RewardFn,
+    reward_b: RewardFn,
+    data: Transitions,
+    coverage: Transitions | None,
+    gamma: float,
+    samples: int,
+    seed: int,
+    state_only: tuple[bool, bool],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both rewards canonicalised on ``data`` with the same coverage samples: two ``(n,)`` arrays."""
     coverage = data if coverage is None else coverage
     ca = canonicalize(reward_a, data, coverage, gamma, samples, np.random.default_rng(seed), state_only[0])
     cb = canonicalize(reward_b, data, coverage, gamma, samples, np.random.default_rng(seed), state_only[1])
-    return pearson_distance(ca, cb)
+    return ca, cb
+
+
+def standardize(canonical: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """STARC's ``s = c / n(c)`` with the (weighted) L2 norm; ``c`` itself (all zeros) when its norm is 0.
+
+    Args:
+        canonical: A canonical reward, any shape (``(n,)`` samples or an ``(S, A, S')`` table).
+        weights: Non-negative weights of the same shape summing to 1 (default: equal weights), so the
+            norm is the root mean square under that distribution.
+
+    Returns:
+        Float64 array of ``canonical``'s shape with norm 1 (or 0).
+    """
+    c = np.asarray(canonical, dtype=np.float64)
+    w = np.full(c.shape, 1.0 / max(c.size, 1)) if weights is None else np.asarray(weights, dtype=np.float64)
+    norm = float(np.sqrt((w * c * c).sum()))
+    scale = max(1.0, float(np.abs(c).max(initial=0.0)))
+    return c if norm <= 1e-12 * scale else c / norm
+
+
+def starc_from_canonical(ca: np.ndarray, cb: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Half the (weighted) L2 distance of two standardised canonical rewards: STARC in [0, 1] (module docstring)."""
+    sa, sb = standardize(ca, weights), standardize(cb, weights)
+    w = np.full(sa.shape, 1.0 / max(sa.size, 1)) if weights is None else np.asarray(weights, dtype=np.float64)
+    return float(min(1.0, 0.5 * np.sqrt((w * (sa - sb) ** 2).sum())))
+
+
+def starc_distance(
+    reward_a: RewardFn,
+    reward_b: RewardFn,
+    data: Transitions,
+    coverage: Transitions | None = None,
+    gamma: float = 0.99,
+    samples: int = 256,
+    seed: int = 0,
+    state_only: tuple[bool, bool] = (False, False),
+) -> float:
+    """Sample-based STARC distance in [0, 1]: EPIC canonicalisation, L2 norm and metric (module docstring).
+
+    Args: as :func:`epic_distance`.
+
+    Returns:
+        The distance; defined also for constant rewards (their standardised canonical reward is 0).
+    """
+    return starc_from_canonical(*_canonical_pair(reward_a, reward_b, data, coverage, gamma, samples, seed, state_only))
+
+
+def canonicalize_tabular(
+    reward: np.ndarray,
+    gamma: float,
+    kind: Literal["epic", "val"] = "val",
+    transitions: np.ndarray | None = None,
+) -> np.ndarray:
+    """Exact canonicalisation of a tabular reward (module docstring).
+
+    Args:
+        reward: ``(S, A, S')`` rewards ``R(s, a, s')``.
+        gamma: Discount, in [0, 1) for ``"val"`` (the value must exist).
+        kind: ``"epic"`` (uniform state and action distributions) or ``"val"`` (value-adjusted
+            levelling under the uniform policy; needs ``transitions``).
+        transitions: ``(S, A, S')`` transition probabilities ``tau(s' | s, a)`` (rows sum to 1).
+
+    Returns:
+        ``(S, A, S')`` float64 canonical reward (for ``"val"`` constant along ``s'``).
+    """
+    r = np.asarray(reward, dtype=np.float64)
+    if kind == "epic":
+        per_state = r.mean(axis=(1, 2))  # E[R(x, A, S')] for each x
+        return r + gamma * per_state[None, None, :] - per_state[:, None, None] - gamma * r.mean()
+    if transitions is None:
+        raise ValueError("the value-adjusted canonicalisation needs the transition probabilities")
+    tau = np.asarray(transitions, dtype=np.float64)
+    n_states, n_actions = r.shape[:2]
+    expected = (tau * r).sum(axis=2)  # (S, A): E[R(s, a, S')]
+    r_pi = expected.mean(axis=1)  # uniform policy
+    p_pi = tau.mean(axis=1)  # (S, S')
+    value = np.linalg.solve(np.eye(n_states) - gamma * p_pi, r_pi)
+    advantage = expected + gamma * tau @ value - value[:, None]  # Q^pi(s, a) - V^pi(s)
+    return np.broadcast_to(advantage[:, :, None], (n_states, n_actions, r.shape[2])).copy()
+
+
+def starc_tabular(
+    reward_a: np.ndarray,
+    reward_b: np.ndarray,
+    gamma: float,
+    kind: Literal["epic", "val"] = "val",
+    transitions: np.ndarray | None = None,
+) -> float:
+    """Exact STARC distance in [0, 1] between two ``(S, A, S')`` rewards (L2 norm and metric, equal weights)."""
+    ca = canonicalize_tabular(reward_a, gamma, kind, transitions)
+    cb = canonicalize_tabular(reward_b, gamma, kind, transitions)
+    return starc_from_canonical(ca, cb)

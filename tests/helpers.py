@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,25 @@ if TYPE_CHECKING:
     from rewards.wrapper import RewardVecEnv
 
 REPO = Path(__file__).resolve().parents[1]
+#: Debian's chromium and chromium-driver, for the tests that open a page in a real browser (None: absent).
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+def browser():  # type: ignore[no-untyped-def]
+    """A headless Chromium driven by Selenium (autoplay allowed; needs :data:`CHROMIUM` and :data:`DRIVER`)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--autoplay-policy=no-user-gesture-required",
+    ):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(DRIVER), options=opts)
 
 
 def csv_rows(path: Path) -> list[dict[str, str]]:

@@ -3,7 +3,6 @@ a click is saved at once, survives a server restart, and the reward-model traine
 
 from __future__ import annotations
 
-import shutil
 import threading
 from pathlib import Path
 
@@ -16,8 +15,8 @@ from experiments import collect
 from experiments.label import LabelSession, make_server
 from rewards.preference.model import RewardEnsemble, train_reward_model
 from rewards.preference.segments import EQUAL, LEFT, RIGHT, SKIP, PreferencePairs
+from tests.helpers import CHROMIUM, DRIVER, browser
 
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None or DRIVER is None, reason="needs Debian's chromium and chromium-driver (.ci/run installs them)"
 )
@@ -52,22 +51,6 @@ class _Served:
         self.server.server_close()
 
 
-def _browser():  # type: ignore[no-untyped-def]
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--autoplay-policy=no-user-gesture-required",
-    ):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(DRIVER), options=opts)
-
-
 def _wait_text(driver, element_id: str, text: str, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -81,7 +64,7 @@ def test_a_click_is_saved_at_once_and_the_trainer_reads_it(dataset: str) -> None
 
     session = LabelSession(dataset, "human", pairs=3, segment=8, seed=0)
     served = _Served(session)
-    driver = _browser()
+    driver = browser()
     try:
         driver.get(served.url)
         _wait_text(driver, "progress", "0 of 3 answered")
@@ -107,7 +90,7 @@ def test_a_click_is_saved_at_once_and_the_trainer_reads_it(dataset: str) -> None
     session2 = LabelSession(dataset, "human", pairs=3, segment=8, seed=0)
     assert session2.answered == 2 and session2.next_pair() == 2
     served = _Served(session2)
-    driver = _browser()
+    driver = browser()
     try:
         driver.get(served.url)
         _wait_text(driver, "progress", "2 of 3 answered")

@@ -1,0 +1,510 @@
+"""The report of a study: ``report.md`` and a self-contained ``report.html`` over the runs of a sweep directory.
+
+    python experiments/study.py report=<sweep dir>       # (re)builds both from the runs there
+
+What it holds, per group of runs that differ only in their seed (the grouping of
+:func:`experiments.summarize.group_runs`: env, reward, agent, steps, dataset, then every other setting
+that differs, e.g. a swept ``reward.scale``):
+
+* **Learning curves**: true and proxy return of the periodic evaluations (``metrics.csv``) against env
+  steps and against wall-clock seconds, the mean over seeds with a 95% confidence band (Student's t
+  on the seeds' values; on a common wall-clock grid by linear interpolation, up to the shortest run).
+* **Final table**: the IQM (interquartile mean) of the seeds' final true return with its 95%
+  stratified-bootstrap confidence interval, and the probability of improvement over the same
+  env / agent with ``reward=env`` (the Mann-Whitney statistic ``P(X > Y) + P(X = Y) / 2``, with its
+  bootstrap interval), both from ``rliable`` (Agarwal et al., 2021, "Deep Reinforcement Learning at
+  the Edge of the Statistical Precipice"); mean ± std and the per-seed values beside them; the final
+  evaluation (``summary.json``) and the best periodic one (``best_eval_true_return``, optimistic:
+  chosen on the evaluation episodes) kept in separate columns.
+* **Reward-hacking flags** per run: (1) *proxy/true divergence* (Pan et al., 2022, "The Effects of
+  Reward Misspecification"): the evaluations split into ``windows`` consecutive windows, flagged where
+  the mean proxy return rises from one window to the next by more than ``threshold`` of its range over
+  the run while the mean true return falls by more than ``threshold`` of its range (never with
+  ``reward=env``, where proxy is true); (2) *a dominant component*: where the provider logs named
+  components (``component/<name>`` in ``metrics.csv``), one whose magnitude is more than ``dominance``
+  of the components' summed magnitudes at the last evaluation. Each flag links to the run directory
+  and its videos.
+* **Videos** of the final policies per group: ``<video>`` elements with *relative* links to the mp4
+  files in the run directories (the HTML stays small; keep it beside the runs); the PNG figures are
+  inlined as base64 and the CSS is inline, so the page needs no network.
+* **Provenance** per run: the command, git commit, device, seed, training steps/s, wall time (from
+  ``summary.json``), the reward program's hash (``reward_program.json``; with the task and the model
+  where a language model wrote it, every call's prompt being in that file) for code rewards and the
+  teacher's settings and labels used for preference rewards (``config.yaml`` / ``metrics.csv``), and
+  the package versions recorded in the study's ``study.json`` (those of the Python building the report
+  where there is none).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.errors import ConfigError
+from experiments.plots import read_metrics
+from experiments.reward_eval import run_distances
+from experiments.summarize import collect, group_runs
+
+#: Packages whose versions a study records (study.json) and the report shows.
+PACKAGES = ("rewardlab", "numpy", "torch", "gymnasium", "stable-baselines3", "hydra-core", "rliable")
+
+
+@dataclass
+class Group:
+    """Runs that differ only in their seed: ``name`` (env/reward/agent + differing settings) and their summaries."""
+
+    identity: dict[str, Any]
+    setting: str
+    runs: list[dict[str, Any]]
+
+    @property
+    def name(self) -> str:
+        """``env / reward / agent`` (study variant names where they differ) and ``[differing settings]``."""
+        variants = self.runs[0].get("variants") or {}  # the study's names of the cell (study.json), where they differ
+        parts = [str(self.identity[k]) if variants.get(k, self.identity[k]) == self.identity[k]
+                 else f"{variants[k]} ({self.identity[k]})" for k in ("env", "reward", "agent")]  # fmt: skip
+        base = " / ".join(parts)
+        return f"{base} [{self.setting}]" if self.setting else base
+
+
+@dataclass
+class Flag:
+    """A reward-hacking flag on one run: ``kind`` (``divergence`` or ``dominant component``) and what was seen."""
+
+    kind: str
+    run: str
+    message: str
+    videos: list[str] = field(default_factory=list)
+
+
+def load_groups(sweep: Path) -> tuple[list[Group], list[Path]]:
+    """The finished runs below ``sweep`` grouped by every differing setting, and the unfinished run dirs.
+
+    Raises:
+        ConfigError: No such directory, or no finished run (``summary.json``) below it.
+    """
+    if not Path(sweep).is_dir():
+        raise ConfigError(f"report={sweep}: no such directory")
+    summaries, unfinished = collect([Path(sweep)])
+    if not summaries:
+        raise ConfigError(f"report={sweep}: no finished runs (summary.json) below it")
+    record = Path(sweep) / "study.json"
+    cells = {c["name"]: c for c in json.loads(record.read_text()).get("cells", [])} if record.exists() else {}
+    for s in summaries:  # a study's cell: its variant names and the run.py command it stands for
+        cell = cells.get(Path(s["run"]).name)
+        if cell is not None:
+            s["variants"], s["command"] = cell.get("variants"), cell.get("command") or s.get("command")
+    groups = [Group(i, label, sorted(runs, key=lambda r: r["seed"])) for i, label, runs in group_runs(summaries)]
+    order = {name: k for k, name in enumerate(cells)}  # a study's groups in the order of its grid
+    groups.sort(key=lambda g: min(order.get(Path(r["run"]).name, len(order)) for r in g.runs))
+    return groups, unfinished
+
+
+# --- statistics ----------------------------------------------------------------------------------
+
+
+def mean_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over seeds and the half-width of its Student-t confidence interval.
+
+    Args:
+        values: ``(seeds, points)``; NaN where a run has no value.
+        confidence: Coverage of the interval.
+
+    Returns:
+        ``(points,)`` means and ``(points,)`` half-widths (0 where fewer than two seeds have a value).
+    """
+    from scipy import stats
+
+    n = np.isfinite(values).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN points (no run reached them) stay NaN
+        mean = np.nanmean(values, axis=0)
+        sd = np.nanstd(values, axis=0, ddof=1) if values.shape[0] > 1 else np.zeros(values.shape[1])
+        t = stats.t.ppf(0.5 + confidence / 2, np.maximum(n - 1, 1))
+        half = np.where(n > 1, t * sd / np.sqrt(np.maximum(n, 1)), 0.0)
+    return mean, np.nan_to_num(half)
+
+
+def interval_estimates(
+    scores: Mapping[str, np.ndarray], pairs: Mapping[str, tuple[str, str]], reps: int = 2000, seed: int = 0
+) -> dict[str, tuple[float, float, float]]:
+    """IQM of each score set and probability of improvement of each pair, with 95% stratified-bootstrap CIs (rliable).
+
+    Args:
+        scores: ``{name: (runs,) final scores}`` (one task per name: the bootstrap resamples its runs).
+        pairs: ``{key: (name_x, name_y)}``: the probability that a run of ``x`` beats one of ``y``.
+        reps: Bootstrap resamples.
+        seed: Seed of the bootstrap.
+
+    Returns:
+        ``{"iqm:<name>": (point, low, high), "poi:<key>": (point, low, high)}``.
+    """
+    from rliable import library, metrics
+
+    warnings.filterwarnings(
+        "ignore", message="random_state is deprecated", category=FutureWarning
+    )  # arch, under rliable
+    out: dict[str, tuple[float, float, float]] = {}
+    column = {k: np.asarray(v, dtype=np.float64).reshape(-1, 1) for k, v in scores.items()}
+    if column:
+        points, cis = library.get_interval_estimates(
+            column, lambda s: np.array([metrics.aggregate_iqm(s)]), reps=reps, random_state=np.random.RandomState(seed)
+        )
+        out.update({f"iqm:{k}": (float(points[k][0]), float(cis[k][0, 0]), float(cis[k][1, 0])) for k in column})
+    if pairs:
+        pair_scores = {k: (column[x], column[y]) for k, (x, y) in pairs.items()}
+        points, cis = library.get_interval_estimates(
+            pair_scores, lambda x, y: np.array([metrics.probability_of_improvement(x, y)]), reps=reps,
+            random_state=np.random.RandomState(seed),
+        )  # fmt: skip
+        out.update({f"poi:{k}": (float(points[k][0]), float(cis[k][0, 0]), float(cis[k][1, 0])) for k in pairs})
+    return out
+
+
+def reference_of(group: Group, groups: Sequence[Group]) -> Group | None:
+    """The ``reward=env`` group with the same env, agent, steps, dataset and non-reward settings (``None``: none)."""
+    if group.identity["reward"] == "env":
+        return None
+    own = {t for t in group.setting.split() if not t.startswith("reward.")}
+    for g in groups:
+        same = all(g.identity[k] == group.identity[k] for k in ("env", "agent", "steps", "dataset"))
+        if (
+            same
+            and g.identity["reward"] == "env"
+            and {t for t in g.setting.split() if not t.startswith("reward.")} == own
+        ):
+            return g
+    return None
+
+
+# --- hacking flags -------------------------------------------------------------------------------
+
+
+def hacking_flags(
+    run: Mapping[str, Any], windows: int = 5, threshold: float = 0.1, dominance: float = 0.9
+) -> list[Flag]:
+    """Reward-hacking flags of one run (module docstring).
+
+    Args:
+        run: A run's summary (with its ``run`` directory) as :func:`experiments.summarize.collect` gives.
+        windows: Consecutive windows the evaluations are split into.
+        threshold: Rise of the proxy / fall of the true return between windows, as a fraction of its range.
+        dominance: Share of the summed component magnitudes above which one component dominates.
+
+    Returns:
+        The flags (empty when none).
+    """
+    run_dir = Path(run["run"])
+    m = read_metrics(run_dir / "metrics.csv")
+    videos = list(run.get("videos") or [])
+    flags: list[Flag] = []
+    if m and "true_return" in m and "proxy_return" in m and len(m["step"]) >= 2:
+        true = np.array_split(m["true_return"], min(windows, len(m["step"])))
+        proxy = np.array_split(m["proxy_return"], min(windows, len(m["step"])))
+        steps = np.array_split(m["step"], min(windows, len(m["step"])))
+        t_mean, p_mean = np.array([np.nanmean(w) for w in true]), np.array([np.nanmean(w) for w in proxy])
+        t_range = float(np.nanmax(m["true_return"]) - np.nanmin(m["true_return"]))
+        p_range = float(np.nanmax(m["proxy_return"]) - np.nanmin(m["proxy_return"]))
+        seen = []
+        for i in range(len(t_mean) - 1):
+            dp, dt = p_mean[i + 1] - p_mean[i], t_mean[i + 1] - t_mean[i]
+            if p_range > 0 and t_range > 0 and dp > threshold * p_range and dt < -threshold * t_range:
+                seen.append(f"proxy {dp:+.3g}, true {dt:+.3g} from steps {int(steps[i][0])}-{int(steps[i][-1])} "
+                            f"to {int(steps[i + 1][0])}-{int(steps[i + 1][-1])}")  # fmt: skip
+        if seen:
+            flags.append(
+                Flag("divergence", str(run_dir), "proxy return rose while true return fell: " + "; ".join(seen), videos)
+            )
+    components = {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("component/")}
+    if len(components) >= 2:
+        last = {k: abs(float(v[np.isfinite(v)][-1])) if np.isfinite(v).any() else 0.0 for k, v in components.items()}
+        total = sum(last.values())
+        name, top = max(last.items(), key=lambda kv: kv[1])
+        if total > 0 and top / total > dominance:
+            flags.append(Flag("dominant component", str(run_dir),
+                              f"component {name!r} is {top / total:.0%} of the components' summed magnitude at the last evaluation", videos))  # fmt: skip
+    return flags
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+
+def curves_png(group: Group) -> bytes | None:
+    """PNG of a group's true and proxy return against env steps and wall-clock (mean, 95% CI band); ``None``: no metrics."""
+    metrics = [m for m in (read_metrics(Path(r["run"]) / "metrics.csv") for r in group.runs) if m]
+    if not metrics:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    steps = np.unique(np.concatenate([m["step"] for m in metrics]))
+    wall_end = min(float(np.nanmax(m["wall_time"])) for m in metrics) if all("wall_time" in m for m in metrics) else 0.0
+    wall = np.linspace(0.0, wall_end, 50)
+    for ax, x_name in zip(axes, ("env steps", "wall-clock seconds"), strict=True):
+        twin = ax.twinx()
+        for column, target, color in (("true_return", ax, "tab:blue"), ("proxy_return", twin, "tab:orange")):
+            if x_name == "env steps":
+                x = steps
+                values = np.array([np.interp(steps, m["step"], m[column], left=np.nan, right=np.nan) for m in metrics])
+            elif wall_end > 0:
+                x = wall
+                values = np.array(
+                    [np.interp(wall, m["wall_time"], m[column], left=np.nan, right=np.nan) for m in metrics]
+                )
+            else:
+                continue
+            mean, half = mean_ci(values)
+            target.plot(
+                x, mean, color=color, label=column.replace("_", " "), ls="-" if column == "true_return" else "--"
+            )
+            target.fill_between(x, mean - half, mean + half, color=color, alpha=0.2)
+        ax.set_xlabel(x_name)
+        ax.set_ylabel("true return", color="tab:blue")
+        twin.set_ylabel("proxy return", color="tab:orange")
+        ax.grid(alpha=0.3)
+    axes[0].set_title(f"{group.name}: mean of {len(metrics)} seed(s), 95% CI", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+# --- reward distances ----------------------------------------------------------------------------
+
+
+def _matrix_md(name: str, m: Mapping[str, Any]) -> list[str]:
+    labels = [f"{i}: {n}" for i, n in enumerate(m["names"])]
+    rows = [f"| {name} | " + " | ".join(str(i) for i in range(len(labels))) + " |", "|" + "---|" * (len(labels) + 1)]
+    rows += [f"| {labels[i]} | " + " | ".join("undef." if v is None else f"{v:.3f}" for v in row) + " |"
+             for i, row in enumerate(m[name.lower()])]  # fmt: skip
+    return rows
+
+
+# --- provenance ----------------------------------------------------------------------------------
+
+
+def provenance(run: Mapping[str, Any]) -> dict[str, Any]:
+    """What reproduces a run: command, commit, device, seed, steps/s, wall time; program hash or teacher settings."""
+    run_dir = Path(run["run"])
+    out: dict[str, Any] = {
+        k: run.get(k) for k in ("seed", "command", "git_commit", "device", "train_steps_per_s", "wall_time_s")
+    }
+    program = run_dir / "reward_program.json"
+    if program.exists():
+        meta = json.loads(program.read_text())
+        out["program_hash"] = meta.get("code_hash")
+        out["program_origin"] = meta.get("origin")
+        if meta.get("origin") == "model":  # written by a language model: its task (the prompt's) and the model
+            out["program_task"] = meta.get("task")
+            out["program_model"] = f"{meta.get('backend')}:{meta.get('model')} ({len(meta.get('calls') or [])} call(s))"
+    settings = run.get("settings", {})
+    teacher = {k: v for k, v in settings.items() if k.startswith("reward.teacher.")}
+    if teacher:
+        out["teacher"] = " ".join(f"{k.removeprefix('reward.teacher.')}={v}" for k, v in sorted(teacher.items()))
+        labels = read_metrics(run_dir / "metrics.csv").get("labels")
+        out["labels"] = None if labels is None or not np.isfinite(labels).any() else int(np.nanmax(labels))
+    return out
+
+
+def versions(sweep: Path) -> tuple[dict[str, str], str]:
+    """Package versions from the study's ``study.json`` (and where they came from), else this interpreter's."""
+    record = Path(sweep) / "study.json"
+    if record.exists():
+        found = json.loads(record.read_text()).get("versions")
+        if found:
+            return dict(found), "recorded at launch (study.json)"
+    return package_versions(), "of the Python that built this report (no study.json)"
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of :data:`PACKAGES` (``-`` where one is missing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "-"
+    return out
+
+
+def _rel(path: str | Path, start: Path) -> str:
+    return Path(os.path.relpath(Path(path).resolve(), start.resolve())).as_posix()
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
+td:first-child,th:first-child{text-align:left}.flag{color:#b00}video{margin:2px}code{font-size:12px}"""
+
+
+def _ci(est: tuple[float, float, float] | None, digits: int = 1) -> str:
+    return "-" if est is None else f"{est[0]:.{digits}f} [{est[1]:.{digits}f}, {est[2]:.{digits}f}]"
+
+
+def _mean_std(values: Sequence[float | None] | np.ndarray) -> str:
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    return "-" if not v.size else (f"{v[0]:.1f}" if v.size == 1 else f"{v.mean():.1f} ± {v.std():.1f}")
+
+
+def table_rows(groups: Sequence[Group], reps: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
+    """One row per group: final and best true return (IQM with CI, mean ± std, per seed), P(improvement) over ``reward=env``."""
+    final = {g.name: np.array([r["true_return_mean"] for r in g.runs], dtype=np.float64) for g in groups}
+    best = {g.name: np.array([r.get("best_eval_true_return") for r in g.runs], dtype=np.float64) for g in groups}
+    best = {k: v for k, v in best.items() if np.isfinite(v).all()}
+    pairs = {g.name: (g.name, ref.name) for g in groups if (ref := reference_of(g, groups)) is not None}
+    est = interval_estimates(final, pairs, reps, seed)
+    est_best = interval_estimates(best, {}, reps, seed)
+    rows = []
+    for g in groups:
+        pair = pairs.get(g.name)
+        rows.append({
+            "group": g.name, "n": len(g.runs), "seeds": [r["seed"] for r in g.runs],
+            "final_iqm": est[f"iqm:{g.name}"], "final": _mean_std(final[g.name]),
+            "final_per_seed": [round(float(x), 2) for x in final[g.name]],
+            "poi_vs_env": est.get(f"poi:{g.name}"), "reference": pair[1] if pair else None,
+            "best_iqm": est_best.get(f"iqm:{g.name}"), "best": _mean_std([r.get("best_eval_true_return") for r in g.runs]),
+            "proxy": _mean_std([r.get("proxy_return_mean") for r in g.runs]),
+        })  # fmt: skip
+    return rows
+
+
+COLUMNS = ("group", "n", "final true: IQM [95% CI]", "final: mean ± std", "final per seed",
+           "P(improvement over reward=env) [95% CI]", "best eval: IQM [95% CI]", "best: mean ± std", "final proxy: mean ± std")  # fmt: skip
+
+
+def _cells(row: Mapping[str, Any]) -> list[str]:
+    return [row["group"], str(row["n"]), _ci(row["final_iqm"]), row["final"], " ".join(f"{v:g}" for v in row["final_per_seed"]),
+            _ci(row["poi_vs_env"], 2), _ci(row["best_iqm"]), row["best"], row["proxy"]]  # fmt: skip
+
+
+def build(
+    sweep: Path, out: Path | None = None, reps: int = 2000, seed: int = 0, with_distances: bool = True
+) -> dict[str, Any]:
+    """Write ``report.md`` (figures beside it in ``report_files/``) and ``report.html`` for the runs below ``sweep``.
+
+    Args:
+        sweep: The sweep directory (its run directories anywhere below).
+        out: Where to write (default: ``sweep``).
+        reps: Bootstrap resamples of the confidence intervals.
+        seed: Seed of the bootstrap.
+        with_distances: Add the EPIC / STARC matrices (:func:`experiments.reward_eval.run_distances`).
+
+    Returns:
+        ``rows`` (:func:`table_rows`), ``flags``, ``md`` and ``html`` (paths), ``unfinished`` (run dirs).
+
+    Raises:
+        ConfigError: No such directory or no finished run.
+    """
+    sweep = Path(sweep)
+    groups, unfinished = load_groups(sweep)
+    out = sweep if out is None else Path(out)
+    (out / "report_files").mkdir(parents=True, exist_ok=True)
+    rows = table_rows(groups, reps, seed)
+    flags = {g.name: [f for r in g.runs for f in hacking_flags(r)] for g in groups}
+    pkg, pkg_source = versions(sweep)
+    md = [f"# Study report: {sweep.name}", "", f"{sum(len(g.runs) for g in groups)} finished runs in {len(groups)} groups"
+          + (f"; {len(unfinished)} unfinished left out" if unfinished else "") + f". Package versions {pkg_source}: "
+          + ", ".join(f"{k} {v}" for k, v in pkg.items()) + ".", "",
+          "Final true return over seeds: IQM with 95% stratified-bootstrap CI and probability of improvement over "
+          "`reward=env` (rliable); mean ± std; the best periodic evaluation kept apart.", "",
+          "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]  # fmt: skip
+    md += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in rows]
+    distances = run_distances(groups) if with_distances else []
+    for d in distances:
+        md += ["", f"## Reward distances on {d['env']}", ""]
+        if d["matrix"] is not None:
+            m = d["matrix"]
+            md += [
+                f"EPIC and STARC (EPIC canonicalisation, L2; halved: 0 = same up to shaping and positive scale, 1 = negated) "
+                f"on {m['transitions']} uniform-random transitions, gamma {m['gamma']}; `true` is {m['true_reward']}. "
+                "EPIC is undefined where a canonical reward is constant; STARC puts such a reward at 0.5 from any other.",
+                "",
+            ]
+            md += [*_matrix_md("EPIC", m), "", *_matrix_md("STARC", m)]
+        md += [f"- {n}" for n in d["notes"]]
+    body = [f"<h1>Study report: {html.escape(sweep.name)}</h1>", f"<p>{html.escape(md[2])}</p>", "<table><tr>"
+            + "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS) + "</tr>"]  # fmt: skip
+    body += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r)) + "</tr>" for r in rows] + ["</table>"]
+    for d in distances:  # the markdown tables, as HTML
+        body.append(f"<h2>Reward distances on {html.escape(d['env'])}</h2>")
+        if d["matrix"] is not None:
+            for name in ("EPIC", "STARC"):
+                lines = _matrix_md(name, d["matrix"])
+                cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in (lines[0], *lines[2:])]
+                body.append(
+                    "<table>"
+                    + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
+                    + "</table>"
+                )
+        body += [f"<p>{html.escape(n)}</p>" for n in d["notes"]]
+    for i, g in enumerate(groups):
+        md += ["", f"## {g.name}", ""]
+        body.append(f"<h2>{html.escape(g.name)}</h2>")
+        png = curves_png(g)
+        if png is not None:
+            (out / "report_files" / f"curves_{i}.png").write_bytes(png)
+            md.append(f"![curves](report_files/curves_{i}.png)")
+            body.append(f'<img alt="curves" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+        md += ["", "Reward-hacking flags: " + ("none" if not flags[g.name] else "")]
+        body.append("<p>Reward-hacking flags: " + ("none" if not flags[g.name] else "") + "</p><ul>")
+        for f in flags[g.name]:
+            links = [f"[run]({_rel(f.run, out)})"] + [f"[{v}]({_rel(Path(f.run) / v, out)})" for v in f.videos]
+            md.append(f"- **{f.kind}** ({', '.join(links)}): {f.message}")
+            hrefs = [f'<a href="{html.escape(_rel(f.run, out))}">run</a>'] + [
+                f'<a href="{html.escape(_rel(Path(f.run) / v, out))}">{html.escape(v)}</a>' for v in f.videos
+            ]
+            body.append(
+                f'<li class="flag"><b>{html.escape(f.kind)}</b> ({", ".join(hrefs)}): {html.escape(f.message)}</li>'
+            )
+        body.append("</ul><p>Videos of the final policies (relative links to the run directories):</p><div>")
+        md += [
+            "",
+            "Videos: "
+            + (
+                ", ".join(
+                    f"[s{r['seed']}]({_rel(Path(r['run']) / v, out)})" for r in g.runs for v in r.get("videos") or []
+                )
+                or "none"
+            ),
+        ]
+        body += [f'<video controls muted width="240" src="{html.escape(_rel(Path(r["run"]) / v, out))}" title="seed {r["seed"]}"></video>'
+                 for r in g.runs for v in r.get("videos") or []]  # fmt: skip
+        body.append("</div>")
+        prov = [provenance(r) for r in g.runs]
+        keys = list(dict.fromkeys(k for p in prov for k in p))
+        md += ["", "| run | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
+        md += [f"| [{Path(r['run']).name}]({_rel(r['run'], out)}) | " + " | ".join(str(p.get(k, "-")).replace("|", "\\|") for k in keys) + " |"
+               for r, p in zip(g.runs, prov, strict=True)]  # fmt: skip
+        body.append("<table><tr><th>run</th>" + "".join(f"<th>{html.escape(k)}</th>" for k in keys) + "</tr>")
+        body += [f'<tr><td><a href="{html.escape(_rel(r["run"], out))}">{html.escape(Path(r["run"]).name)}</a></td>'
+                 + "".join(f"<td><code>{html.escape(str(p.get(k, '-')))}</code></td>" for k in keys) + "</tr>"
+                 for r, p in zip(g.runs, prov, strict=True)]  # fmt: skip
+        body.append("</table>")
+    md_path, html_path = out / "report.md", out / "report.html"
+    md_path.write_text("\n".join(md) + "\n")
+    page = f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(sweep.name)}</title><style>{CSS}</style></head><body>'
+    html_path.write_text(page + "\n".join(body) + "</body></html>\n")
+    return {
+        "rows": rows,
+        "flags": [f for fs in flags.values() for f in fs],
+        "md": md_path,
+        "html": html_path,
+        "unfinished": unfinished,
+    }
