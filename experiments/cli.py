@@ -68,7 +68,8 @@ def group_choices(group: str, conf_dir: Path = CONF_DIR, extra_dirs: Sequence[Pa
     return sorted(names)
 
 
-def _is_group(name: str, dirs: Sequence[Path]) -> bool:
+def is_group(name: str, dirs: Sequence[Path]) -> bool:
+    """Whether ``name`` (``env``, ``reward/teacher``) is a config group: a folder of that name in one of ``dirs``."""
     return bool(name) and not name.startswith("hydra") and any((d / name).is_dir() for d in dirs)
 
 
@@ -113,7 +114,7 @@ def check_group_choices(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> None:
             continue
         key, values = parsed
         group = key.replace(".", "/")
-        if not _is_group(group, dirs):
+        if not is_group(group, dirs):
             continue
         valid = group_choices(group, conf_dir, dirs[1:])
         if "." in key:

@@ -15,7 +15,10 @@ that differs, e.g. a swept ``reward.scale``):
   bootstrap interval), both from ``rliable`` (Agarwal et al., 2021, "Deep Reinforcement Learning at
   the Edge of the Statistical Precipice"); mean ± std and the per-seed values beside them; the final
   evaluation (``summary.json``) and the best periodic one (``best_eval_true_return``, optimistic:
-  chosen on the evaluation episodes) kept in separate columns.
+  chosen on the evaluation episodes) kept in separate columns (statistics: :mod:`experiments.study_stats`).
+* **Reward distances** per env (:mod:`experiments.study_rewards`): EPIC and STARC between every pair of
+  providers and the true reward where the env's reward has a closed form; elsewhere Pearson and Spearman
+  correlations of proxy and true reward on the runs' own transitions (stepped by their final policies).
 * **Reward-hacking flags** per run: (1) *proxy/true divergence* (Pan et al., 2022, "The Effects of
   Reward Misspecification"): the evaluations split into ``windows`` consecutive windows, flagged where
   the mean proxy return rises from one window to the next by more than ``threshold`` of its range over
@@ -24,9 +27,11 @@ that differs, e.g. a swept ``reward.scale``):
   components (``component/<name>`` in ``metrics.csv``), one whose magnitude is more than ``dominance``
   of the components' summed magnitudes at the last evaluation. Each flag links to the run directory
   and its videos.
-* **Videos** of the final policies per group: ``<video>`` elements with *relative* links to the mp4
-  files in the run directories (the HTML stays small; keep it beside the runs); the PNG figures are
-  inlined as base64 and the CSS is inline, so the page needs no network.
+* **What the final policies did** per group (:mod:`experiments.report_media`): ``<video>`` elements with
+  *relative* links to the mp4 files in the run directories (the HTML stays small; keep it beside the
+  runs), or, for text envs, the first samples (prompt, response, true reward) in their place; Gantt
+  charts of the final schedules for job-shop. The PNG figures are inlined as base64 and the CSS is
+  inline, so the page needs no network.
 * **Provenance** per run: the command, git commit, device, seed, training steps/s, wall time (from
   ``summary.json``), the reward program's hash (``reward_program.json``; with the task and the model
   where a language model wrote it, every call's prompt being in that file) for code rewards and the
@@ -37,12 +42,9 @@ that differs, e.g. a swept ``reward.scale``):
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 import json
-import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +54,9 @@ import numpy as np
 
 from envs.errors import ConfigError
 from experiments.plots import read_metrics
-from experiments.reward_eval import run_distances
+from experiments.report_media import media_section, png_html, rel
+from experiments.study_rewards import run_distances
+from experiments.study_stats import interval_estimates, mean_ci
 from experiments.summarize import collect, group_runs
 
 #: Packages whose versions a study records (study.json) and the report shows.
@@ -111,64 +115,6 @@ def load_groups(sweep: Path) -> tuple[list[Group], list[Path]]:
 
 
 # --- statistics ----------------------------------------------------------------------------------
-
-
-def mean_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over seeds and the half-width of its Student-t confidence interval.
-
-    Args:
-        values: ``(seeds, points)``; NaN where a run has no value.
-        confidence: Coverage of the interval.
-
-    Returns:
-        ``(points,)`` means and ``(points,)`` half-widths (0 where fewer than two seeds have a value).
-    """
-    from scipy import stats
-
-    n = np.isfinite(values).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN points (no run reached them) stay NaN
-        mean = np.nanmean(values, axis=0)
-        sd = np.nanstd(values, axis=0, ddof=1) if values.shape[0] > 1 else np.zeros(values.shape[1])
-        t = stats.t.ppf(0.5 + confidence / 2, np.maximum(n - 1, 1))
-        half = np.where(n > 1, t * sd / np.sqrt(np.maximum(n, 1)), 0.0)
-    return mean, np.nan_to_num(half)
-
-
-def interval_estimates(
-    scores: Mapping[str, np.ndarray], pairs: Mapping[str, tuple[str, str]], reps: int = 2000, seed: int = 0
-) -> dict[str, tuple[float, float, float]]:
-    """IQM of each score set and probability of improvement of each pair, with 95% stratified-bootstrap CIs (rliable).
-
-    Args:
-        scores: ``{name: (runs,) final scores}`` (one task per name: the bootstrap resamples its runs).
-        pairs: ``{key: (name_x, name_y)}``: the probability that a run of ``x`` beats one of ``y``.
-        reps: Bootstrap resamples.
-        seed: Seed of the bootstrap.
-
-    Returns:
-        ``{"iqm:<name>": (point, low, high), "poi:<key>": (point, low, high)}``.
-    """
-    from rliable import library, metrics
-
-    warnings.filterwarnings(
-        "ignore", message="random_state is deprecated", category=FutureWarning
-    )  # arch, under rliable
-    out: dict[str, tuple[float, float, float]] = {}
-    column = {k: np.asarray(v, dtype=np.float64).reshape(-1, 1) for k, v in scores.items()}
-    if column:
-        points, cis = library.get_interval_estimates(
-            column, lambda s: np.array([metrics.aggregate_iqm(s)]), reps=reps, random_state=np.random.RandomState(seed)
-        )
-        out.update({f"iqm:{k}": (float(points[k][0]), float(cis[k][0, 0]), float(cis[k][1, 0])) for k in column})
-    if pairs:
-        pair_scores = {k: (column[x], column[y]) for k, (x, y) in pairs.items()}
-        points, cis = library.get_interval_estimates(
-            pair_scores, lambda x, y: np.array([metrics.probability_of_improvement(x, y)]), reps=reps,
-            random_state=np.random.RandomState(seed),
-        )  # fmt: skip
-        out.update({f"poi:{k}": (float(points[k][0]), float(cis[k][0, 0]), float(cis[k][1, 0])) for k in pairs})
-    return out
 
 
 def reference_of(group: Group, groups: Sequence[Group]) -> Group | None:
@@ -289,9 +235,30 @@ def curves_png(group: Group) -> bytes | None:
 def _matrix_md(name: str, m: Mapping[str, Any]) -> list[str]:
     labels = [f"{i}: {n}" for i, n in enumerate(m["names"])]
     rows = [f"| {name} | " + " | ".join(str(i) for i in range(len(labels))) + " |", "|" + "---|" * (len(labels) + 1)]
-    rows += [f"| {labels[i]} | " + " | ".join("undef." if v is None else f"{v:.3f}" for v in row) + " |"
+    rows += [f"| {labels[i]} | " + " | ".join(_num(v) for v in row) + " |"
              for i, row in enumerate(m[name.lower()])]  # fmt: skip
     return rows
+
+
+def _epic_text(m: Mapping[str, Any]) -> str:
+    return (f"EPIC and STARC (EPIC canonicalisation, L2; halved: 0 = same up to shaping and positive scale, 1 = negated) "
+            f"on {m['transitions']} uniform-random transitions, gamma {m['gamma']}; `true` is {m['true_reward']}. "
+            "EPIC is undefined where a canonical reward is constant; STARC puts such a reward at 0.5 from any other.")  # fmt: skip
+
+
+def _correlation_text(m: Mapping[str, Any]) -> str:
+    own = "; ".join(
+        f"{k}: Pearson {_num(v['pearson'])}, Spearman {_num(v['spearman'])} (n={v['n']})" for k, v in m["own"].items()
+    )
+    return (f"No closed-form reward here: Pearson and Spearman correlations of proxy and true reward per transition, "
+            f"on the runs' own transitions (collected by each run's final policy, latest checkpoint, actions sampled "
+            f"from the policy, and scored on the spot; every run of a group). Each group on its own transitions: {own}. "
+            f"The matrices: the providers that need no frames re-scored on all {m['transitions']} pooled transitions, "
+            f"`true` is the env's reward; shaping and scale are not factored out (unlike EPIC). Undefined where a reward is constant.")  # fmt: skip
+
+
+def _num(x: float | None) -> str:
+    return "undef." if x is None else f"{x:.3f}"
 
 
 # --- provenance ----------------------------------------------------------------------------------
@@ -343,15 +310,12 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def _rel(path: str | Path, start: Path) -> str:
-    return Path(os.path.relpath(Path(path).resolve(), start.resolve())).as_posix()
-
-
 # --- the report ----------------------------------------------------------------------------------
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
-td:first-child,th:first-child{text-align:left}.flag{color:#b00}video{margin:2px}code{font-size:12px}"""
+td:first-child,th:first-child{text-align:left}.flag{color:#b00}video{margin:2px}code{font-size:12px}
+td.text{text-align:left;white-space:pre-wrap;max-width:480px}"""
 
 
 def _ci(est: tuple[float, float, float] | None, digits: int = 1) -> str:
@@ -404,7 +368,7 @@ def build(
         out: Where to write (default: ``sweep``).
         reps: Bootstrap resamples of the confidence intervals.
         seed: Seed of the bootstrap.
-        with_distances: Add the EPIC / STARC matrices (:func:`experiments.reward_eval.run_distances`).
+        with_distances: Add the reward distances (:func:`experiments.study_rewards.run_distances`).
 
     Returns:
         ``rows`` (:func:`table_rows`), ``flags``, ``md`` and ``html`` (paths), ``unfinished`` (run dirs).
@@ -427,32 +391,32 @@ def build(
           "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]  # fmt: skip
     md += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in rows]
     distances = run_distances(groups) if with_distances else []
+    tables: list[list[list[str]]] = []  # per env, the matrices' markdown lines (shown again as HTML)
     for d in distances:
         md += ["", f"## Reward distances on {d['env']}", ""]
-        if d["matrix"] is not None:
-            m = d["matrix"]
-            md += [
-                f"EPIC and STARC (EPIC canonicalisation, L2; halved: 0 = same up to shaping and positive scale, 1 = negated) "
-                f"on {m['transitions']} uniform-random transitions, gamma {m['gamma']}; `true` is {m['true_reward']}. "
-                "EPIC is undefined where a canonical reward is constant; STARC puts such a reward at 0.5 from any other.",
-                "",
-            ]
-            md += [*_matrix_md("EPIC", m), "", *_matrix_md("STARC", m)]
+        tables.append([])
+        for m, text in ((d["matrix"], _epic_text), (d.get("correlations"), _correlation_text)):
+            if m is not None:
+                md += [text(m), ""]
+                for name in ("EPIC", "STARC") if m is d["matrix"] else ("Pearson", "Spearman"):
+                    tables[-1].append(_matrix_md(name, m))
+                    md += [*tables[-1][-1], ""]
         md += [f"- {n}" for n in d["notes"]]
     body = [f"<h1>Study report: {html.escape(sweep.name)}</h1>", f"<p>{html.escape(md[2])}</p>", "<table><tr>"
             + "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS) + "</tr>"]  # fmt: skip
     body += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r)) + "</tr>" for r in rows] + ["</table>"]
-    for d in distances:  # the markdown tables, as HTML
+    for d, env_tables in zip(distances, tables, strict=True):  # the markdown tables, as HTML
         body.append(f"<h2>Reward distances on {html.escape(d['env'])}</h2>")
-        if d["matrix"] is not None:
-            for name in ("EPIC", "STARC"):
-                lines = _matrix_md(name, d["matrix"])
-                cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in (lines[0], *lines[2:])]
-                body.append(
-                    "<table>"
-                    + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
-                    + "</table>"
-                )
+        for m, text in ((d["matrix"], _epic_text), (d.get("correlations"), _correlation_text)):
+            if m is not None:
+                body.append(f"<p>{html.escape(text(m))}</p>")
+        for lines in env_tables:
+            cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in (lines[0], *lines[2:])]
+            body.append(
+                "<table>"
+                + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
+                + "</table>"
+            )
         body += [f"<p>{html.escape(n)}</p>" for n in d["notes"]]
     for i, g in enumerate(groups):
         md += ["", f"## {g.name}", ""]
@@ -461,39 +425,29 @@ def build(
         if png is not None:
             (out / "report_files" / f"curves_{i}.png").write_bytes(png)
             md.append(f"![curves](report_files/curves_{i}.png)")
-            body.append(f'<img alt="curves" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+            body.append(png_html(png, "curves"))
         md += ["", "Reward-hacking flags: " + ("none" if not flags[g.name] else "")]
         body.append("<p>Reward-hacking flags: " + ("none" if not flags[g.name] else "") + "</p><ul>")
         for f in flags[g.name]:
-            links = [f"[run]({_rel(f.run, out)})"] + [f"[{v}]({_rel(Path(f.run) / v, out)})" for v in f.videos]
+            links = [f"[run]({rel(f.run, out)})"] + [f"[{v}]({rel(Path(f.run) / v, out)})" for v in f.videos]
             md.append(f"- **{f.kind}** ({', '.join(links)}): {f.message}")
-            hrefs = [f'<a href="{html.escape(_rel(f.run, out))}">run</a>'] + [
-                f'<a href="{html.escape(_rel(Path(f.run) / v, out))}">{html.escape(v)}</a>' for v in f.videos
+            hrefs = [f'<a href="{html.escape(rel(f.run, out))}">run</a>'] + [
+                f'<a href="{html.escape(rel(Path(f.run) / v, out))}">{html.escape(v)}</a>' for v in f.videos
             ]
             body.append(
                 f'<li class="flag"><b>{html.escape(f.kind)}</b> ({", ".join(hrefs)}): {html.escape(f.message)}</li>'
             )
-        body.append("</ul><p>Videos of the final policies (relative links to the run directories):</p><div>")
-        md += [
-            "",
-            "Videos: "
-            + (
-                ", ".join(
-                    f"[s{r['seed']}]({_rel(Path(r['run']) / v, out)})" for r in g.runs for v in r.get("videos") or []
-                )
-                or "none"
-            ),
-        ]
-        body += [f'<video controls muted width="240" src="{html.escape(_rel(Path(r["run"]) / v, out))}" title="seed {r["seed"]}"></video>'
-                 for r in g.runs for v in r.get("videos") or []]  # fmt: skip
-        body.append("</div>")
+        body.append("</ul>")
+        media_md, media_html = media_section(g.runs, out, f"group_{i}")
+        md += media_md
+        body += media_html
         prov = [provenance(r) for r in g.runs]
         keys = list(dict.fromkeys(k for p in prov for k in p))
         md += ["", "| run | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
-        md += [f"| [{Path(r['run']).name}]({_rel(r['run'], out)}) | " + " | ".join(str(p.get(k, "-")).replace("|", "\\|") for k in keys) + " |"
+        md += [f"| [{Path(r['run']).name}]({rel(r['run'], out)}) | " + " | ".join(str(p.get(k, "-")).replace("|", "\\|") for k in keys) + " |"
                for r, p in zip(g.runs, prov, strict=True)]  # fmt: skip
         body.append("<table><tr><th>run</th>" + "".join(f"<th>{html.escape(k)}</th>" for k in keys) + "</tr>")
-        body += [f'<tr><td><a href="{html.escape(_rel(r["run"], out))}">{html.escape(Path(r["run"]).name)}</a></td>'
+        body += [f'<tr><td><a href="{html.escape(rel(r["run"], out))}">{html.escape(Path(r["run"]).name)}</a></td>'
                  + "".join(f"<td><code>{html.escape(str(p.get(k, '-')))}</code></td>" for k in keys) + "</tr>"
                  for r, p in zip(g.runs, prov, strict=True)]  # fmt: skip
         body.append("</table>")

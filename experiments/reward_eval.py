@@ -20,16 +20,14 @@ EPIC evaluates both rewards on transitions that never happened, so the env's rew
 closed form (``reward_fn`` on the env's card, :mod:`envs.cards`: cartpole, pendulum); the collected
 samples are the coverage distribution.
 
-For studies (:mod:`experiments.report`), :func:`distance_matrix` compares many providers at once
-(EPIC and STARC between every pair and to the true reward) and :func:`run_distances` rebuilds the
-providers of finished runs (a learned one from its last checkpoint) to do so.
+For studies, :mod:`experiments.study_rewards` compares many providers at once with the same machinery
+(:func:`collect`, :func:`as_reward_fn`).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -80,7 +78,7 @@ def _validate(cfg: Any) -> None:
         raise ConfigError(f"epic.gamma={cfg.epic.gamma} must lie in [0, 1]")
 
 
-def _true_reward_fn(env_cfg: dict[str, Any]) -> tuple[Any, str | None]:
+def true_reward_fn(env_cfg: dict[str, Any]) -> tuple[Any, str | None]:
     """The env's closed-form reward and its name, or ``(None, None)`` when the env's card has none.
 
     The reward is a numpy ``f(obs, action, next_obs) -> (batch,)`` float64; its name is the card's
@@ -138,12 +136,19 @@ def collect(cfg: Any, env_cfg: dict[str, Any], provider: RewardProvider, policy_
     return recorder
 
 
-def _concat(recorder: Recorder, n: int) -> dict[str, Any]:
+def concat_batches(recorder: Recorder, n: int) -> dict[str, Any]:
+    """The first ``n`` recorded transitions as arrays.
+
+    Returns:
+        ``obs``, ``action``, ``next_obs`` ``(n, ...)``; ``env_reward``, ``terminated``, ``truncated``, ``proxy``
+        ``(n,)``; ``frames`` ``(n, H, W, 3)`` (``None`` where the provider needs none).
+    """
+
     def cat(name: str) -> Any:
         parts = [getattr(b, name) for b in recorder.batches]
         return None if parts[0] is None else np.concatenate(parts)[:n]
 
-    data = {k: cat(k) for k in ("obs", "action", "next_obs", "env_reward", "terminated", "frames")}
+    data = {k: cat(k) for k in ("obs", "action", "next_obs", "env_reward", "terminated", "truncated", "frames")}
     data["proxy"] = np.concatenate(recorder.proxies)[:n]
     return data
 
@@ -220,7 +225,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     t0 = time.time()
     provider = build_reward(cfg.reward)
     recorder = collect(cfg, env_cfg, provider, policy_dir, device)
-    data = _concat(recorder, int(cfg.samples))
+    data = concat_batches(recorder, int(cfg.samples))
     true, proxy = data["env_reward"].astype(np.float64), data["proxy"].astype(np.float64)
     notes: list[str] = []
     result: dict[str, Any] = {
@@ -276,116 +281,6 @@ def as_reward_fn(provider: RewardProvider, true_fn: Any) -> Any:
     return reward_fn
 
 
-def distance_matrix(
-    env_cfg: dict[str, Any], providers: dict[str, RewardProvider], samples: int = 1000, transitions: int = 500,
-    expectation_samples: int = 64, gamma: float = 0.99, seed: int = 0,
-) -> dict[str, Any] | None:  # fmt: skip
-    """EPIC and STARC distances between every pair of providers and the env's closed-form reward ``true``.
-
-    Transitions come from uniform random actions (the coverage set); every reward is canonicalised once
-    with the same coverage samples (:func:`rewards.distance.canonicalize`), then compared pairwise: EPIC
-    (Pearson distance of the canonical rewards, ``None`` where one is constant) and sample-based STARC
-    (L2-standardised, half the L2 distance; :mod:`rewards.distance`). Providers must be bound (and
-    loaded) already and need no frames.
-
-    Args:
-        env_cfg: The env config.
-        providers: ``{name: provider}``.
-        samples: Transitions collected.
-        transitions: Transitions the distances are computed on (a random subset).
-        expectation_samples: ``(A, S')`` samples per canonicalisation expectation.
-        gamma: Discount of the shaping the distances ignore.
-        seed: Seed of the collection and the samples.
-
-    Returns:
-        ``{"names": [...], "epic": [[...]], "starc": [[...]], "samples": ..., ...}`` (``names[0]`` is ``true``),
-        or ``None`` when the env has no closed-form reward.
-    """
-    from types import SimpleNamespace
-
-    from rewards import distance
-    from rewards.env import EnvReward
-
-    true_fn, true_name = _true_reward_fn(env_cfg)
-    if true_fn is None:
-        return None
-    cfg = SimpleNamespace(samples=samples, n_envs=4, seed=seed, deterministic=False)
-    data = _concat(collect(cfg, env_cfg, EnvReward(), None, "cpu"), samples)
-    idx = np.random.default_rng(seed).choice(len(data["obs"]), size=min(transitions, len(data["obs"])), replace=False)
-    coverage = distance.Transitions(data["obs"], data["action"], data["next_obs"])
-    evaluation = distance.Transitions(data["obs"][idx], data["action"][idx], data["next_obs"][idx])
-    fns = {"true": lambda o, a, n_, f: true_fn(o, a, n_), **{k: as_reward_fn(p, true_fn) for k, p in providers.items()}}
-    canon = {k: distance.canonicalize(fn, evaluation, coverage, gamma, expectation_samples, np.random.default_rng(seed + 1))
-             for k, fn in fns.items()}  # fmt: skip
-    names = list(canon)
-    return {
-        "names": names, "true_reward": true_name, "samples": samples, "transitions": len(idx), "gamma": gamma,
-        "epic": [[distance.pearson_distance(canon[a], canon[b]) for b in names] for a in names],
-        "starc": [[distance.starc_from_canonical(canon[a], canon[b]) for b in names] for a in names],
-    }  # fmt: skip
-
-
-def run_distances(groups: Sequence[Any], samples: int = 1000) -> list[dict[str, Any]]:
-    """EPIC and STARC matrices between the providers of groups of runs and the true reward, per env with a closed form.
-
-    ``groups`` are :class:`experiments.report.Group`: ``identity`` (``env``), ``name`` and ``runs`` (summaries
-    with their ``run`` directory).
-
-    Each group's provider is rebuilt from its first run's ``config.yaml`` (a reward program from the run's
-    own ``reward_program.py``; a learned reward loaded from the run's last checkpoint) and compared with
-    :func:`experiments.reward_eval.distance_matrix` on uniform-random transitions.
-
-    Returns:
-        Per env: ``{"env", "labels" (the groups', after "true"), "matrix" (distance_matrix's result), "notes"}``;
-        envs without a closed-form reward are left out.
-    """
-    from omegaconf import OmegaConf
-
-    from envs.make import make_env
-    from experiments.builders import build_reward
-    from experiments.rundir import latest_checkpoint
-    from rewards.base import LearnedReward
-
-    out = []
-    for env in dict.fromkeys(g.identity["env"] for g in groups):
-        members = [g for g in groups if g.identity["env"] == env]
-        providers: dict[str, Any] = {}
-        notes: list[str] = []
-        try:
-            env_cfg = config_dict(OmegaConf.load(Path(members[0].runs[0]["run"]) / "config.yaml").env)
-            for g in members:
-                run = Path(g.runs[0]["run"])
-                reward_cfg = OmegaConf.load(run / "config.yaml").reward
-                if (run / "reward_program.py").exists():  # the program the run used, wherever the report is built
-                    reward_cfg.source, reward_cfg.task = str(run / "reward_program.py"), None
-                try:
-                    provider = build_reward(reward_cfg)
-                except Exception as exc:  # a provider that cannot be rebuilt here is left out, with the reason
-                    notes.append(f"{g.name}: not compared ({' '.join(str(exc).split())[:200]})")
-                    continue
-                if provider.needs:
-                    notes.append(f"{g.name}: not compared (it needs {', '.join(sorted(provider.needs))})")
-                    provider.close()
-                    continue
-                probe = make_env(env_cfg)
-                provider.bind(probe.observation_space, probe.action_space)
-                probe.close()
-                checkpoint = latest_checkpoint(run)
-                if isinstance(provider, LearnedReward) and checkpoint is not None and (checkpoint / "reward").exists():
-                    provider.load(checkpoint / "reward")
-                providers[g.name] = provider
-            matrix = distance_matrix(env_cfg, providers, samples=samples)
-        except Exception as exc:  # fake or foreign run directories: no distances, the rest of the report stands
-            notes.append(f"no distances for {env}: {' '.join(str(exc).split())[:200]}")
-            matrix = None
-        finally:
-            for provider in providers.values():
-                provider.close()
-        if matrix is not None or notes:
-            out.append({"env": env, "matrix": matrix, "notes": notes})
-    return out
-
-
 def _epic(
     cfg: Any, env_cfg: dict[str, Any], provider: RewardProvider, data: dict[str, Any], notes: list[str]
 ) -> tuple[dict[str, Any], Any, np.ndarray]:
@@ -398,7 +293,7 @@ def _epic(
     skipped = np.zeros(0, dtype=np.int64)
     from rewards import distance
 
-    true_fn, true_name = _true_reward_fn(env_cfg)
+    true_fn, true_name = true_reward_fn(env_cfg)
     settings: dict[str, Any] = {"gamma": float(cfg.epic.gamma), "transitions": int(cfg.epic.transitions), "samples": int(cfg.epic.samples),
                 "true_reward": true_name, "distance": None}
     if true_fn is None:

@@ -44,7 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
 from envs.errors import ConfigError
-from experiments.cli import CONF_DIR, _is_group, compose_script, config_dict, group_choices, search_dirs, user_errors
+from experiments.cli import CONF_DIR, compose_script, config_dict, group_choices, is_group, search_dirs, user_errors
 
 REPO = Path(__file__).resolve().parents[1]
 GROUP = "study_cell"
@@ -197,7 +197,7 @@ def cell_config(cell: Cell, sweep: Path) -> str:
             raise ConfigError(
                 f"cell {cell.name}: {override.input_line} is not supported in a study (a plain key=value or group=name)"
             )
-        if _is_group(key.replace(".", "/"), [CONF_DIR, *cell.config_dirs]):
+        if is_group(key.replace(".", "/"), [CONF_DIR, *cell.config_dirs]):
             defaults[key.replace(".", "/")] = str(override.value())
         else:
             OmegaConf.update(values, key, override.value(), force_add=True)
@@ -251,7 +251,7 @@ def launch(cells: Sequence[Cell], sweep: Path, passthrough: Sequence[str], meta:
     """Run the cells that are not finished (module docstring, steps 2 and 3); the launcher's exit status (0: all ran)."""
     from experiments.report import package_versions
     from experiments.rundir import write_json_atomic
-    from experiments.runner import _git_commit
+    from experiments.runner import _git_commit  # the commit every run records (summary.json), one definition
 
     group_dir = sweep / ".study" / GROUP
     group_dir.mkdir(parents=True, exist_ok=True)

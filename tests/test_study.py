@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import report
+from experiments import report, study_stats
 from tests import slurm_cluster
 from tests.conftest import _run
 from tests.helpers import CHROMIUM, DRIVER, browser
@@ -62,7 +62,7 @@ def _fake_run(root: Path, name: str, reward: str, seed: int, true: list[float], 
 
 def test_iqm_and_probability_of_improvement_match_a_hand_computation() -> None:
     x, y = np.array([1.0, 2.0, 3.0, 4.0, 100.0]), np.array([0.0, 1.0, 2.0, 3.0, 4.0])
-    est = report.interval_estimates({"x": x, "y": y, "z": np.arange(1.0, 9.0)}, {"x>y": ("x", "y")}, reps=500)
+    est = study_stats.interval_estimates({"x": x, "y": y, "z": np.arange(1.0, 9.0)}, {"x>y": ("x", "y")}, reps=500)
     # IQM: the 25% trimmed mean; of 5 values scipy cuts int(1.25) = 1 each side: mean(2, 3, 4) = 3; of 1..8: mean(3..6)
     assert est["iqm:x"][0] == pytest.approx(3.0)
     assert est["iqm:z"][0] == pytest.approx(4.5)
@@ -71,7 +71,7 @@ def test_iqm_and_probability_of_improvement_match_a_hand_computation() -> None:
     for key in ("iqm:x", "iqm:y", "iqm:z", "poi:x>y"):
         point, low, high = est[key]
         assert low <= point <= high and low < high  # the bootstrap interval holds the point estimate
-    mean, half = report.mean_ci(np.array([[1.0, 2.0], [3.0, 2.0]]))
+    mean, half = study_stats.mean_ci(np.array([[1.0, 2.0], [3.0, 2.0]]))
     # by hand: values 1 and 3: mean 2, sd sqrt(2), t(0.975, 1) = 12.706 -> half-width 12.706 * sqrt(2) / sqrt(2)
     assert mean.tolist() == [2.0, 2.0] and half[0] == pytest.approx(12.7062, abs=1e-3) and half[1] == 0.0
 
@@ -224,7 +224,7 @@ def test_distance_matrix_known_answers_on_pendulum() -> None:
 
     from envs.make import make_env
     from experiments.cli import CONF_DIR, config_dict
-    from experiments.reward_eval import distance_matrix
+    from experiments.study_rewards import distance_matrix
     from rewards.env import EnvReward
     from rewards.fn import FnReward
     from rewards.shaped import ShapedReward
@@ -300,3 +300,72 @@ def test_a_study_on_slurm_gives_the_local_report(tmp_path: Path) -> None:
     on_slurm = report.build(tmp_path / "slurm", reps=200, with_distances=False)["rows"]
     local = report.build(tmp_path / "local", reps=200, with_distances=False)["rows"]
     assert on_slurm == local and len(local) == 2  # every figure of the table, number for number
+
+
+def test_correlations_where_the_env_has_no_closed_form_reward() -> None:
+    from omegaconf import OmegaConf
+
+    from experiments.cli import CONF_DIR, config_dict
+    from experiments.reward_eval import true_reward_fn
+    from experiments.study_rewards import correlation_matrix
+    from rewards.env import EnvReward
+    from rewards.shaped import ShapedReward
+
+    env_cfg = {**config_dict(OmegaConf.load(CONF_DIR / "env" / "jobshop.yaml")), "size": "4x4"}
+    assert true_reward_fn(env_cfg)[0] is None  # job-shop: no EPIC / STARC, correlations instead
+    providers = {"env": EnvReward(), "negated": ShapedReward(scale=-1.0), "scaled": ShapedReward(scale=3.0, offset=2.0)}
+    policies: dict[str, list[Path | None]] = {"env": [None], "negated": [None, None], "scaled": [None]}  # None: random actions
+    m = correlation_matrix(env_cfg, providers, policies, samples=120)
+    assert m["names"] == ["true", "env", "negated", "scaled"] and m["transitions"] == 360
+    assert {k: v["n"] for k, v in m["own"].items()} == {"env": 120, "negated": 120, "scaled": 120}
+    # each proxy is an affine map of the true reward on its own transitions, and on the pooled ones
+    expected = {"env": 1.0, "negated": -1.0, "scaled": 1.0}
+    for name, sign in expected.items():
+        for stat in ("pearson", "spearman"):
+            assert m["own"][name][stat] == pytest.approx(sign, abs=1e-6), (name, stat)
+    for stat in ("pearson", "spearman"):
+        signs = np.array([1.0, *expected.values()])
+        assert np.allclose(np.array(m[stat], dtype=float), np.outer(signs, signs), atol=1e-6), stat
+    assert m["policies"]["negated"] == ["random", "random"]
+
+
+def test_report_shows_gantt_charts_and_text_samples(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from envs.jobshop.instance import JobShopInstance
+    from envs.jobshop.schedule import schedule_json
+
+    instance = JobShopInstance("tiny", np.array([[3, 2], [2, 4]]), np.array([[0, 1], [1, 0]]))
+    jobshop = _fake_run(tmp_path, "js_s0", "env", 0, true=[-9, -7], proxy=[-9, -7])
+    (jobshop / "schedules").mkdir()  # job 0: M0 0-3, M1 3-5; job 1: M1 0-2, M0 3-7: makespan 7
+    (jobshop / "schedules" / "tiny.json").write_text(json.dumps(schedule_json(instance, np.array([[0, 3], [0, 3]]))))
+    text = _fake_run(tmp_path, "text_s0", "fn", 0, true=[0.1, 0.5], proxy=[0.2, 0.9])
+    records = [{"prompt": f"prompt {k}", "response": f"<script>alert({k})</script> & reply {k}", "true_reward": k / 10}
+               for k in range(5)]  # fmt: skip
+    (text / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    built = report.build(tmp_path, reps=100, with_distances=False)
+    md, page = built["md"].read_text(), built["html"].read_text()
+    png = next((tmp_path / "report_files").glob("*_gantt_s0.png"))
+    assert f"(report_files/{png.name})" in md and "(js_s0/schedules/tiny.json)" in md
+    frame = np.asarray(Image.open(png).convert("RGB"))
+    # the env's renderer: 512 x 288, the makespan (7) as a red line at 28 + int(7 * 478 / (1.04 * 7)) = 487
+    assert frame.shape == (288, 512, 3) and frame[100, 487].tolist() == [200, 30, 30]
+    assert page.count('src="data:image/png;base64,') == 3  # two groups' curves and one Gantt chart, inline
+    # the first three samples in place of the videos, escaped in both files
+    assert "reply 2" in md and "reply 3" not in md and "&lt;script&gt;alert(0)&lt;/script&gt; &amp; reply 0" in page
+    assert "<script>" not in page and "<script>" not in md
+    assert 'src="text_s0/videos/final_ep0.mp4"' not in page and 'src="js_s0/videos/final_ep0.mp4"' in page
+
+
+def test_report_of_a_real_jobshop_run(run_cli, tmp_path: Path) -> None:
+    out = run_cli("run.py", ["env=jobshop", "env.size=4x4", "reward=shaped", "reward.scale=-1", "agent=maskable_ppo",
+                             "preset=smoke", "steps=128", "eval.every=128", "agent.hyperparams.n_steps=64", "eval.n_envs=1",
+                             "video.max_frames=5", "progress=false", f"hydra.run.dir={tmp_path / 'S' / 'neg_s0'}"])  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    built = report.build(tmp_path / "S", reps=100)
+    md = built["md"].read_text()
+    # no closed form on job-shop: the final policy's own transitions (loaded from its checkpoint), proxy = -true
+    assert "## Reward distances on jobshop" in md and "| EPIC |" not in md
+    assert "jobshop / shaped / maskable_ppo: Pearson -1.000, Spearman -1.000 (n=1000)" in md
+    assert "| 1: jobshop / shaped / maskable_ppo | -1.000 | 1.000 |" in md
+    assert "Gantt charts of the final schedules" in md and len(list((tmp_path / "S" / "report_files").glob("*gantt*"))) == 1
