@@ -213,3 +213,15 @@ def test_cartpole_learns_with_the_shipped_program(run_cli, tmp_path: Path, via: 
     assert out.returncode == 0, out.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["true_return_mean"] > 150, summary
+
+
+def test_program_paths_resolve_from_any_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from envs.errors import ConfigError
+    from rewards.code.provider import read_program
+
+    monkeypatch.chdir(tmp_path)  # outside the clone: the shipped program by its path in the tree
+    assert read_program("rewards/code/programs/cartpole.py") == program_path("cartpole").read_text()
+    (tmp_path / "mine.py").write_text("# mine\n")  # the working directory comes first
+    assert read_program("mine.py") == "# mine\n"
+    with pytest.raises(ConfigError, match=r"reward.source=rewards/code/programs/nope.py: no such file. Shipped programs: .*cartpole.py"):
+        read_program("rewards/code/programs/nope.py")

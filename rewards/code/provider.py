@@ -47,8 +47,19 @@ def sandbox_limits(limits: Mapping[str, Any] | None) -> SandboxLimits:
 
 
 def read_program(source: str | Path) -> str:
-    """The text of a program file, with the shipped programs listed when it is missing."""
+    """The text of a program file, with the shipped programs listed when it is missing.
+
+    A relative path is looked up from the working directory, then from the root of this source tree,
+    so ``rewards/code/programs/cartpole.py`` names the shipped program from anywhere (a study's or a
+    sweep's configs keep working wherever they are launched).
+
+    Raises:
+        ConfigError: No such file (the message lists the shipped programs).
+    """
     path = Path(source).expanduser()
+    if not path.is_file() and not path.is_absolute():
+        in_tree = Path(__file__).resolve().parents[2] / path
+        path = in_tree if in_tree.is_file() else path
     if not path.is_file():
         from rewards.code.programs import PROGRAMS, program_path
 
