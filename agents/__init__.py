@@ -12,6 +12,10 @@ maskable_ppo             :class:`agents.sb3.SB3Agent` with sb3-contrib's Maskabl
 pdr, cpsat               :mod:`agents.jobshop`: dispatching rules and OR-Tools CP-SAT for ``env=jobshop``
 iql, bc                  :mod:`agents.offline`: Implicit Q-Learning and behaviour cloning from a dataset
 cpl                      :mod:`agents.offline.cpl`: Contrastive Preference Learning from segment preferences
+alol, nll, wbc, dpo,     :mod:`agents.text`: a causal LM trained offline on scored responses in the
+pro                      ``text-<task>`` envs (A-LoL and variants; SFT, weighted BC, DPO, PRO baselines)
+pets                     :mod:`agents.model_based.pets`: PETS, MPC with CEM / iCEM over a learned
+                         probabilistic ensemble, planning on the run's reward (continuous actions)
 =======================  =======================================================================
 
 :mod:`agents.base` holds the interface: the five members, :class:`~agents.base.Requirements` (what an

@@ -29,7 +29,9 @@ Optional capabilities are small protocols, checked with ``isinstance``:
 * :class:`HasReferenceScores`: ``(random, expert)`` mean returns (e.g. of an offline dataset): the
   runner then reports D4RL's normalised score;
 * :class:`LearnsFromDataset`: learns from a prepared offline dataset (``dataset=<id>``), given to it
-  with ``set_dataset`` after it is built (d3rlpy's ``fit(dataset)`` shape).
+  with ``set_dataset`` after it is built (d3rlpy's ``fit(dataset)`` shape);
+* :class:`ReportsEvaluation`: adds figures and files to the final evaluation (a text agent's
+  distinct-n, KL to its reference and ``samples.md``).
 """
 
 from __future__ import annotations
@@ -72,6 +74,9 @@ class Requirements:
             agent's ``learning_starts + 1``, an on-policy one's first full rollout); a run with less
             would only evaluate its initial policy, and is refused. ``first_update_why`` says why.
         first_update_why: What sets ``first_update``, with the setting to change (for the refusal).
+        imagined_rewards: It scores the run's reward on transitions a learned model imagines (planners,
+            model rollouts): the provider must work on observations and actions alone
+            (:func:`rewards.env.check_imagined`, checked with the reward before anything is built).
     """
 
     action_spaces: tuple[type[gym.Space], ...] = ANY_ACTION
@@ -81,6 +86,7 @@ class Requirements:
     label: str = ""
     first_update: int = 0
     first_update_why: str = ""
+    imagined_rewards: bool = False
 
 
 class TrainCallback(Protocol):
@@ -182,6 +188,18 @@ class LearnsFromDataset(Protocol):
 
     def set_dataset(self, data: Episodes) -> None:
         """Take the dataset to learn from: ``data.rewards`` are the labels to train on (the run's proxy)."""
+        ...
+
+
+@runtime_checkable
+class ReportsEvaluation(Protocol):
+    """An agent that adds figures and files to the final evaluation (e.g. a text agent's diversity and samples)."""
+
+    def evaluation_report(self, stats: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+        """``(figures, files)`` from the final evaluation's statistics (:func:`experiments.evaluation.summarize`).
+
+        Figures join the env's in ``summary.json``; files (relative path -> text) are written into the run directory.
+        """
         ...
 
 

@@ -13,6 +13,7 @@ Ant,Humanoid}-v5                            (envs/mujoco.py)
 rewardlab/MiniGrid-{DoorKey-5x5,DoorKey-    MiniGrid with one-hot vector observations
 8x8,KeyCorridorS3R1,Unlock,FourRooms}-v0    and ``info["success"]`` (envs/minigrid.py)
 rewardlab/JobShop-v0                        job-shop scheduling as dispatching (envs/jobshop/)
+rewardlab/Text{Positive,Helpful}-v0         LM alignment, one prompt -> one response (envs/text.py)
 ==========================================  =============================================
 
 Each id has one home: its :class:`envs.cards.EnvCard`, defined next to the family's make function
@@ -30,11 +31,12 @@ from envs import cards as _cards
 from envs import classic as _classic
 from envs import minigrid as _minigrid
 from envs import mujoco as _mujoco
+from envs import text as _text
 from envs.jobshop import env as _jobshop
 
 NAMESPACE = _cards.NAMESPACE
 
-for _card in (*_classic.CARDS, *_mujoco.CARDS, *_minigrid.CARDS, *_jobshop.CARDS):
+for _card in (*_classic.CARDS, *_mujoco.CARDS, *_minigrid.CARDS, *_jobshop.CARDS, *_text.CARDS):
     _cards.register(_card)
 del _card
 

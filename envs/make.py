@@ -8,6 +8,7 @@ An env config is a mapping with these keys::
     max_episode_steps: null        # override the registered time limit
     render: {width: 384, height: 256}
     vec: dummy                     # dummy (one process) or subproc (one process per env)
+    eval_kwargs: {}                # optional: keys the evaluation envs get instead (a text env's held-out split)
 
 What rewardlab knows about the env beyond its config (closed-form reward, termination, prompt
 layout, scripted policies, features) is on its card, found by the id (:mod:`envs.cards`).
@@ -29,7 +30,7 @@ from envs import extras as extras_mod
 from envs.errors import ConfigError
 
 VEC_KINDS = ("dummy", "subproc")
-RESERVED = {"name", "id", "kwargs", "render", "max_episode_steps", "vec"}
+RESERVED = {"name", "id", "kwargs", "render", "max_episode_steps", "vec", "eval_kwargs"}
 
 
 def make_kwargs(env_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -161,6 +162,8 @@ def make_vec_env(
         raise ConfigError(f"env.vec={vec!r} is not one of {', '.join(VEC_KINDS)}")
     if vec == "subproc":
         make_env(env_cfg).close()  # fail here, in this process, with a clear message
+    if stream == "eval" and env_cfg.get("eval_kwargs"):  # e.g. a text env's held-out prompts
+        env_cfg = {**env_cfg, **dict(env_cfg["eval_kwargs"])}
     fns = [env_fn(env_cfg, extras) for _ in range(int(n_envs))]
     if vec == "subproc":
         _standard_start_method()

@@ -1,4 +1,4 @@
-"""MuJoCo v5 locomotion envs with fast headless rendering (EGL; shadows, reflections, skybox off).
+"""MuJoCo v5 envs (locomotion, InvertedPendulum) with fast headless rendering (EGL; shadows, reflections, skybox off).
 
 On a CPU-only machine (Mesa's software rasteriser) a 128x128 HalfCheetah frame costs about 74 ms
 with Gymnasium's defaults, 16 ms without shadows and reflections, and 5 ms without the skybox as
@@ -8,8 +8,9 @@ pretty videos.
 The cards (:class:`envs.cards.EnvCard`) give each env's prompt layout and its termination in
 closed form. With default kwargs it is exact for Walker2d and Humanoid (the tested quantities
 are in the observation, in float64); for Hopper and Ant it is an approximation, stated in
-their functions' docstrings. There is no closed-form reward: every locomotion reward needs the
-x position before and after the step, which the observation excludes.
+their functions' docstrings. There is no closed-form reward for locomotion: every locomotion reward
+needs the x position before and after the step, which the observation excludes. InvertedPendulum's
+reward (1 per step that does not end the episode) and termination are exact.
 """
 
 from __future__ import annotations
@@ -276,12 +277,51 @@ def humanoid_termination(
     return _terminated(_between(next_obs[:, i], healthy_z_range), terminate_when_unhealthy)
 
 
-def _card(base_id: str, layout: tuple[int, str, str, str], termination_fn: TensorFn) -> EnvCard:
+def inverted_pendulum_termination(obs: Tensor, action: Tensor, next_obs: Tensor) -> Tensor:
+    """InvertedPendulum-v5 ends when the pole leaves ``|angle| <= 0.2`` or the observation is not finite (exact).
+
+    Args:
+        obs: ``(batch, 4)``.
+        action: ``(batch, 1)``.
+        next_obs: ``(batch, 4)`` = [cart position, pole angle, cart velocity, pole angular velocity].
+
+    Returns:
+        ``(batch,)`` bool.
+    """
+    import torch
+
+    return ~torch.isfinite(next_obs).all(dim=-1) | (next_obs[:, 1].abs() > 0.2)
+
+
+def inverted_pendulum_reward(obs: Tensor, action: Tensor, next_obs: Tensor) -> Tensor:
+    """InvertedPendulum-v5: 1 for each step that does not end the episode, 0 for the one that does.
+
+    Args:
+        obs: ``(batch, 4)``.
+        action: ``(batch, 1)``.
+        next_obs: ``(batch, 4)``.
+
+    Returns:
+        ``(batch,)`` float32.
+    """
+    import torch
+
+    return (~inverted_pendulum_termination(obs, action, next_obs)).to(torch.float32)
+
+
+def _card(
+    base_id: str,
+    layout: tuple[int, str, str, str],
+    termination_fn: TensorFn,
+    reward_fn: TensorFn | None = None,
+    **kwargs: Any,
+) -> EnvCard:
     return EnvCard(
         base_id=base_id,
         entry_point="envs.mujoco:make_mujoco",
-        kwargs={"base_id": base_id},
+        kwargs={"base_id": base_id, **kwargs},
         describe=vector_layout(*layout),
+        reward_fn=reward_fn,
         termination_fn=termination_fn,
     )
 
@@ -369,5 +409,20 @@ CARDS = (
             "A 3D humanoid. The episode ends when the torso height leaves [1.0, 2.0]; at most 1000 steps. dt = 0.015 s.",
         ),
         humanoid_termination,
+    ),
+    _card(
+        "InvertedPendulum-v5",
+        (
+            4,
+            "obs[:, 0]  cart position on the rail (m)\n"
+            "obs[:, 1]  pole angle from upright (rad); the episode ends when |angle| > 0.2\n"
+            "obs[:, 2]  cart velocity (m/s)\n"
+            "obs[:, 3]  pole angular velocity (rad/s)",
+            "action[:, 0]  force on the cart, in [-3, 3]",
+            "Balance a pole on a cart. Reward 1 per step while the pole stays up; at most 1000 steps. dt = 0.04 s.",
+        ),
+        inverted_pendulum_termination,
+        inverted_pendulum_reward,
+        camera_name=None,  # no tracking camera in its model (the cart stays on a 2 m rail): Gymnasium's view
     ),
 )

@@ -142,8 +142,19 @@ def check_agent(
     has_dataset: bool,
     dataset_root: str | None = None,
     steps: int | None = None,
+    reward: RewardProvider | None = None,
 ) -> None:
     """Refuse an agent the env or the run cannot serve (or that would not update within ``steps``), before anything is built.
+
+    Args:
+        agent_cfg: The agent's config node.
+        action_space: The env's action space.
+        card: The env's card (``None``: an env rewardlab has none for).
+        has_dataset: The run names a dataset.
+        dataset_root: Where local datasets are (listed in the refusal of an agent that needs one).
+        steps: The run's budget: an agent that would not update within it is refused (``None``: not checked).
+        reward: The run's provider: an agent that scores imagined transitions refuses one that cannot
+            (``None``: not checked).
 
     Raises:
         ConfigError: The agent's requirements are not met (the message says what would work; an agent
@@ -160,6 +171,10 @@ def check_agent(
             hint=f"local datasets under {ds.dataset_root(dataset_root)}: {local} (make one with experiments/collect.py)",
         )
     check_compatible(str(node.get("name", "?")), reqs, action_space, card, has_dataset, steps)
+    if reqs.imagined_rewards and reward is not None:
+        from rewards.env import check_imagined
+
+        check_imagined(reward, f"agent={node.get('name', '?')}")
 
 
 def build_dataset(dataset_cfg: Mapping[str, Any] | DictConfig, reward: RewardProvider) -> Episodes:

@@ -59,7 +59,7 @@ def summarize(episodes: Sequence[EpisodeStats]) -> dict[str, Any]:
     ``success`` is ``None`` when the env defines no success; env-specific figures
     (``info["episode_metrics"]``) are averaged under their own names; ``components`` holds the
     mean per-episode sum of each named reward component the provider reports; ``artifacts`` maps the
-    episodes' file paths to their contents (one per path).
+    episodes' file paths to their contents (one per path; a ``.jsonl`` path: the list of every episode's record).
     """
     true = np.array([e.true_return for e in episodes], dtype=np.float64)
     proxy = np.array([e.proxy_return for e in episodes], dtype=np.float64)
@@ -79,7 +79,9 @@ def summarize(episodes: Sequence[EpisodeStats]) -> dict[str, Any]:
         out[key] = float(np.mean(values))
     names = sorted({k for e in episodes for k in e.components})
     out["components"] = {k: float(np.mean([e.components[k] for e in episodes if k in e.components])) for k in names}
-    out["artifacts"] = {path: obj for e in episodes for path, obj in e.artifacts.items()}
+    out["artifacts"] = {path: obj for e in episodes for path, obj in e.artifacts.items() if not path.endswith(".jsonl")}
+    for path in sorted({p for e in episodes for p in e.artifacts if p.endswith(".jsonl")}):
+        out["artifacts"][path] = [e.artifacts[path] for e in episodes if path in e.artifacts]  # one record per episode
     return out
 
 

@@ -30,7 +30,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from agents.base import Agent, HasReferenceScores, Relabels
+from agents.base import Agent, HasReferenceScores, Relabels, ReportsEvaluation
 from envs.errors import ConfigError
 from envs.make import env_seeds, make_env, seed_vec_env
 from experiments.builders import build_agent, build_dataset, build_envs, build_reward, check_agent, env_card
@@ -187,7 +187,9 @@ class Runner:
         self.eval_env = build_envs(self.env_cfg, n_eval, int(cfg.seed), self.provider, stream="eval")
         card = env_card(self.env_cfg)
         dataset_cfg = cfg.get("dataset")
-        check_agent(cfg.agent, self.train_env.action_space, card, dataset_cfg is not None, cfg.get("dataset_root"))
+        check_agent(
+            cfg.agent, self.train_env.action_space, card, dataset_cfg is not None, cfg.get("dataset_root"), reward=self.provider
+        )
         try:
             check_agent(cfg.agent, self.train_env.action_space, card, dataset_cfg is not None, None, int(cfg.steps))
         except ConfigError as exc:
@@ -336,6 +338,10 @@ class Runner:
     def _finish(self) -> float:
         step = self.state.step
         stats = self.evaluate(step, int(self.cfg.eval.final_episodes))
+        if isinstance(self.agent, ReportsEvaluation):  # e.g. a text agent's diversity, KL and samples.md
+            figures, files = self.agent.evaluation_report(stats)
+            stats.update(figures)
+            stats["artifacts"].update(files)
         self.checkpoint(step)
         self._write_artifacts(stats.pop("artifacts"))
         for k in range(int(self.cfg.video.final_episodes)):
@@ -461,13 +467,18 @@ class Runner:
             log.warning("curves.png could not be drawn", exc_info=True)
 
     def _write_artifacts(self, artifacts: Mapping[str, Any]) -> None:
-        """Files the env produced in the final evaluation (e.g. ``schedules/<instance>.json``)."""
+        """Files of the final evaluation: the env's (``schedules/<instance>.json``; ``samples.jsonl``: a record per episode) and the agent's report's (text)."""
         for rel, obj in artifacts.items():
             path = (self.run_dir / rel).resolve()
             if self.run_dir.resolve() not in path.parents:
                 raise ValueError(f"env artifact path {rel!r} leaves the run directory")
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(path, obj)
+            if isinstance(obj, str):  # a text file (an agent's report)
+                write_text_atomic(path, obj)
+            elif rel.endswith(".jsonl"):  # one JSON record per episode
+                write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in obj))
+            else:
+                write_json_atomic(path, obj)
             self.state.artifacts.append(rel)
 
     def checkpoint(self, step: int) -> None:
@@ -558,6 +569,13 @@ class Runner:
             best_eval_normalized_score=normalized_score(self.agent, s.best_true_return),
             figures={k: v for k, v in stats.items() if k not in _CORE_STATS},  # env-specific figures
         )
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _git_commit() -> str | None:

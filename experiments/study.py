@@ -149,17 +149,18 @@ def check_cell(cell: Cell) -> None:
         provider = build_reward(cfg.reward)
         try:
             provider.check_env(probe)
+            steps = int(cfg.steps) if cfg.get("require_update", True) else None
+            check_agent(
+                cfg.agent,
+                probe.action_space,
+                env_card(env_cfg),
+                cfg.get("dataset") is not None,
+                cfg.get("dataset_root"),
+                steps,
+                reward=provider,
+            )
         finally:
             provider.close()
-        steps = int(cfg.steps) if cfg.get("require_update", True) else None
-        check_agent(
-            cfg.agent,
-            probe.action_space,
-            env_card(env_cfg),
-            cfg.get("dataset") is not None,
-            cfg.get("dataset_root"),
-            steps,
-        )
     finally:
         probe.close()
 

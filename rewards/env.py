@@ -38,3 +38,32 @@ class EnvReward(RewardProvider):
     def torch_reward(self) -> TorchRewardFn | None:
         """The env's closed-form reward on tensors, where its card has one (``None`` otherwise)."""
         return self._torch
+
+
+def check_imagined(provider: RewardProvider, who: str) -> None:
+    """Refuse a provider that cannot score transitions a learned model imagines (planners, model rollouts).
+
+    Such transitions have observations and actions only: no rendered frames, and no env reward
+    unless the env's card gives it in closed form.
+
+    Args:
+        provider: The run's reward provider.
+        who: How the refusal names the agent (e.g. ``agent=pets``).
+
+    Raises:
+        ConfigError: The provider scores extras (frames) a dynamics model cannot produce, or it is the
+            env's own reward and the env has no closed form of it.
+    """
+    name = type(provider).__name__
+    if provider.needs:
+        raise ConfigError(
+            f"{who} plans through a learned model of the observations, and {name} scores "
+            f"{', '.join(sorted(provider.needs))} (rendered by the simulator), which the model cannot produce; "
+            "use a reward on observations (reward=env, fn, code, or preference with an MLP reward model)"
+        )
+    if isinstance(provider, EnvReward) and provider.torch_reward() is None:
+        raise ConfigError(
+            f"{who} needs the reward in closed form to plan, and this env's card has no reward_fn "
+            "(its reward is not a function of the observations); give a reward=fn or reward=code written on observations"
+        )
+

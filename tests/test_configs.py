@@ -21,7 +21,10 @@ def _compose(*overrides: str):
 
 
 def test_groups() -> None:
-    assert AGENTS == ["a2c", "bc", "cpl", "cpsat", "dqn", "iql", "maskable_ppo", "pdr", "ppo", "sac", "td3"]
+    assert AGENTS == [
+        "a2c", "alol", "bc", "cpl", "cpsat", "dpo", "dqn", "iql", "maskable_ppo", "mbpo", "nll", "pdr", "pets", "ppo", "pro", "sac",
+        "td3", "wbc",
+    ]  # fmt: skip
     assert group_choices("reward") == ["clip", "code", "env", "fn", "preference", "shaped"]
     assert group_choices("preset") == ["smoke"]
 
@@ -60,11 +63,13 @@ def test_every_agent_builds_where_its_requirements_hold_and_is_refused_elsewhere
         cfg = _compose(*env_overrides, f"agent={agent}")
         if "n_envs" in cfg.agent:
             cfg = _compose(*env_overrides, f"agent={agent}", "agent.n_envs=1")
+        if "model" in cfg.agent:  # text agents: the tiny test LM
+            cfg = _compose(*env_overrides, f"agent={agent}", "agent.model=tiny")
         validate(cfg)
         reward = build_reward(cfg.reward)
         venv = build_envs(env_cfg, 1, 0, reward)
         try:
-            check_agent(cfg.agent, venv.action_space, card, has_dataset=False)
+            check_agent(cfg.agent, venv.action_space, card, has_dataset=False, reward=reward)
         except ConfigError as exc:
             refused[agent] = str(exc)
             with pytest.raises(ConfigError, match=re.escape(str(exc).split(";")[0])):
@@ -77,7 +82,11 @@ def test_every_agent_builds_where_its_requirements_hold_and_is_refused_elsewhere
             built.add(agent)
         venv.close()
     # the requirements are not vacuous: general agents run everywhere, specialised ones only where they fit
-    assert {"ppo", "a2c"} <= built, refused
+    text = {"alol", "dpo", "nll", "pro", "wbc"}
+    if card is not None and "text" in card.features:  # a response-text action: text agents only
+        assert built == text and all("action space" in refused[a] for a in ("ppo", "sac", "iql")), refused
+        return
+    assert {"ppo", "a2c"} <= built and not (text & built), refused
     discrete = isinstance(venv.action_space, gym.spaces.Discrete)
     assert ("dqn" in built) == discrete and ("sac" in built) == ("td3" in built) == (not discrete)
     assert not ({"iql", "bc", "cpl"} & built) and all("give dataset=<id>" in refused[a] for a in ("iql", "bc", "cpl"))

@@ -24,6 +24,7 @@ TERMINATING = [
     "rewardlab/Walker2d-v5",
     "rewardlab/Ant-v5",
     "rewardlab/Humanoid-v5",
+    "rewardlab/InvertedPendulum-v5",
 ]
 NEVER = ["rewardlab/Pendulum-v1", "rewardlab/HalfCheetah-v5"]
 
@@ -89,6 +90,14 @@ def test_pendulum_reward_reproduces_the_env() -> None:
     assert out.dtype == torch.float32 and out.shape == (300,)
     np.testing.assert_allclose(out.numpy(), r, rtol=1e-6, atol=1e-5)  # float32 arithmetic
     np.testing.assert_allclose(numpy_fn(fn)(o, a, s), r, rtol=1e-6, atol=1e-6)  # float64 arithmetic
+
+
+def test_inverted_pendulum_reward_reproduces_the_env() -> None:
+    o, a, s, r, terminated = _rollout("rewardlab/InvertedPendulum-v5", 300)
+    assert terminated.any() and (~terminated).any()
+    fn = card("rewardlab/InvertedPendulum-v5").reward_fn
+    assert fn is not None
+    np.testing.assert_array_equal(numpy_fn(fn)(o, a, s), r)
 
 
 @pytest.mark.parametrize("env_id", TERMINATING + NEVER)

@@ -118,7 +118,7 @@ def test_frame_based_reward_run(run_cli, tmp_path: Path) -> None:
     "args,message",
     [
         (["env=nope"], "unknown env 'nope'; valid envs: ant, cartpole, halfcheetah"),
-        (["agent=ppo,nope", "-m"], "unknown agent 'nope'; valid agents: a2c, bc, cpl, cpsat, dqn, iql, maskable_ppo, pdr, ppo, sac, td3"),
+        (["agent=ppo,nope", "-m"], "unknown agent 'nope'; valid agents: a2c, alol, bc, cpl, cpsat, dpo, dqn, iql, maskable_ppo, mbpo, nll, pdr, pets, ppo, pro, sac, td3, wbc"),
         (["reward=gpt"], "unknown reward 'gpt'; valid rewards: clip, code, env, fn, preference, shaped"),
         (["steps=-5"], "steps=-5 must be an integer >= 1"),
         (["steps=many"], "steps='many' must be an integer >= 1"),

@@ -512,6 +512,14 @@ class LocalBackend(LLMBackend):
         self._loaded = (tokenizer, model)
         return self._loaded
 
+    def model_dir(self) -> Path:
+        """The transformers model directory (a GGUF converted on the first use, then cached); loads nothing.
+
+        The text envs' tokenizer and the text agents' policy (:mod:`envs.text`, :mod:`agents.text.policy`)
+        come from here too, so the converted model is shared.
+        """
+        return self._convert() if self.source.suffix == ".gguf" else self.source
+
     def _convert(self) -> Path:
         """The GGUF as a transformers model directory, converted on the first use."""
         stat = self.source.stat()
