@@ -108,7 +108,7 @@ def test_vlm_teacher_maps_clip_scores_to_labels() -> None:
 @pytest.mark.parametrize(
     "extra",
     [
-        ["reward/model=cnn"],
+        ["reward/model=cnn", "reward.model.channels=[4,8,8]", "reward.model.hidden=[16]"],
         pytest.param(
             [
                 "reward/teacher=clip",

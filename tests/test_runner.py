@@ -165,9 +165,12 @@ def _latest_step(run: Path) -> int:
     return int(latest.read_text().strip().split("_")[1]) if latest.exists() else -1
 
 
+STEPS = 6000  # of the interrupted run: 10 ms per reward batch of 8 envs, so about 8 s of training
+
+
 def _start(run: Path, extra: list[str]) -> subprocess.Popen:
-    """A 4000-step run (10 ms per reward batch, so it can be interrupted), or ``extra=["resume=<run>"]``."""
-    args = ["env=cartpole", "reward=fn", "reward.target=tests.helpers:slow_constant_one", "steps=4000"]
+    """A run slow enough to interrupt (10 ms per reward batch), or ``extra=["resume=<run>"]``."""
+    args = ["env=cartpole", "reward=fn", "reward.target=tests.helpers:slow_constant_one", f"steps={STEPS}"]
     args += [f"hydra.run.dir={run}", "checkpoint.every=500", "eval.every=500", "env.max_episode_steps=50", *FAST]
     if extra and extra[0].startswith("resume="):
         args = extra
@@ -192,37 +195,38 @@ def _wait_for_checkpoint(proc: subprocess.Popen, run: Path, step: int) -> None:
 
 
 def test_interrupted_run_resumes_to_one_continuous_metrics_file(run_cli, tmp_path: Path) -> None:
-    """SIGTERM checkpoints and exits 143; SIGKILL leaves the last checkpoint; a running run refuses a
-    second writer; two resumes later metrics.csv is the one of an uninterrupted run."""
+    """A running run refuses a second writer; SIGTERM checkpoints and exits 143; SIGKILL leaves the last
+    checkpoint; two resumes later metrics.csv is the one of an uninterrupted run."""
     run = tmp_path / "D"
     proc = _start(run, [])
+    _wait_for_checkpoint(proc, run, 500)
+    out = run_cli("run.py", [f"resume={run}"])
+    assert out.returncode == 2 and "is in use by pid" in out.stderr
     _wait_for_checkpoint(proc, run, 1000)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "resume=" in err and not (run / "summary.json").exists()
     stopped = _latest_step(run)
-    assert stopped >= 1000
+    assert 1000 <= stopped <= STEPS - 1500, stopped  # room left for the kill below
     state = json.loads((run / "checkpoints" / f"step_{stopped:09d}" / "state.json").read_text())
     assert state["step"] == stopped
 
     proc = _start(run, [f"resume={run}"])
     try:
-        _wait_for_checkpoint(proc, run, max(2000, stopped + 500))
-        out = run_cli("run.py", [f"resume={run}"])
-        assert out.returncode == 2 and "is in use by pid" in out.stderr
+        _wait_for_checkpoint(proc, run, stopped + 500)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up
         proc.wait()
     killed_at = _latest_step(run)
-    assert 2000 <= killed_at < 4000 and not (run / "summary.json").exists()
+    assert stopped < killed_at < STEPS and not (run / "summary.json").exists()
 
     out = run_cli("run.py", [f"resume={run}"])
     assert out.returncode == 0, out.stderr
-    summary = _check_contract(run, 4000)
+    summary = _check_contract(run, STEPS)
     assert summary["resumes"] == 2
     # 8 envs: evaluations at the first multiple of 8 at or after each multiple of 500
-    expected = [0, *(-(-k * 500 // 8) * 8 for k in range(1, 8)), 4000]
+    expected = [0, *(-(-k * 500 // 8) * 8 for k in range(1, STEPS // 500)), STEPS]
     assert [int(r["step"]) for r in _rows(run / "metrics.csv")] == expected
 
 
