@@ -60,8 +60,7 @@ from typing_extensions import override
 
 from agents.base import Agent, Requirements, TrainCallback
 from agents.model_based.dynamics import EnsembleDynamics
-from agents.model_based.pets import PETS
-from agents.model_based.planning import PlanningReward, TensorFn
+from agents.model_based.planning import PlanningReward, env_kwargs, flat_fn, termination_for
 from agents.sb3 import _load_buffer, _save_buffer, _sb3_key
 from envs.cards import EnvCard, bound_fn
 from envs.errors import ConfigError
@@ -262,12 +261,12 @@ class MBPO(Agent):
         self.low = torch.as_tensor(space.low.reshape(-1), dtype=torch.float32, device=self.device)
         self.high = torch.as_tensor(space.high.reshape(-1), dtype=torch.float32, device=self.device)
 
-        termination = self._termination(card, env)
-        env_reward = bound_fn(card.reward_fn, PETS._env_kwargs(env)) if card is not None and card.reward_fn else None
+        termination = termination_for(card, env, "agent=mbpo needs the env's termination function to end model rollouts")
+        env_reward = bound_fn(card.reward_fn, env_kwargs(env)) if card is not None and card.reward_fn else None
         self.reward_fn = PlanningReward(
             reward, env_reward, termination, "agent=mbpo", self.obs_shape, self.action_shape
         )
-        self.termination_fn = PETS._flat(termination, self.obs_shape, self.action_shape)
+        self.termination_fn = flat_fn(termination, self.obs_shape, self.action_shape)
 
         self.real_ratio, self.utd, self.batch_size = float(real_ratio), int(utd), int(batch_size)
         self.learning_starts, self.model_train_freq = int(learning_starts), int(model_train_freq)
@@ -313,15 +312,6 @@ class MBPO(Agent):
             imagined_rewards=True,
             first_update_why=f"it acts at random for agent.learning_starts={starts} steps before fitting its model",
         )
-
-    def _termination(self, card: EnvCard | None, env: Any) -> TensorFn:
-        if card is None or card.termination_fn is None:
-            name = card.id if card is not None else "this env"
-            raise ConfigError(
-                f"agent=mbpo needs the env's termination function to end model rollouts, and {name} has none "
-                "(envs.cards.EnvCard.termination_fn); add one to its card"
-            )
-        return bound_fn(card.termination_fn, PETS._env_kwargs(env))
 
     # --- randomness of SB3's policy ----------------------------------------------------------------
 

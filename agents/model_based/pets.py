@@ -43,8 +43,10 @@ from agents.model_based.planning import (
     MPC,
     Objective,
     PlanningReward,
-    TensorFn,
+    env_kwargs,
     evaluate_action_sequences,
+    flat_fn,
+    termination_for,
 )
 from envs.cards import EnvCard, bound_fn
 from envs.errors import ConfigError
@@ -178,11 +180,11 @@ class PETS(Agent):
             else CEM(*opt_args)
         )
         self.config = kwargs
-        termination = self._termination(card, env)
-        env_reward = bound_fn(card.reward_fn, self._env_kwargs(env)) if card is not None and card.reward_fn else None
+        termination = termination_for(card, env, "agent=pets needs the env's termination function to stop rewards in imagined rollouts")
+        env_reward = bound_fn(card.reward_fn, env_kwargs(env)) if card is not None and card.reward_fn else None
         obs_shape, action_shape = tuple(env.observation_space.shape), tuple(space.shape)
         self.reward_fn = PlanningReward(reward, env_reward, termination, "agent=pets", obs_shape, action_shape)
-        self.termination_fn = self._flat(termination, obs_shape, action_shape)
+        self.termination_fn = flat_fn(termination, obs_shape, action_shape)
         self.particles, self.deterministic_model = int(particles), bool(deterministic_model)
         self.fit_args: dict[str, Any] = dict(
             epochs=int(epochs), batch_size=int(batch_size), val_ratio=float(val_ratio), patience=int(patience)
@@ -216,33 +218,6 @@ class PETS(Agent):
             imagined_rewards=True,
             first_update_why=f"it acts at random for agent.learning_starts={starts} steps before fitting its model",
         )
-
-    @staticmethod
-    def _env_kwargs(env: Any) -> dict[str, Any]:
-        try:
-            spec = env.get_attr("spec")[0]
-        except (AttributeError, IndexError):
-            return {}
-        return dict(getattr(spec, "kwargs", {}) or {})
-
-    def _termination(self, card: EnvCard | None, env: Any) -> TensorFn:
-        if card is None or card.termination_fn is None:
-            name = card.id if card is not None else "this env"
-            raise ConfigError(
-                f"agent=pets needs the env's termination function to stop rewards in imagined rollouts, and {name} "
-                "has none (envs.cards.EnvCard.termination_fn); add one to its card"
-            )
-        return bound_fn(card.termination_fn, self._env_kwargs(env))
-
-    @staticmethod
-    def _flat(fn: TensorFn, obs_shape: tuple[int, ...], action_shape: tuple[int, ...]) -> TensorFn:
-        """``fn`` on the env's shapes as a function of the planner's flat ``(N, dim)`` tensors."""
-
-        def flat(obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-            n = len(obs)
-            return fn(obs.reshape(n, *obs_shape), action.reshape(n, *action_shape), next_obs.reshape(n, *obs_shape))
-
-        return flat
 
     # --- planning ----------------------------------------------------------------------------
 

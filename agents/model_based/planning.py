@@ -35,11 +35,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from envs.cards import bound_fn
 from envs.errors import ConfigError
 from rewards.base import RewardProvider, TransitionBatch, check_rewards
 
 if TYPE_CHECKING:
     from agents.model_based.dynamics import EnsembleDynamics
+    from envs.cards import EnvCard
 
 TensorFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Objective = Callable[[torch.Tensor], torch.Tensor]
@@ -113,6 +115,44 @@ class PlanningReward:
             )
         out = check_rewards(out, n, type(self.provider).__name__)
         return torch.as_tensor(out, device=obs.device)
+
+
+def env_kwargs(env: Any) -> dict[str, Any]:
+    """The kwargs the (vector) env was made with (its spec's), which bind a card's closed forms (:func:`envs.cards.bound_fn`)."""
+    try:
+        spec = env.get_attr("spec")[0]
+    except (AttributeError, IndexError):
+        return {}
+    return dict(getattr(spec, "kwargs", {}) or {})
+
+
+def termination_for(card: EnvCard | None, env: Any, why: str) -> TensorFn:
+    """The env card's termination function, bound to the env's kwargs.
+
+    Args:
+        card: The env's card (``None``: an env rewardlab has no card for).
+        env: The (vector) env.
+        why: Who needs it and for what, for the refusal (``agent=pets needs ... to stop rewards in imagined rollouts``).
+
+    Raises:
+        ConfigError: The card has no termination function.
+    """
+    if card is None or card.termination_fn is None:
+        name = card.id if card is not None else "this env"
+        raise ConfigError(
+            f"{why}, and {name} has none (envs.cards.EnvCard.termination_fn); add one to its card"
+        )
+    return bound_fn(card.termination_fn, env_kwargs(env))
+
+
+def flat_fn(fn: TensorFn, obs_shape: tuple[int, ...], action_shape: tuple[int, ...]) -> TensorFn:
+    """``fn`` on the env's shapes as a function of the planner's flat ``(N, dim)`` tensors."""
+
+    def flat(obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        n = len(obs)
+        return fn(obs.reshape(n, *obs_shape), action.reshape(n, *action_shape), next_obs.reshape(n, *obs_shape))
+
+    return flat
 
 
 def particle_groups(
