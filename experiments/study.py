@@ -48,6 +48,8 @@ from experiments.cli import CONF_DIR, compose_script, config_dict, group_choices
 
 REPO = Path(__file__).resolve().parents[1]
 GROUP = "study_cell"
+#: the keys a study config may have (a misspelled one would silently change what runs)
+STUDY_KEYS = frozenset({"name", "envs", "rewards", "agents", "seeds", "overrides", "cells"})
 
 
 @dataclass
@@ -91,6 +93,13 @@ def expand(study: Mapping[str, Any], config_dirs: Sequence[Path] = ()) -> list[C
         study: The study node (``envs``, ``rewards``, ``agents``, ``seeds``, ``overrides``, ``cells``).
         config_dirs: Config directories besides ``experiments/conf`` (the command line's ``hydra.searchpath``).
     """
+    unknown = sorted(set(study) - STUDY_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown study key(s) {unknown}; accepted: {', '.join(sorted(STUDY_KEYS))}")
+    for i, c in enumerate(study.get("cells") or []):
+        extra = sorted(set(c) - {"match", "overrides"}) if isinstance(c, Mapping) else ["(not a mapping)"]
+        if extra:
+            raise ConfigError(f"study.cells[{i}]: unknown key(s) {extra}; accepted: match, overrides")
     for key in ("envs", "rewards", "agents", "seeds"):
         if key not in study:
             raise ConfigError(
@@ -242,6 +251,28 @@ def _state(run_dir: Path) -> str:
     return "stale" if run_dir.exists() and any(run_dir.iterdir()) else "new"
 
 
+def _check_unchanged(cells: Sequence[Cell], states: Mapping[str, str], sweep: Path) -> None:
+    """Refuse to skip or resume runs that the study's previous launch (``study.json``) made with other settings.
+
+    Raises:
+        ConfigError: Some existing runs' recorded commands differ from their cells' commands now (listed).
+    """
+    import json
+
+    try:
+        before = {c["name"]: c["command"] for c in json.loads((sweep / "study.json").read_text())["cells"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # a first launch (or a directory without a readable study.json): nothing to compare
+    changed = [c for c in cells if states[c.name] in ("done", "resume") and before.get(c.name, c.command) != c.command]
+    if changed:
+        lines = "; ".join(f"{c.name}: was `{before[c.name]}`, now `{c.command}`" for c in changed[:5])
+        more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
+        raise ConfigError(
+            f"{len(changed)} run(s) in {sweep} were made with other settings than the study now gives them, so they "
+            f"would be skipped or resumed as if unchanged: {lines}{more}; give another out= or delete those run directories"
+        )
+
+
 def _multirun(args: list[str], passthrough: Sequence[str]) -> int:
     cmd = [sys.executable, str(REPO / "experiments" / "run.py"), "-m", *args, *passthrough]
     print("[study] " + " ".join(shlex.quote(c) for c in cmd), flush=True)
@@ -254,11 +285,12 @@ def launch(cells: Sequence[Cell], sweep: Path, passthrough: Sequence[str], meta:
     from experiments.rundir import write_json_atomic
     from experiments.runner import _git_commit  # the commit every run records (summary.json), one definition
 
+    states = {c.name: _state(sweep / c.name) for c in cells}
+    _check_unchanged(cells, states, sweep)
     group_dir = sweep / ".study" / GROUP
     group_dir.mkdir(parents=True, exist_ok=True)
     for cell in cells:
         (group_dir / f"{cell.name}.yaml").write_text(cell_config(cell, sweep))
-    states = {c.name: _state(sweep / c.name) for c in cells}
     write_json_atomic(sweep / "study.json", {**meta, "versions": package_versions(), "git_commit": _git_commit(),
                                              "cells": [{"name": c.name, "variants": {"env": c.env, "reward": c.reward, "agent": c.agent},
                                                         "command": c.command, "state_at_launch": states[c.name]} for c in cells]})  # fmt: skip

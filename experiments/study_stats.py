@@ -46,7 +46,7 @@ def interval_estimates(
         scores: ``{name: (runs,) final scores}`` (one task per name: the bootstrap resamples its runs).
         pairs: ``{key: (name_x, name_y)}``: the probability that a run of ``x`` beats one of ``y``.
         reps: Bootstrap resamples.
-        seed: Seed of the bootstrap.
+        seed: Seed of the bootstrap (numpy's global generator is seeded with it for the call and restored after).
 
     Returns:
         ``{"iqm:<name>": (point, low, high), "poi:<key>": (point, low, high)}``.
@@ -58,16 +58,26 @@ def interval_estimates(
     )  # arch, under rliable
     out: dict[str, tuple[float, float, float]] = {}
     column = {k: np.asarray(v, dtype=np.float64).reshape(-1, 1) for k, v in scores.items()}
-    if column:
-        points, cis = library.get_interval_estimates(
-            column, lambda s: np.array([metrics.aggregate_iqm(s)]), reps=reps, random_state=np.random.RandomState(seed)
-        )
-        out.update({f"iqm:{k}": (float(points[k][0]), float(cis[k][0, 0]), float(cis[k][1, 0])) for k in column})
-    if pairs:
-        pair_scores = {k: (column[x], column[y]) for k, (x, y) in pairs.items()}
-        points, cis = library.get_interval_estimates(
-            pair_scores, lambda x, y: np.array([metrics.probability_of_improvement(x, y)]), reps=reps,
-            random_state=np.random.RandomState(seed),
-        )  # fmt: skip
-        out.update({f"poi:{k}": (float(points[k][0]), float(cis[k][0, 0]), float(cis[k][1, 0])) for k in pairs})
+    # rliable's StratifiedBootstrap draws its resamples from numpy's global generator (np.random.choice),
+    # not from random_state: seed it before each estimate (and restore it after) so the same runs give
+    # the same intervals
+    saved = np.random.get_state()
+    try:
+        if column:
+            np.random.seed(seed)
+            points, cis = library.get_interval_estimates(
+                column, lambda s: np.array([metrics.aggregate_iqm(s)]), reps=reps,
+                random_state=np.random.RandomState(seed),
+            )  # fmt: skip
+            out.update({f"iqm:{k}": (float(points[k][0]), float(cis[k][0, 0]), float(cis[k][1, 0])) for k in column})
+        if pairs:
+            np.random.seed(seed)
+            pair_scores = {k: (column[x], column[y]) for k, (x, y) in pairs.items()}
+            points, cis = library.get_interval_estimates(
+                pair_scores, lambda x, y: np.array([metrics.probability_of_improvement(x, y)]), reps=reps,
+                random_state=np.random.RandomState(seed),
+            )  # fmt: skip
+            out.update({f"poi:{k}": (float(points[k][0]), float(cis[k][0, 0]), float(cis[k][1, 0])) for k in pairs})
+    finally:
+        np.random.set_state(saved)
     return out

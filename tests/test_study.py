@@ -71,6 +71,12 @@ def test_iqm_and_probability_of_improvement_match_a_hand_computation() -> None:
     for key in ("iqm:x", "iqm:y", "iqm:z", "poi:x>y"):
         point, low, high = est[key]
         assert low <= point <= high and low < high  # the bootstrap interval holds the point estimate
+    # the bootstrap is seeded: the same runs give the same intervals (rliable draws from numpy's global generator)
+    np.random.seed(123)
+    again = study_stats.interval_estimates({"x": x, "y": y, "z": np.arange(1.0, 9.0)}, {"x>y": ("x", "y")}, reps=500)
+    assert again == est and np.random.randint(1 << 30) == np.random.RandomState(123).randint(1 << 30)  # restored
+    other = study_stats.interval_estimates({"x": x}, {}, reps=500, seed=1)
+    assert other["iqm:x"][0] == est["iqm:x"][0] and other["iqm:x"][1:] != est["iqm:x"][1:]
     mean, half = study_stats.mean_ci(np.array([[1.0, 2.0], [3.0, 2.0]]))
     # by hand: values 1 and 3: mean 2, sd sqrt(2), t(0.975, 1) = 12.706 -> half-width 12.706 * sqrt(2) / sqrt(2)
     assert mean.tolist() == [2.0, 2.0] and half[0] == pytest.approx(12.7062, abs=1e-3) and half[1] == 0.0
@@ -282,6 +288,24 @@ def test_rerun_states_skip_resume_restart(tmp_path: Path) -> None:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(study.ConfigError, match="is running now"):
             study._state(stale)
+
+
+def test_a_misspelled_study_key_or_a_changed_cell_is_refused(tmp_path: Path) -> None:
+    from experiments import study
+
+    base = {"envs": ["cartpole"], "rewards": ["env"], "agents": ["ppo"], "seeds": [0]}
+    with pytest.raises(study.ConfigError, match=r"unknown study key\(s\) \['overides'\]; accepted: agents, cells"):
+        study.expand({**base, "overides": ["preset=smoke"]})
+    with pytest.raises(study.ConfigError, match=r"study.cells\[0\]: unknown key\(s\) \['overide'\]"):
+        study.expand({**base, "cells": [{"match": {"reward": "env"}, "overide": ["steps=10"]}]})
+    # a run the previous launch made with other settings is neither skipped nor resumed as if unchanged
+    (old,) = study.expand({**base, "overrides": ["steps=100000"]})
+    (new,) = study.expand({**base, "overrides": ["steps=2000"]})
+    _fake_run(tmp_path, old.name, "env", 0, true=[1, 2], proxy=[1, 2])
+    (tmp_path / "study.json").write_text(json.dumps({"cells": [{"name": old.name, "command": old.command}]}))
+    with pytest.raises(study.ConfigError, match=r"1 run\(s\) .* other settings .*steps=100000.*steps=2000.*another out="):
+        study.launch([new], tmp_path, [], {})
+    assert not (tmp_path / ".study").exists()  # refused before anything was written
 
 
 @pytest.mark.slow  # ~1 min: a cluster, two runs on it and two locally
