@@ -200,7 +200,11 @@ def test_interrupted_run_resumes_to_one_continuous_metrics_file(run_cli, tmp_pat
     run = tmp_path / "D"
     proc = _start(run, [])
     _wait_for_checkpoint(proc, run, 500)
-    out = run_cli("run.py", [f"resume={run}"])
+    os.killpg(proc.pid, signal.SIGSTOP)  # paused (its lock still held) while a second writer tries
+    try:
+        out = run_cli("run.py", [f"resume={run}"])
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
     assert out.returncode == 2 and "is in use by pid" in out.stderr
     _wait_for_checkpoint(proc, run, 1000)
     proc.send_signal(signal.SIGTERM)
