@@ -563,7 +563,7 @@ class Runner:
             resumes=s.resumes,
             device=self.device,
             command="python experiments/run.py " + " ".join(shlex.quote(o) for o in self.overrides),
-            git_commit=_git_commit(),
+            git_commit=git_commit(),
             dataset=self.data.dataset_id if self.data is not None else None,
             normalized_score=normalized_score(self.agent, stats["true_return"]),
             best_eval_normalized_score=normalized_score(self.agent, s.best_true_return),
@@ -578,7 +578,8 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """The commit of this source tree (``git rev-parse HEAD``), or ``None`` outside a git clone."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],

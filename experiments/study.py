@@ -283,7 +283,7 @@ def launch(cells: Sequence[Cell], sweep: Path, passthrough: Sequence[str], meta:
     """Run the cells that are not finished (module docstring, steps 2 and 3); the launcher's exit status (0: all ran)."""
     from experiments.report import package_versions
     from experiments.rundir import write_json_atomic
-    from experiments.runner import _git_commit  # the commit every run records (summary.json), one definition
+    from experiments.runner import git_commit  # the commit every run records (summary.json), one definition
 
     states = {c.name: _state(sweep / c.name) for c in cells}
     _check_unchanged(cells, states, sweep)
@@ -291,7 +291,7 @@ def launch(cells: Sequence[Cell], sweep: Path, passthrough: Sequence[str], meta:
     group_dir.mkdir(parents=True, exist_ok=True)
     for cell in cells:
         (group_dir / f"{cell.name}.yaml").write_text(cell_config(cell, sweep))
-    write_json_atomic(sweep / "study.json", {**meta, "versions": package_versions(), "git_commit": _git_commit(),
+    write_json_atomic(sweep / "study.json", {**meta, "versions": package_versions(), "git_commit": git_commit(),
                                              "cells": [{"name": c.name, "variants": {"env": c.env, "reward": c.reward, "agent": c.agent},
                                                         "command": c.command, "state_at_launch": states[c.name]} for c in cells]})  # fmt: skip
     for name in (n for n, s in states.items() if s == "stale"):  # stopped before its first checkpoint: start again

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rewards.base import RewardProvider, TransitionBatch
+
 if TYPE_CHECKING:
-    from rewards.base import RewardProvider
     from rewards.preference.segments import Segments
     from rewards.wrapper import RewardVecEnv
 
@@ -128,3 +129,13 @@ def random_segments(
         components=components or {},
         mask=mask,
     )
+
+
+class FramesReward(RewardProvider):
+    """A provider that scores rendered frames (``needs = {"frame"}``): rewards 0; for refusals of frame-based rewards."""
+
+    needs = frozenset({"frame"})
+
+    def reward(self, batch: TransitionBatch) -> np.ndarray:
+        return np.zeros(len(batch), np.float32)
+

@@ -24,6 +24,7 @@ from envs.errors import ConfigError
 from experiments.builders import build_agent, build_envs, build_reward, check_agent, env_card
 from experiments.cli import check_composes, config_dict, expand_shorthands
 from rewards.base import RewardProvider, TransitionBatch
+from tests.helpers import FramesReward
 
 #: PETS at sizes that plan in milliseconds
 TINY = [
@@ -262,13 +263,6 @@ def test_a_numpy_reward_is_called_once_per_planning_step_and_agrees_with_the_tor
 # --- PETS ----------------------------------------------------------------------------------------
 
 
-class _FramesReward(RewardProvider):
-    needs = frozenset({"frame"})
-
-    def reward(self, batch: TransitionBatch) -> np.ndarray:
-        return np.zeros(len(batch), np.float32)
-
-
 @pytest.mark.parametrize(
     "overrides,message",
     [
@@ -288,7 +282,7 @@ def test_pets_refuses_a_discrete_env_and_a_reward_on_frames() -> None:
     with pytest.raises(ConfigError, match=r"PETS needs a Box action space.*use ppo, a2c or dqn"):
         _pets(env="cartpole")
     with pytest.raises(ConfigError, match=r"scores frame .*cannot produce"):
-        _pets(*TINY, reward=_FramesReward())
+        _pets(*TINY, reward=FramesReward())
 
 
 def test_pets_refuses_an_env_without_closed_forms() -> None:

@@ -17,6 +17,7 @@ from envs.errors import ConfigError
 from experiments.builders import build_agent, build_envs, build_reward, check_agent, env_card
 from experiments.cli import check_composes, config_dict, expand_shorthands
 from rewards.base import RewardProvider, TransitionBatch
+from tests.helpers import FramesReward
 
 torch.set_num_threads(1)
 
@@ -219,17 +220,10 @@ def test_mbpo_refuses_an_env_without_a_termination_function() -> None:
         _mbpo(*TINY, card=card)
 
 
-class _Frames(RewardProvider):
-    needs = frozenset({"frame"})
-
-    def reward(self, batch: TransitionBatch) -> np.ndarray:
-        return np.zeros(len(batch), np.float32)
-
-
 def test_mbpo_refuses_a_reward_on_frames() -> None:
     agent, venv = _mbpo(*TINY)
     with pytest.raises(ConfigError, match=r"agent=mbpo plans through a learned model.*scores frame"):
-        MBPO(venv, _Frames(), envs_card("rewardlab/Pendulum-v1"))
+        MBPO(venv, FramesReward(), envs_card("rewardlab/Pendulum-v1"))
     agent.close()
 
 

@@ -60,9 +60,9 @@ from typing_extensions import override
 
 from agents.base import Agent, Requirements, TrainCallback
 from agents.model_based.dynamics import EnsembleDynamics
-from agents.model_based.planning import PlanningReward, env_kwargs, flat_fn, termination_for
+from agents.model_based.planning import PlanningReward, model_functions
 from agents.sb3 import _load_buffer, _save_buffer, _sb3_key
-from envs.cards import EnvCard, bound_fn
+from envs.cards import EnvCard
 from envs.errors import ConfigError
 from rewards.base import RewardProvider, TransitionBatch, check_rewards
 
@@ -261,12 +261,9 @@ class MBPO(Agent):
         self.low = torch.as_tensor(space.low.reshape(-1), dtype=torch.float32, device=self.device)
         self.high = torch.as_tensor(space.high.reshape(-1), dtype=torch.float32, device=self.device)
 
-        termination = termination_for(card, env, "agent=mbpo needs the env's termination function to end model rollouts")
-        env_reward = bound_fn(card.reward_fn, env_kwargs(env)) if card is not None and card.reward_fn else None
-        self.reward_fn = PlanningReward(
-            reward, env_reward, termination, "agent=mbpo", self.obs_shape, self.action_shape
+        self.reward_fn, self.termination_fn = model_functions(
+            reward, card, env, "agent=mbpo", "agent=mbpo needs the env's termination function to end model rollouts"
         )
-        self.termination_fn = flat_fn(termination, self.obs_shape, self.action_shape)
 
         self.real_ratio, self.utd, self.batch_size = float(real_ratio), int(utd), int(batch_size)
         self.learning_starts, self.model_train_freq = int(learning_starts), int(model_train_freq)

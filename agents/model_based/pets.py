@@ -42,13 +42,10 @@ from agents.model_based.planning import (
     ICEM,
     MPC,
     Objective,
-    PlanningReward,
-    env_kwargs,
     evaluate_action_sequences,
-    flat_fn,
-    termination_for,
+    model_functions,
 )
-from envs.cards import EnvCard, bound_fn
+from envs.cards import EnvCard
 from envs.errors import ConfigError
 from rewards.base import RewardProvider
 
@@ -180,11 +177,9 @@ class PETS(Agent):
             else CEM(*opt_args)
         )
         self.config = kwargs
-        termination = termination_for(card, env, "agent=pets needs the env's termination function to stop rewards in imagined rollouts")
-        env_reward = bound_fn(card.reward_fn, env_kwargs(env)) if card is not None and card.reward_fn else None
-        obs_shape, action_shape = tuple(env.observation_space.shape), tuple(space.shape)
-        self.reward_fn = PlanningReward(reward, env_reward, termination, "agent=pets", obs_shape, action_shape)
-        self.termination_fn = flat_fn(termination, obs_shape, action_shape)
+        self.reward_fn, self.termination_fn = model_functions(
+            reward, card, env, "agent=pets", "agent=pets needs the env's termination function to stop rewards in imagined rollouts"
+        )
         self.particles, self.deterministic_model = int(particles), bool(deterministic_model)
         self.fit_args: dict[str, Any] = dict(
             epochs=int(epochs), batch_size=int(batch_size), val_ratio=float(val_ratio), patience=int(patience)

@@ -145,6 +145,32 @@ def termination_for(card: EnvCard | None, env: Any, why: str) -> TensorFn:
     return bound_fn(card.termination_fn, env_kwargs(env))
 
 
+def model_functions(
+    reward: RewardProvider, card: EnvCard | None, env: Any, who: str, why: str
+) -> tuple[PlanningReward, TensorFn]:
+    """The run's reward on imagined transitions and the env's termination on the planner's flat tensors.
+
+    Args:
+        reward: The run's reward provider.
+        card: The env's card (its closed-form reward, if any, is given to the provider's numpy path).
+        env: The (vector) env: its spaces' shapes and the kwargs that bind the card's functions.
+        who: How refusals name the agent (``agent=pets``).
+        why: What the termination function is needed for (:func:`termination_for`).
+
+    Returns:
+        ``(reward_fn, termination_fn)``: :class:`PlanningReward` and ``(N, obs_dim), (N, action_dim),
+        (N, obs_dim) -> (N,)`` bool.
+
+    Raises:
+        ConfigError: As :class:`PlanningReward` and :func:`termination_for`.
+    """
+    obs_shape, action_shape = tuple(env.observation_space.shape), tuple(env.action_space.shape)
+    termination = termination_for(card, env, why)
+    env_reward = bound_fn(card.reward_fn, env_kwargs(env)) if card is not None and card.reward_fn else None
+    reward_fn = PlanningReward(reward, env_reward, termination, who, obs_shape, action_shape)
+    return reward_fn, flat_fn(termination, obs_shape, action_shape)
+
+
 def flat_fn(fn: TensorFn, obs_shape: tuple[int, ...], action_shape: tuple[int, ...]) -> TensorFn:
     """``fn`` on the env's shapes as a function of the planner's flat ``(N, dim)`` tensors."""
 
