@@ -15,10 +15,12 @@ one node with this machine's CPUs in one partition, ``local``. Install the daemo
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,19 +41,34 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _munge_answers() -> bool:
+    return subprocess.run(["munge", "-n"], capture_output=True, check=False).returncode == 0
+
+
 def _start_munge() -> None:
-    """Start ``munged`` as the munge user unless a daemon already answers."""
-    if subprocess.run(["munge", "-n"], capture_output=True, check=False).returncode == 0:
-        return
+    """Start ``munged`` as the munge user unless a daemon already answers.
+
+    Tests on several pytest-xdist workers call this at once: an exclusive lock on a file beside
+    the daemon's socket lets one start it while the others wait and then find it answering.
+
+    Raises:
+        RuntimeError: ``munged`` failed to start (its output is quoted) or does not answer in 10 s.
+    """
     run_dir = Path("/run/munge")
     run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.chown(run_dir, "munge", "munge")
-    subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"], check=True, capture_output=True)
-    deadline = time.time() + 10
-    while subprocess.run(["munge", "-n"], capture_output=True, check=False).returncode != 0:
-        if time.time() > deadline:
-            raise RuntimeError("munged started but does not answer `munge -n`")
-        time.sleep(0.1)
+    with open(Path(tempfile.gettempdir()) / "rewardlab-munged.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _munge_answers():
+            return
+        shutil.chown(run_dir, "munge", "munge")
+        started = subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"], capture_output=True, text=True, check=False)
+        if started.returncode != 0:
+            raise RuntimeError(f"munged failed to start (exit {started.returncode}): {started.stderr.strip() or started.stdout.strip()}")
+        deadline = time.time() + 10
+        while not _munge_answers():
+            if time.time() > deadline:
+                raise RuntimeError("munged started but does not answer `munge -n` within 10 s")
+            time.sleep(0.1)
 
 
 def _config(root: Path) -> str:
