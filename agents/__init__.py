@@ -16,6 +16,11 @@ alol, nll, wbc, dpo,     :mod:`agents.text`: a causal LM trained offline on scor
 pro                      ``text-<task>`` envs (A-LoL and variants; SFT, weighted BC, DPO, PRO baselines)
 pets                     :mod:`agents.model_based.pets`: PETS, MPC with CEM / iCEM over a learned
                          probabilistic ensemble, planning on the run's reward (continuous actions)
+mbpo                     :mod:`agents.model_based.mbpo`: MBPO, SB3's SAC on short rollouts of that
+                         ensemble branched from real states (mixed real / model minibatches)
+coplanner                :mod:`agents.model_based.coplanner`: COPlanner, MBPO acting by UP-MPC (policy
+                         sequences scored by reward -/+ ensemble disagreement: conservative in model
+                         rollouts, optimistic in the real env)
 =======================  =======================================================================
 
 :mod:`agents.base` holds the interface: the five members, :class:`~agents.base.Requirements` (what an

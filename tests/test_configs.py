@@ -22,7 +22,7 @@ def _compose(*overrides: str):
 
 def test_groups() -> None:
     assert AGENTS == [
-        "a2c", "alol", "bc", "cpl", "cpsat", "dpo", "dqn", "iql", "maskable_ppo", "mbpo", "nll", "pdr", "pets", "ppo", "pro", "sac",
+        "a2c", "alol", "bc", "coplanner", "cpl", "cpsat", "dpo", "dqn", "iql", "maskable_ppo", "mbpo", "nll", "pdr", "pets", "ppo", "pro", "sac",
         "td3", "wbc",
     ]  # fmt: skip
     assert group_choices("reward") == ["clip", "code", "env", "fn", "preference", "shaped"]

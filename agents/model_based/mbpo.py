@@ -157,6 +157,10 @@ class MixedReplayBuffer(ReplayBuffer):
 class MBPO(Agent):
     """``agent=mbpo`` (module docstring).
 
+    Subclasses change how actions are chosen and rollouts rewarded through three hooks, each by default
+    MBPO's own: :meth:`_rollout_action` (the action of a model rollout), :meth:`_model_reward` (the reward
+    stored for an imagined transition) and :meth:`_collect_action` (the action taken in the real env).
+
     Args:
         env: The training vector env (proxy reward swapped in); Box actions.
         reward: The run's reward provider: rewards of model rollouts.
@@ -194,6 +198,8 @@ class MBPO(Agent):
         ConfigError: A bad setting, a reward the model cannot compute, or an env with no termination function.
     """
 
+    who = "agent=mbpo"  # how refusals name the agent (a subclass names itself)
+
     def __init__(
         self,
         env: Any,
@@ -230,7 +236,7 @@ class MBPO(Agent):
     ) -> None:
         space = env.action_space
         if not isinstance(space, gym.spaces.Box):
-            raise ConfigError(f"agent=mbpo needs a Box action space, but this env has {space}; {HINT}")
+            raise ConfigError(f"{self.who} needs a Box action space, but this env has {space}; {HINT}")
         positive = dict(utd=utd, batch_size=batch_size, model_train_freq=model_train_freq, rollout_batch_size=rollout_batch_size,
                         rollout_length=rollout_length, model_retain_epochs=model_retain_epochs, epoch_length=epoch_length,
                         buffer_size=buffer_size, ensemble_size=ensemble_size, model_elites=model_elites,
@@ -262,7 +268,7 @@ class MBPO(Agent):
         self.high = torch.as_tensor(space.high.reshape(-1), dtype=torch.float32, device=self.device)
 
         self.reward_fn, self.termination_fn = model_functions(
-            reward, card, env, "agent=mbpo", "agent=mbpo needs the env's termination function to end model rollouts"
+            reward, card, env, self.who, f"{self.who} needs the env's termination function to end model rollouts"
         )
 
         self.real_ratio, self.utd, self.batch_size = float(real_ratio), int(utd), int(batch_size)
@@ -362,13 +368,12 @@ class MBPO(Agent):
         stored, total = 0, 0.0
         for _ in range(self.current_rollout_length()):
             n = len(state)
-            with self._policy_rng(self.torch_rng):
-                scaled = self.sac.actor(state.reshape(n, *self.obs_shape), deterministic=False).reshape(n, -1)
+            scaled = self._rollout_action(state)
             action = self._unscale(scaled)
             every = self.model.sample(state.expand(elites, -1, -1), action.expand(elites, -1, -1), self.generator)
             pick = torch.randint(elites, (n,), generator=self.generator, device=self.device)  # TS1
             nxt = every[pick, torch.arange(n, device=self.device)]
-            r = self.reward_fn(state, action, nxt)
+            r = self._model_reward(state, action, nxt)
             done = self.termination_fn(state, action, nxt).to(torch.bool).reshape(n)
             ok = torch.isfinite(nxt).all(-1) & torch.isfinite(r)
             rows_np = [x[ok].cpu().numpy() for x in (state, scaled, nxt, r, done.float())]
@@ -378,6 +383,22 @@ class MBPO(Agent):
             if len(state) == 0:
                 break
         return {"model_rollout_transitions": float(stored), "model_rollout_reward": total / max(stored, 1)}
+
+    def _rollout_action(self, state: torch.Tensor) -> torch.Tensor:
+        """A model rollout's action at ``state`` ``(n, obs_dim)``: ``(n, action_dim)`` in [-1, 1] (MBPO: ``a ~ pi``)."""
+        n = len(state)
+        with self._policy_rng(self.torch_rng):
+            return self.sac.actor(state.reshape(n, *self.obs_shape), deterministic=False).reshape(n, -1)
+
+    def _model_reward(self, state: torch.Tensor, action: torch.Tensor, next_state: torch.Tensor) -> torch.Tensor:
+        """The stored reward of imagined ``(n, obs_dim), (n, action_dim), (n, obs_dim)`` -> ``(n,)`` (MBPO: the provider's)."""
+        return self.reward_fn(state, action, next_state)
+
+    def _collect_action(self, obs: np.ndarray) -> np.ndarray:
+        """The real env's action after the warm-up: ``(n_envs, *obs_shape)`` -> ``(n_envs, *action_shape)`` (MBPO: ``a ~ pi``)."""
+        with self._policy_rng(self.torch_rng):
+            actions, _ = self.sac.predict(obs, deterministic=False)
+        return actions
 
     def _fit_and_rollout(self, callback: TrainCallback) -> None:
         size = self.real.real_size()
@@ -413,8 +434,7 @@ class MBPO(Agent):
                 space = self.env.action_space
                 actions = self.rng.uniform(space.low, space.high, size=(len(obs), *space.shape)).astype(space.dtype)
             else:
-                with self._policy_rng(self.torch_rng):
-                    actions, _ = self.sac.predict(obs, deterministic=False)
+                actions = self._collect_action(obs)
             next_obs, rewards, dones, infos = self.env.step(actions)
             real_next = np.array(next_obs, dtype=np.float32, copy=True)
             for i in np.flatnonzero(dones):
@@ -469,7 +489,7 @@ class MBPO(Agent):
                 truncated=cut,
             )
             self.real.rewards[rows, envs] = check_rewards(reward.reward(batch), n, type(reward).__name__)
-        fn = PlanningReward(reward, self.reward_fn.env_reward, self.reward_fn.termination, "agent=mbpo",
+        fn = PlanningReward(reward, self.reward_fn.env_reward, self.reward_fn.termination, self.who,
                             self.obs_shape, self.action_shape)  # fmt: skip
         m = self.model_buffer
         for start in range(0, m.size, chunk):
