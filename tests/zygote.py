@@ -100,13 +100,14 @@ def _child(request: dict[str, Any], protocol: tuple[int, int]) -> None:
 
 def main() -> None:
     """Preload, then serve requests from stdin until it closes."""
-    for name in PRELOAD:
-        importlib.import_module(name)
-    # The protocol gets its own descriptors; 0 and 1 are the children's to replace.
+    # The protocol gets its own descriptors (0 and 1 are the children's to replace), before anything
+    # imported can print to stdout.
     proto_in, proto_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(2, 1)
+    for name in PRELOAD:
+        importlib.import_module(name)
     requests = os.fdopen(proto_in, "r")
     answers = os.fdopen(proto_out, "w", buffering=1)
     print(json.dumps({"ready": True}), file=answers)
