@@ -115,3 +115,10 @@ def single(info: Mapping[str, Any], needs: Collection[str]) -> dict[str, np.ndar
 
 
 register(Extra("frame", "(batch, height, width, 3) uint8 frame rendered after the step", FrameInInfo))
+register(
+    Extra(
+        "prompt",
+        "(batch,) str: the prompt of a text env's episode (the env puts it in info itself)",
+        stack=lambda values: np.array([str(v) for v in values], dtype=object),
+    )
+)

@@ -165,6 +165,20 @@ class LearnedReward(RewardProvider):
         """Restore what :meth:`save` wrote."""
 
 
+@runtime_checkable
+class LearnsFromRecords(Protocol):
+    """A provider that learns from offline one-step records before labelling them (text envs' preference reward).
+
+    A text agent calls it once with all its records, before it labels them with the provider.
+    """
+
+    def learn_from_records(
+        self, batch: TransitionBatch, groups: np.ndarray, components: dict[str, np.ndarray] | None = None
+    ) -> None:
+        """Learn from ``n`` one-step records (``batch``), ``groups[i]`` the prompt of record ``i``, and their reward components."""
+        ...
+
+
 def check_rewards(rewards: object, batch_size: int, source: str) -> np.ndarray:
     """Validate a provider's output: a finite array of shape ``(batch_size,)``, cast to float32.
 

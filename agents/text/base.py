@@ -4,7 +4,10 @@ A text agent (``agent=alol|nll|wbc|dpo|pro``) is an offline learner in a ``text-
 (:mod:`envs.text`). On its first :meth:`TextAgent.train` it reads (or builds once, :mod:`agents.text.data`)
 the scored responses to the training prompts, labels them with the run's reward provider (the *proxy*;
 the true reward stays beside it, as everywhere in rewardlab), and lets the algorithm prepare what it
-samples from (:meth:`TextAgent.prepare`: advantages, preference pairs, rankings). Each gradient step
+samples from (:meth:`TextAgent.prepare`: advantages, preference pairs, rankings). A provider that learns from
+the records themselves (:class:`rewards.base.LearnsFromRecords`: ``reward=preference``, a Bradley-Terry
+reward on sentence embeddings, :mod:`rewards.preference.text`) learns first, when the agent is built,
+so that the evaluation at step 0 already reports its proxy. Each gradient step
 draws ``batch_size`` units with the algorithm's probabilities and takes one Adam step on
 :meth:`TextAgent.loss`. ``act`` generates a response per observation (greedy when deterministic).
 
@@ -102,6 +105,10 @@ class TextAgent(Agent):
         self.prepared: dict[str, torch.Tensor] = {}
         self.data_info: dict[str, Any] = {}
         self.modules: dict[str, torch.nn.Module] = {"policy": self.policy.lm}
+        from rewards.base import LearnsFromRecords
+
+        if isinstance(reward, LearnsFromRecords):  # a reward learned from the records: learned before any evaluation
+            self.load_data()
 
     @classmethod
     def requirements(cls, config: Mapping[str, Any]) -> Requirements:
@@ -174,16 +181,17 @@ class TextAgent(Agent):
     def _label(self, records: Sequence[dict[str, Any]], true: np.ndarray, ids: Sequence[Sequence[int]]) -> np.ndarray:
         """The run's provider's reward of each record (``(n,)`` float32): the proxy the agent learns from."""
         from envs.text import left_pad
-        from rewards.base import TransitionBatch, check_rewards
+        from rewards.base import LearnsFromRecords, TransitionBatch, check_rewards
 
         if self.reward is None:
             return true
-        if self.reward.needs:
+        if set(self.reward.needs) - {"prompt"}:
             raise ConfigError(
                 f"reward {type(self.reward).__name__} needs {sorted(self.reward.needs)}, which text data does not hold"
             )
         width = int(self.observation_space.shape[0]) if self.observation_space.shape else 0
         obs = np.stack([left_pad(ids[int(r["prompt_index"])], width) for r in records])
+        extras = {"prompt": np.array([r["prompt"] for r in records], dtype=object)} if self.reward.needs else {}
         batch = TransitionBatch(
             obs=obs,
             action=np.array([r["response"] for r in records], dtype=object),
@@ -191,7 +199,15 @@ class TextAgent(Agent):
             env_reward=true,
             terminated=np.ones(len(records), dtype=bool),
             truncated=np.zeros(len(records), dtype=bool),
+            extras=extras,
         )
+        if isinstance(self.reward, LearnsFromRecords):  # e.g. reward=preference: learns once, then labels
+            names = sorted({k for r in records for k in r.get("components") or {}})
+            components = {
+                k: np.array([(r.get("components") or {}).get(k, 0.0) for r in records], np.float32) for k in names
+            }
+            groups = np.array([int(r["prompt_index"]) for r in records], dtype=np.int64)
+            self.reward.learn_from_records(batch, groups, components)
         return check_rewards(self.reward.reward(batch), len(records), source=type(self.reward).__name__)
 
     def items(self, index: Sequence[int]) -> SeqBatch:

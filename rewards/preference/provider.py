@@ -45,6 +45,10 @@ retrainings). Before the first round the reward is the pre-training reward, or z
 
 A segment longer than any episode can be would never be cut (no labels, a zero proxy for the whole
 run): :meth:`PreferenceReward.check_horizon` refuses it before the run starts.
+
+On the text envs (``env=text-*``, whose action is the response text) the provider learns offline, once,
+from the text agent's records: a Bradley-Terry ensemble on sentence embeddings of the responses, trained
+on pairs of two responses to one prompt that the same teacher labels (:mod:`rewards.preference.text`).
 """
 
 from __future__ import annotations
@@ -149,6 +153,9 @@ class PreferenceReward(LearnedReward):
             (offline: P-IQL = this reward model + ``agent=iql``); no online rounds then.
         pretrain: PEBBLE's unsupervised pre-training before the first round (module docstring).
         pretrain_k: The nearest neighbour whose distance is the pre-training reward (PEBBLE's ``topK``, 5).
+        text_features: Text envs only: the reward model's input, ``response`` (the MiniLM embedding of the
+            response) or ``prompt_response`` (with its product with the prompt's); ``None``: ``response``
+            (:mod:`rewards.preference.text`).
         seed: Randomness of segment choice, the teacher and the model.
         device: Where the model runs (``auto``: ``model.auto_device()``, a GPU for the CNN if there is
             one, else the CPU).
@@ -178,6 +185,7 @@ class PreferenceReward(LearnedReward):
         pairs: str | None = None,
         pretrain: bool = True,
         pretrain_k: int = 5,
+        text_features: str | None = None,
         seed: int = 0,
         device: str = "auto",
     ) -> None:
@@ -210,6 +218,12 @@ class PreferenceReward(LearnedReward):
         ):
             if int(value) < 1:
                 raise ConfigError(f"reward.{name}={value!r} must be >= 1")
+        from rewards.preference.text import TextFeatures
+
+        # built here so that a bad value is refused at once; used only when the env turns out to be a text env
+        self.text_features = text_features
+        text = TextFeatures(text_features or "response")
+        self.text: TextFeatures | None = None  # set by bind on a text env
         self.teacher: Teacher = teacher
         self.model_factory = model
         self.model_sees_frames = "frame" in model.needs
@@ -219,7 +233,7 @@ class PreferenceReward(LearnedReward):
         self.frame_size = int(frame_size)
         self.frame_budget = int(float(frame_memory_mb) * 2**20)
         # frames are rendered and kept only when the model or the teacher looks at them
-        self.needs = frozenset(model.needs) | frozenset(getattr(teacher, "needs", frozenset()))
+        self.needs = frozenset(model.needs) | frozenset(getattr(teacher, "needs", frozenset())) | text.needs
         self.blend_how, self.k = blend, float(k)
         self.rescale = bool(model.rescale) if rescale is None else bool(rescale)
         self.scale = 1.0  # the proxy is the model's reward / scale
@@ -250,6 +264,13 @@ class PreferenceReward(LearnedReward):
         if self.model is not None:  # the eval env binds too: same spaces
             return
         super().bind(observation_space, action_space)
+        if isinstance(action_space, gym.spaces.Text):  # a text env: learned offline from a text agent's records
+            from rewards.preference.text import TextFeatures, build_model
+
+            self.text = TextFeatures(self.text_features or "response")
+            self.model = build_model(self.model_factory, self.text.dim, self.seed).to(self.device).eval()
+            self.pretrain = False
+            return
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.model = self.model_factory(observation_space, action_space, frame_size=self.frame_size)
@@ -269,6 +290,16 @@ class PreferenceReward(LearnedReward):
             ConfigError: See :meth:`check_horizon`; or the teacher ranks reward components (HERON's) that
                 ``env`` does not report in its ``info`` after a step.
         """
+        if isinstance(env.action_space, gym.spaces.Text):
+            from rewards.preference.text import check_text_env
+
+            check_text_env(self, env)
+            return
+        if self.text_features is not None:
+            raise ConfigError(
+                f"reward.text_features={self.text_features} is for text envs (env=text-positive, env=text-helpful), "
+                f"and this env's action space is {env.action_space}; leave it null"
+            )
         if self.pairs_file:  # the labels come from a file: no segments are cut or labelled here
             return
         self.check_horizon(env.spec.max_episode_steps if env.spec is not None else None)
@@ -328,9 +359,27 @@ class PreferenceReward(LearnedReward):
             "reward model trained on %d pairs from %s: train accuracy %.3f", len(pairs), path, fit["train_accuracy"]
         )
 
+    def learn_from_records(
+        self, batch: TransitionBatch, groups: np.ndarray, components: dict[str, np.ndarray] | None = None
+    ) -> None:
+        """Text envs: learn the reward model once from a text agent's records (:func:`rewards.preference.text.learn_from_records`).
+
+        Raises:
+            ConfigError: The provider is not bound to a text env, or the records offer nothing to learn from.
+        """
+        if self.text is None:
+            raise ConfigError("reward=preference learns from text records only on a text env (env=text-*)")
+        from rewards.preference.text import learn_from_records
+
+        learn_from_records(self, batch, groups, components)
+
     @override
     def reward(self, batch: TransitionBatch) -> np.ndarray:
         assert self.model is not None
+        if self.text is not None:  # a text env: the ensemble on the responses' embeddings (0 until learned)
+            if self.rounds == 0:
+                return np.zeros(len(batch), dtype=np.float32)
+            return self.model.predict(self.text(batch), None, self.blend_how, self.k) / self.scale
         if self.rounds == 0:  # nothing learned yet: PEBBLE's exploration reward, or zero
             if self.pretrain:
                 return self.exploration.reward(torch.as_tensor(np.asarray(batch.obs, dtype=np.float32))).numpy()
@@ -340,7 +389,7 @@ class PreferenceReward(LearnedReward):
 
     def torch_reward(self) -> TorchRewardFn | None:
         """The blended ensemble on tensors, differentiable (the MLP model; a model on frames: ``None``)."""
-        if self.model is None or self.model_sees_frames:
+        if self.model is None or self.model_sees_frames or self.text is not None:
             return None
         model = self.model
 
@@ -365,6 +414,8 @@ class PreferenceReward(LearnedReward):
 
     def observe(self, batch: TransitionBatch, components: dict[str, np.ndarray] | None = None) -> None:
         """Keep the training env's transitions (and the env's reward components); run a round when one is due."""
+        if self.text is not None:  # text envs: learned from the agent's records, not online
+            return
         n = len(batch)
         if self.pretrain and self.rounds == 0 and self.exploration.remember(batch.obs):
             self.version += 1  # the exploration reward changed: stored rewards are relabelled
@@ -555,6 +606,8 @@ class PreferenceReward(LearnedReward):
         )
         if self.pairs is not None:
             self.pairs.save(path / "preferences.npz")
+            if self.text is not None and self.pairs_path is not None and not self.pairs_path.exists():
+                self.pairs.save(self.pairs_path)  # learned before the run directory existed: kept there now
 
     @override
     def load(self, path: Path) -> None:
