@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import shutil
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -139,3 +140,33 @@ class FramesReward(RewardProvider):
     def reward(self, batch: TransitionBatch) -> np.ndarray:
         return np.zeros(len(batch), np.float32)
 
+
+
+class TrainLog:
+    """A :class:`~agents.base.TrainCallback` that keeps every logged row and checks that its values are finite."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_step(self, num_steps: int) -> bool:
+        return True
+
+    def on_log(self, num_steps: int, values: Mapping[str, float]) -> None:
+        assert all(np.isfinite(v) for v in values.values()), values
+        self.rows.append(dict(values))
+
+
+def agent_on_env(
+    overrides: Sequence[str], seed: int = 0, card: Any = None, reward: RewardProvider | None = None
+) -> tuple[Any, Any]:
+    """The agent and its 1-env training vec env of a run's CLI ``overrides`` (e.g. ``["env=pendulum", "agent=mbpo"]``),
+    checked and built as the runner does; ``card`` replaces the env's card, ``reward`` the configured provider."""
+    from experiments.builders import build_agent, build_envs, build_reward, check_agent, env_card
+    from experiments.cli import check_composes, config_dict, expand_shorthands
+
+    cfg = check_composes(expand_shorthands(list(overrides)))
+    env_cfg = config_dict(cfg.env)
+    provider = reward if reward is not None else build_reward(cfg.reward)
+    venv = build_envs(env_cfg, 1, seed, provider, observe=True)
+    check_agent(cfg.agent, venv.action_space, env_card(env_cfg), has_dataset=False)
+    return build_agent(cfg.agent, venv, provider, seed, "cpu", card=card or env_card(env_cfg)), venv

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,9 @@ from agents.model_based.planning import (
     particle_groups,
 )
 from envs.errors import ConfigError
-from experiments.builders import build_agent, build_envs, build_reward, check_agent, env_card
-from experiments.cli import check_composes, config_dict, expand_shorthands
+from experiments.builders import build_envs, build_reward
 from rewards.base import RewardProvider, TransitionBatch
-from tests.helpers import FramesReward
+from tests.helpers import FramesReward, TrainLog, agent_on_env
 
 #: PETS at sizes that plan in milliseconds
 TINY = [
@@ -34,24 +32,8 @@ TINY = [
 ]  # fmt: skip
 
 
-class _Log:
-    def __init__(self) -> None:
-        self.rows: list[dict[str, float]] = []
-
-    def on_step(self, num_steps: int) -> bool:
-        return True
-
-    def on_log(self, num_steps: int, values: Mapping[str, float]) -> None:
-        self.rows.append(dict(values))
-
-
 def _pets(*overrides: str, seed: int = 0, env: str = "pendulum", reward: RewardProvider | None = None) -> Any:
-    cfg = check_composes(expand_shorthands([f"env={env}", "agent=pets", *overrides]))
-    env_cfg = config_dict(cfg.env)
-    provider = reward if reward is not None else build_reward(cfg.reward)
-    venv = build_envs(env_cfg, 1, seed, provider, observe=True)
-    check_agent(cfg.agent, venv.action_space, env_card(env_cfg), has_dataset=False)
-    return build_agent(cfg.agent, venv, provider, seed, "cpu", card=env_card(env_cfg)), venv
+    return agent_on_env([f"env={env}", "agent=pets", *overrides], seed, reward=reward)
 
 
 # --- the ensemble ------------------------------------------------------------------------------
@@ -311,7 +293,7 @@ def test_pets_refuses_through_the_runner_with_exit_2(run_cli: Any, tmp_path: Pat
 
 def test_pets_fits_logs_and_resumes_with_the_same_next_actions(tmp_path: Path) -> None:
     agent, _ = _pets(*TINY)
-    log = _Log()
+    log = TrainLog()
     agent.train(45, log)
     assert agent.num_steps == 45 and agent.model.fitted and len(log.rows) == 2
     assert {"loss_model_nll", "loss_model_val_mse"} <= set(log.rows[-1])
@@ -334,14 +316,14 @@ def test_pets_fits_logs_and_resumes_with_the_same_next_actions(tmp_path: Path) -
 def test_a_resumed_pets_continues_exactly_as_the_uninterrupted_one(tmp_path: Path) -> None:
     """From the same env state, a reloaded agent collects the same transitions and fits the same model."""
     agent, venv = _pets(*TINY, "agent.planner=icem")
-    agent.train(30, _Log())
+    agent.train(30, TrainLog())
     agent.save(tmp_path / "ckpt")
     fresh, fresh_venv = _pets(*TINY, "agent.planner=icem", seed=5)
     fresh.load(tmp_path / "ckpt")
     for a, v in ((agent, venv), (fresh, fresh_venv)):  # both start a new episode from the same state
         v.seed(11)
         a._obs = None
-        a.train(70, _Log())
+        a.train(70, TrainLog())
     np.testing.assert_array_equal(agent.data.arrays()["action"], fresh.data.arrays()["action"])
     for x, y in zip(agent.model.state_dict().values(), fresh.model.state_dict().values(), strict=True):
         torch.testing.assert_close(x, y)
@@ -351,7 +333,7 @@ def test_a_resumed_pets_continues_exactly_as_the_uninterrupted_one(tmp_path: Pat
 
 def test_pets_act_is_reproducible_after_training_and_loading(tmp_path: Path) -> None:
     agent, _ = _pets(*TINY, "agent.planner=icem")
-    agent.train(30, _Log())
+    agent.train(30, TrainLog())
     obs = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 2.0]], np.float32)
     first = agent.act(obs)
     assert first.shape == (2, 1) and np.all(np.abs(first) <= 2.0)
@@ -370,7 +352,7 @@ def test_pets_learns_pendulum_within_1200_steps() -> None:
     agent, _ = _pets(
         "agent.hidden=[64,64,64]", "agent.population=100", "agent.particles=5", "agent.iterations=3", "agent.epochs=50"
     )
-    agent.train(1200, _Log())
+    agent.train(1200, TrainLog())
     eval_env = build_envs({"id": "rewardlab/Pendulum-v1"}, 4, 0, agent.reward_fn.provider, stream="eval")
     obs: Any = eval_env.reset()
     returns, done = np.zeros(4), np.zeros(4, bool)

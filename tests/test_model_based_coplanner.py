@@ -1,8 +1,7 @@
-"""COPlanner (issue 21): UP-MPC's choice and its sign, the rollout penalty, exact resume, refusals, conformance."""
+"""COPlanner (issue 21): UP-MPC's choice and its sign, the rollout penalty, exact resume, refusals (the conformance harness covers it from the configs: tests/test_conformance.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,39 +11,19 @@ import torch
 
 from agents.model_based.coplanner import COPlanner, disagreement
 from envs.errors import ConfigError
-from experiments.builders import build_agent, build_envs, build_reward, check_agent, env_card
+from experiments.builders import build_envs, build_reward, check_agent, env_card
 from experiments.cli import check_composes, config_dict, expand_shorthands
+from tests.helpers import TrainLog, agent_on_env
+from tests.test_model_based_mbpo import TINY as MBPO_TINY
 
 torch.set_num_threads(1)
 
 #: COPlanner at sizes that train in about a second (as MBPO's tests), with a short plan
-TINY = [
-    "agent.hidden=[16,16]", "agent.ensemble_size=3", "agent.model_elites=2", "agent.learning_starts=20",
-    "agent.model_train_freq=20", "agent.epochs=5", "agent.model_batch_size=32", "agent.batch_size=32",
-    "agent.net_arch=[32,32]", "agent.utd=2", "agent.rollout_batch_size=50", "agent.buffer_size=1000",
-    "agent.log_every=10", "agent.plan_horizon=3", "agent.plan_candidates=4",
-]  # fmt: skip
-
-
-class _Log:
-    def __init__(self) -> None:
-        self.rows: list[dict[str, float]] = []
-
-    def on_step(self, num_steps: int) -> bool:
-        return True
-
-    def on_log(self, num_steps: int, values: Mapping[str, float]) -> None:
-        assert all(np.isfinite(v) for v in values.values()), values
-        self.rows.append(dict(values))
+TINY = [*MBPO_TINY, "agent.plan_horizon=3", "agent.plan_candidates=4"]
 
 
 def _coplanner(*overrides: str, seed: int = 0) -> tuple[COPlanner, Any]:
-    cfg = check_composes(expand_shorthands(["env=pendulum", "agent=coplanner", *overrides]))
-    env_cfg = config_dict(cfg.env)
-    provider = build_reward(cfg.reward)
-    venv = build_envs(env_cfg, 1, seed, provider, observe=True)
-    check_agent(cfg.agent, venv.action_space, env_card(env_cfg), has_dataset=False)
-    agent = build_agent(cfg.agent, venv, provider, seed, "cpu", card=env_card(env_cfg))
+    agent, venv = agent_on_env(["env=pendulum", "agent=coplanner", *overrides], seed)
     assert isinstance(agent, COPlanner)
     return agent, venv
 
@@ -128,7 +107,7 @@ def test_up_mpc_sums_the_discounted_plan_and_stops_at_termination() -> None:
 
 def test_rollout_rewards_are_penalised_by_the_models_disagreement() -> None:
     agent, _ = _coplanner(*TINY, "agent.reward_penalty=2.0")
-    agent.train(30, _Log())  # a model fit at step 20, then UP-MPC rollouts
+    agent.train(30, TrainLog())  # a model fit at step 20, then UP-MPC rollouts
     buf = agent.model_buffer
     assert agent.model.fitted and buf.size == 50
     obs, nxt = (torch.as_tensor(x[: buf.size]) for x in (buf.obs, buf.next_obs))
@@ -151,7 +130,7 @@ def test_rollout_rewards_are_penalised_by_the_models_disagreement() -> None:
 def test_the_authors_default_stores_the_providers_reward() -> None:
     agent, _ = _coplanner(*TINY)
     assert agent.reward_penalty == 0.0 and (agent.conservative_rate, agent.optimistic_rate) == (2.0, 1.0)
-    log = _Log()
+    log = TrainLog()
     agent.train(30, log)
     buf = agent.model_buffer
     obs, nxt = (torch.as_tensor(x[: buf.size]) for x in (buf.obs, buf.next_obs))
@@ -163,7 +142,7 @@ def test_the_authors_default_stores_the_providers_reward() -> None:
 
 def test_a_resumed_coplanner_continues_exactly_as_the_uninterrupted_one(tmp_path: Path) -> None:
     agent, venv = _coplanner(*TINY)
-    agent.train(35, _Log())
+    agent.train(35, TrainLog())
     agent.save(tmp_path / "ckpt")
     fresh, fresh_venv = _coplanner(*TINY, seed=5)
     fresh.load(tmp_path / "ckpt")
@@ -171,7 +150,7 @@ def test_a_resumed_coplanner_continues_exactly_as_the_uninterrupted_one(tmp_path
     for a, v in ((agent, venv), (fresh, fresh_venv)):  # both start a new episode from the same state
         v.seed(11)
         a._obs = None
-        a.train(50, _Log())  # planned env actions, a model fit, planned rollouts and SAC updates after the resume
+        a.train(50, TrainLog())  # planned env actions, a model fit, planned rollouts and SAC updates after the resume
     np.testing.assert_array_equal(agent.real.actions[:50], fresh.real.actions[:50])
     np.testing.assert_array_equal(agent.model_buffer.arrays()["action"], fresh.model_buffer.arrays()["action"])
     for x, y in zip(agent.sac.policy.state_dict().values(), fresh.sac.policy.state_dict().values(), strict=True):

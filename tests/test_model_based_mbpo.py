@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +13,9 @@ import torch
 from agents.model_based.mbpo import MBPO
 from envs.cards import card as envs_card
 from envs.errors import ConfigError
-from experiments.builders import build_agent, build_envs, build_reward, check_agent, env_card
-from experiments.cli import check_composes, config_dict, expand_shorthands
+from experiments.builders import build_envs
 from rewards.base import RewardProvider, TransitionBatch
-from tests.helpers import FramesReward
+from tests.helpers import FramesReward, TrainLog, agent_on_env
 
 torch.set_num_threads(1)
 
@@ -30,25 +28,8 @@ TINY = [
 ]  # fmt: skip
 
 
-class _Log:
-    def __init__(self) -> None:
-        self.rows: list[dict[str, float]] = []
-
-    def on_step(self, num_steps: int) -> bool:
-        return True
-
-    def on_log(self, num_steps: int, values: Mapping[str, float]) -> None:
-        assert all(np.isfinite(v) for v in values.values()), values
-        self.rows.append(dict(values))
-
-
 def _mbpo(*overrides: str, seed: int = 0, env: str = "pendulum", card: Any = None) -> tuple[MBPO, Any]:
-    cfg = check_composes(expand_shorthands([f"env={env}", "agent=mbpo", *overrides]))
-    env_cfg = config_dict(cfg.env)
-    provider = build_reward(cfg.reward)
-    venv = build_envs(env_cfg, 1, seed, provider, observe=True)
-    check_agent(cfg.agent, venv.action_space, env_card(env_cfg), has_dataset=False)
-    agent = build_agent(cfg.agent, venv, provider, seed, "cpu", card=card or env_card(env_cfg))
+    agent, venv = agent_on_env([f"env={env}", "agent=mbpo", *overrides], seed, card)
     assert isinstance(agent, MBPO)
     return agent, venv
 
@@ -66,7 +47,7 @@ def _real_obs(agent: MBPO) -> np.ndarray:
 
 def test_model_rollouts_branch_from_real_states_with_the_providers_reward() -> None:
     agent, _ = _mbpo(*TINY)
-    agent.train(30, _Log())  # a model fit at step 20, then rollouts
+    agent.train(30, TrainLog())  # a model fit at step 20, then rollouts
     assert agent.model.fitted and agent.model_buffer.size == 50
     buf = agent.model_buffer
     real = _real_obs(agent)
@@ -89,7 +70,7 @@ def test_model_rollouts_stop_at_termination() -> None:
 
     card = dataclasses.replace(envs_card("rewardlab/Pendulum-v1"), termination_fn=fast)
     agent, _ = _mbpo(*TINY, "agent.rollout_length=3", "agent.rollout_batch_size=200", card=card)
-    agent.train(21, _Log())
+    agent.train(21, TrainLog())
     buf = agent.model_buffer
     n, obs, nxt, done = buf.size, buf.obs[: buf.size], buf.next_obs[: buf.size], buf.done[: buf.size] > 0
     np.testing.assert_array_equal(done, nxt[:, 2] > 0.0)
@@ -105,7 +86,7 @@ def test_model_rollouts_stop_at_termination() -> None:
 def _marked_buffers(real_ratio: float) -> MBPO:
     """An agent whose real rewards are 0 and model rewards 1, so a sample's mean reward is its model share."""
     agent, _ = _mbpo(*TINY, f"agent.real_ratio={real_ratio}")
-    agent.train(15, _Log())  # random steps only
+    agent.train(15, TrainLog())  # random steps only
     agent.real.rewards[: agent.real.pos] = 0.0
     rng = np.random.default_rng(0)
     obs = rng.normal(size=(100, 3)).astype(np.float32)
@@ -128,14 +109,14 @@ def test_mixed_minibatches_honour_real_ratio(real_ratio: float) -> None:
 
 def test_sac_updates_draw_their_minibatches_from_the_mixed_buffer() -> None:
     agent, _ = _mbpo(*TINY)
-    agent.train(25, _Log())
+    agent.train(25, TrainLog())
     assert agent.sac.replay_buffer is agent.real and agent.sac._n_updates == 2 * 5
     agent.close()
 
 
 def test_mbpo_logs_model_and_sac_losses() -> None:
     agent, _ = _mbpo(*TINY)
-    log = _Log()
+    log = TrainLog()
     agent.train(45, log)
     keys = set().union(*log.rows)
     assert {"loss_model_nll", "loss_model_val_mse", "loss_actor", "loss_critic", "model_rollout_transitions"} <= keys
@@ -144,7 +125,7 @@ def test_mbpo_logs_model_and_sac_losses() -> None:
 
 def test_a_resumed_mbpo_continues_exactly_as_the_uninterrupted_one(tmp_path: Path) -> None:
     agent, venv = _mbpo(*TINY)
-    agent.train(35, _Log())
+    agent.train(35, TrainLog())
     agent.save(tmp_path / "ckpt")
     fresh, fresh_venv = _mbpo(*TINY, seed=5)
     fresh.load(tmp_path / "ckpt")
@@ -156,7 +137,7 @@ def test_a_resumed_mbpo_continues_exactly_as_the_uninterrupted_one(tmp_path: Pat
     for a, v in ((agent, venv), (fresh, fresh_venv)):  # both start a new episode from the same state
         v.seed(11)
         a._obs = None
-        a.train(70, _Log())  # collection, a model fit, rollouts and SAC updates after the resume
+        a.train(70, TrainLog())  # collection, a model fit, rollouts and SAC updates after the resume
     np.testing.assert_array_equal(agent.real.actions[:70], fresh.real.actions[:70])
     np.testing.assert_array_equal(agent.model_buffer.arrays()["obs"], fresh.model_buffer.arrays()["obs"])
     assert agent.model_buffer.size == fresh.model_buffer.size
@@ -176,7 +157,7 @@ class _Speed(RewardProvider):
 
 def test_relabel_recomputes_real_and_model_rewards() -> None:
     agent, _ = _mbpo(*TINY)
-    agent.train(30, _Log())
+    agent.train(30, TrainLog())
     agent.relabel(_Speed())
     real, buf = agent.real, agent.model_buffer
     np.testing.assert_allclose(real.rewards[: real.pos, 0], real.observations[: real.pos, 0, 2])
@@ -252,7 +233,7 @@ def test_schedule_grows_the_rollout_length_linearly() -> None:
 def test_mbpo_learns_pendulum_within_3000_steps() -> None:
     """Random: about -1200; the true return after 3000 env steps must clear -600 (tuned/mbpo/pendulum.yaml)."""
     agent, _ = _mbpo()
-    agent.train(3000, _Log())
+    agent.train(3000, TrainLog())
     eval_env = build_envs({"id": "rewardlab/Pendulum-v1"}, 4, 0, agent.reward_fn.provider, stream="eval")
     obs: Any = eval_env.reset()
     returns, done = np.zeros(4), np.zeros(4, bool)
