@@ -62,6 +62,16 @@ def test_model_rollouts_branch_from_real_states_with_the_providers_reward() -> N
     agent.close()
 
 
+@pytest.mark.parametrize("name,plan", [("mbpo", []), ("coplanner", ["agent.plan_horizon=2", "agent.plan_candidates=2"])])
+def test_an_env_with_float64_observations_trains_past_the_first_rollouts(name: str, plan: list[str]) -> None:
+    """InvertedPendulum-v5 observes float64 (the replay buffer keeps that dtype; the model is float32)."""
+    agent, venv = agent_on_env(["env=inverted-pendulum", f"agent={name}", *TINY, *plan])
+    assert venv.observation_space.dtype == np.float64
+    agent.train(45, TrainLog())  # model fits at steps 20 and 40, each followed by rollouts and SAC updates
+    assert agent.model_buffer.size > 0 and np.isfinite(agent.model_buffer.obs[: agent.model_buffer.size]).all()
+    agent.close()
+
+
 def test_model_rollouts_stop_at_termination() -> None:
     """Length-3 branches under a termination rule: a branch continues exactly from its non-terminal ends."""
 

@@ -363,7 +363,9 @@ class MBPO(Agent):
         """
         flat = self.rng.integers(0, self.real.real_size(), size=self.rollout_batch_size)
         rows, envs = flat // self.real.n_envs, flat % self.real.n_envs
-        state = torch.as_tensor(self.real.observations[rows, envs].reshape(len(flat), -1), device=self.device)
+        state = torch.as_tensor(
+            self.real.observations[rows, envs].reshape(len(flat), -1), dtype=torch.float32, device=self.device
+        )
         elites = len(self.model.elites)
         stored, total = 0, 0.0
         for _ in range(self.current_rollout_length()):
