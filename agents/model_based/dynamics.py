@@ -35,6 +35,22 @@ from torch import nn
 from torch.nn import functional as F
 from typing_extensions import override
 
+from envs.errors import ConfigError
+
+
+def check_model_settings(ensemble_size: int, model_elites: int, learning_starts: int, val_ratio: float) -> None:
+    """The settings every agent with a learned ensemble shares (PETS, MBPO, COPlanner), checked at construction.
+
+    Raises:
+        ConfigError: More elites than members, ``learning_starts`` < 0, or ``val_ratio`` outside [0, 1).
+    """
+    if model_elites > ensemble_size:
+        raise ConfigError(f"agent.model_elites={model_elites} must not exceed agent.ensemble_size={ensemble_size}")
+    if int(learning_starts) < 0 or not 0.0 <= float(val_ratio) < 1.0:
+        raise ConfigError(
+            f"agent.learning_starts={learning_starts} must be >= 0 and agent.val_ratio={val_ratio} in [0, 1)"
+        )
+
 
 class EnsembleLinear(nn.Module):
     """``M`` independent linear layers: ``(M, N, in) -> (M, N, out)`` with one batched matmul.

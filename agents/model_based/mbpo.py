@@ -59,7 +59,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from typing_extensions import override
 
 from agents.base import Agent, Requirements, TrainCallback
-from agents.model_based.dynamics import EnsembleDynamics
+from agents.model_based.dynamics import EnsembleDynamics, check_model_settings
 from agents.model_based.planning import PlanningReward, model_functions
 from agents.sb3 import _load_buffer, _save_buffer, _sb3_key
 from envs.cards import EnvCard
@@ -246,12 +246,7 @@ class MBPO(Agent):
                 raise ConfigError(f"agent.{name}={value} must be a positive integer")
         if not 0.0 <= float(real_ratio) <= 1.0:
             raise ConfigError(f"agent.real_ratio={real_ratio} must be in [0, 1]")
-        if model_elites > ensemble_size:
-            raise ConfigError(f"agent.model_elites={model_elites} must not exceed agent.ensemble_size={ensemble_size}")
-        if int(learning_starts) < 0 or not 0.0 <= float(val_ratio) < 1.0:
-            raise ConfigError(
-                f"agent.learning_starts={learning_starts} must be >= 0 and agent.val_ratio={val_ratio} in [0, 1)"
-            )
+        check_model_settings(ensemble_size, model_elites, learning_starts, val_ratio)
         if rollout_schedule is not None:
             sched = [float(x) for x in rollout_schedule]
             if len(sched) != 4 or sched[1] <= sched[0] or min(sched[2:]) < 1:

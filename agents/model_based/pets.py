@@ -36,7 +36,7 @@ import torch
 from typing_extensions import override
 
 from agents.base import Agent, Requirements, TrainCallback
-from agents.model_based.dynamics import EnsembleDynamics
+from agents.model_based.dynamics import EnsembleDynamics, check_model_settings
 from agents.model_based.planning import (
     CEM,
     ICEM,
@@ -156,12 +156,7 @@ class PETS(Agent):
                             ("train_every", train_every), ("batch_size", batch_size), ("epochs", epochs)):  # fmt: skip
             if int(value) <= 0:
                 raise ConfigError(f"agent.{name}={value} must be a positive integer")
-        if model_elites > ensemble_size:
-            raise ConfigError(f"agent.model_elites={model_elites} must not exceed agent.ensemble_size={ensemble_size}")
-        if int(learning_starts) < 0 or not 0.0 <= float(val_ratio) < 1.0:
-            raise ConfigError(
-                f"agent.learning_starts={learning_starts} must be >= 0 and agent.val_ratio={val_ratio} in [0, 1)"
-            )
+        check_model_settings(ensemble_size, model_elites, learning_starts, val_ratio)
         self.device = torch.device(device if device != "auto" else "cpu")
         self.env, self.seed = env, int(seed)
         self.obs_dim = int(np.prod(env.observation_space.shape))
