@@ -280,7 +280,8 @@ class SB3Agent(Agent):
         return Requirements(
             action_spaces=ACTION_SPACES[algo],
             features=FEATURES.get(algo, frozenset()),
-            hint="use ppo or a2c (any action space), dqn (discrete), sac or td3 (continuous)",
+            hint="use ppo or a2c (Box, Discrete, MultiDiscrete, MultiBinary), dqn (Discrete), sac or td3 (Box); "
+            "on a text env (env=text-*) alol, nll, wbc, dpo or pro",
             label=algo,
             first_update=first,
             first_update_why=why,

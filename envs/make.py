@@ -168,5 +168,8 @@ def make_vec_env(
     if vec == "subproc":
         _standard_start_method()
     venv: VecEnv = SubprocVecEnv(fns, start_method="forkserver") if vec == "subproc" else DummyVecEnv(fns)
+    if venv.has_attr("set_shard"):  # envs that serve a finite list (a text env's prompts) split it among the copies
+        for i in range(int(n_envs)):
+            venv.env_method("set_shard", i, int(n_envs), indices=[i])
     seed_vec_env(venv, env_seeds(int(seed), int(n_envs), stream))
     return venv

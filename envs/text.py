@@ -47,8 +47,10 @@ from one conversation: 3,574 pairs, 3,221 train and 353 held out. ``chatterbot-c
 exchanges, not human replies. Split (deterministic, by the conversation's id): sha1 of the id, its first
 8 hex digits as a number modulo 10 == 0 -> ``held_out`` (~10 %), else ``train``; within a split, pairs
 in order of that hash, the first ``n_prompts`` kept. The training env serves ``split`` (``train``), the
-evaluation envs ``eval_kwargs.split`` (``held_out``; :func:`envs.make.make_vec_env`). Each env walks a
-permutation of its split drawn at ``reset(seed=...)``, so ``n`` evaluation episodes cover distinct prompts.
+evaluation envs ``eval_kwargs.split`` (``held_out``; :func:`envs.make.make_vec_env`). The copies of a
+vector env split the prompts between them (:meth:`TextEnv.set_shard`: copy ``i`` of ``n`` serves prompts
+``i, i + n, ...``), and each walks a permutation of its share drawn at ``reset(seed=...)``, so ``n``
+evaluation episodes (a fixed quota per env) cover distinct prompts.
 
 Heavy imports (transformers for the tokenizer, vaderSentiment, sentence-transformers) happen when an env
 is made or first scores, never at ``import envs``; the corpus, tokenizer and scorers are loaded once per
@@ -340,10 +342,26 @@ class TextEnv(gym.Env[np.ndarray, str]):
         self.observation_space = gym.spaces.Box(PAD, vocab - 1, shape=(self.max_prompt_tokens,), dtype=np.int64)
         self.action_space = ResponseSpace(8 * self.max_response_tokens)
         self.render_mode, self.render_size = render_mode, (int(render_width), int(render_height))
-        self._order = np.arange(len(self.pairs))
+        self._share = np.arange(len(self.pairs))  # the prompts this copy serves (set_shard)
+        self._order = self._share.copy()
         self._cursor = 0
         self._index = 0
         self._last: tuple[str, float] | None = None
+
+    def set_shard(self, index: int, count: int) -> None:
+        """Serve only prompts ``index, index + count, ...``: copy ``index`` of ``count`` in a vector env.
+
+        The copies then never hand out the same prompt; each serves all of them when there are fewer
+        prompts than copies.
+
+        Raises:
+            ConfigError: ``index`` not in ``[0, count)``.
+        """
+        if not 0 <= int(index) < int(count):
+            raise ConfigError(f"text env: shard {index} of {count} does not exist")
+        share = np.arange(len(self.pairs))[int(index) :: int(count)]
+        self._share = share if len(self.pairs) >= int(count) else np.arange(len(self.pairs))
+        self._order, self._cursor = self._share.copy(), 0
 
     # gymnasium API -------------------------------------------------------------------------------
 
@@ -353,7 +371,7 @@ class TextEnv(gym.Env[np.ndarray, str]):
         """A prompt: the next one of this env's permutation (a new permutation when seeded)."""
         super().reset(seed=seed)
         if seed is not None or self._cursor >= len(self._order):
-            self._order = self.np_random.permutation(len(self.pairs))
+            self._order = self._share[self.np_random.permutation(len(self._share))]
             self._cursor = 0
         self._index = int(self._order[self._cursor])
         self._cursor += 1

@@ -42,6 +42,27 @@ def test_check_env_and_one_episode(env_id: str) -> None:
     env.close()
 
 
+@pytest.mark.parametrize("n_envs,prompts", [(4, 8), (2, 6), (8, 4)])
+def test_the_copies_of_an_evaluation_vec_env_serve_distinct_prompts(n_envs: int, prompts: int) -> None:
+    """Evaluation as the runner does it: a fixed quota per env; the copies must not repeat each other's prompts."""
+    from envs.make import make_vec_env
+    from experiments.cli import check_composes, config_dict, expand_shorthands
+
+    cfg = check_composes(expand_shorthands(["env=text-positive", f"env.eval_kwargs.n_prompts={prompts}"]))
+    venv = make_vec_env(config_dict(cfg.env), n_envs, seed=0, stream="eval")
+    quota = max(prompts // n_envs, 1)  # episodes per env so that the copies together see every prompt
+    venv.reset()
+    seen = [info["prompt_index"] for info in venv.reset_infos]
+    for _ in range(quota - 1):  # each step ends the episode; the copy resets itself with its next prompt
+        venv.step(np.array(["fine"] * n_envs, dtype=object))
+        seen += [info["prompt_index"] for info in venv.reset_infos]
+    venv.close()
+    if n_envs <= prompts:
+        assert sorted(seen) == list(range(prompts)), seen  # each prompt exactly once
+    else:  # more copies than prompts: every prompt is served, repeats cannot be avoided
+        assert set(seen) == set(range(prompts))
+
+
 def test_positive_task_scores_sentiment_and_token_actions_decode() -> None:
     env = gym.make("rewardlab/TextPositive-v0", n_prompts=4).unwrapped
     env.reset(seed=1)

@@ -113,12 +113,15 @@ class COPlanner(MBPO):
         for name, count in (("plan_horizon", plan_horizon), ("plan_candidates", plan_candidates)):
             if int(count) <= 0 or int(count) != count:
                 raise ConfigError(f"agent.{name}={count} must be a positive integer")
-        for name, rate in (("conservative_rate", conservative_rate), ("optimistic_rate", optimistic_rate),
-                           ("reward_penalty", reward_penalty)):  # fmt: skip
+        for name, rate in (("conservative_rate", conservative_rate), ("optimistic_rate", optimistic_rate)):
             if not float(rate) >= 0.0:
                 raise ConfigError(
                     f"agent.{name}={rate} must be >= 0 (the sign is the method's: - in rollouts, + in the env)"
                 )
+        if not float(reward_penalty) >= 0.0:
+            raise ConfigError(
+                f"agent.reward_penalty={reward_penalty} must be >= 0 (imagined rewards are stored as r - reward_penalty * u)"
+            )
         if not 0.0 < float(plan_discount) <= 1.0:
             raise ConfigError(f"agent.plan_discount={plan_discount} must be in (0, 1]")
         super().__init__(env, reward, card, seed, device, **mbpo)
