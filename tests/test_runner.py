@@ -132,6 +132,8 @@ def test_frame_based_reward_run(run_cli, tmp_path: Path) -> None:
         (["+agent.hyperparams.lerning_rate=1"], "PPO does not take lerning_rate; accepted hyperparameters"),
         (["seed=[1"], "no viable alternative at input"),
         (["eval.every=0"], "eval.every=0 must be an integer >= 1 or null"),
+        (["env=pendulum", "agent=mbpo", "agent.utd=abc"], "agent.utd='abc' must be an integer (MBPO takes utd: int)"),
+        (["env=pendulum", "agent=pets", "agent.val_ratio=x"], "agent.val_ratio='x' must be a number"),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_no_run_dir(run_cli, tmp_path: Path, args: list[str], message: str) -> None:
