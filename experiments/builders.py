@@ -135,27 +135,18 @@ def agent_requirements(agent_cfg: Mapping[str, Any] | DictConfig) -> Requirement
     return agent_class(node).requirements(node)
 
 
-def check_number_settings(node: Mapping[str, Any], group: str) -> None:
+def check_number_settings(cls: type, node: Mapping[str, Any], group: str) -> None:
     """Refuse a number setting given as text (``agent.utd=abc``) before anything is built.
 
-    Each top-level key of ``node`` whose parameter in the constructor of its ``_target_`` class (or of a
-    base class, for settings passed on through ``**kwargs``) is annotated plain ``int`` or ``float`` must
-    hold a number (``int`` for ``int``); other annotations are left to the class.
+    Each top-level key of ``node`` whose parameter in the constructor of ``cls`` (or of a base class, for
+    settings passed on through ``**kwargs``) is annotated plain ``int`` or ``float`` must hold a number
+    (``int`` for ``int``); other annotations are left to the class.
 
     Raises:
         ConfigError: Such a setting holds something else (the message names the key and the type).
     """
     import typing
 
-    from hydra.utils import get_class
-
-    target = node.get("_target_")
-    if not isinstance(target, str):
-        return
-    try:
-        cls = get_class(target)
-    except Exception:
-        return
     wanted: dict[str, Any] = {}
     for klass in reversed(cls.__mro__):
         init = klass.__dict__.get("__init__")
@@ -201,8 +192,9 @@ def check_agent(
             that needs a dataset lists the local ones).
     """
     node = _node(agent_cfg)
-    check_number_settings(node, "agent")
-    reqs = agent_requirements(node)
+    cls = agent_class(node)
+    check_number_settings(cls, node, "agent")
+    reqs = cls.requirements(node)
     if reqs.dataset and not has_dataset:
         from envs import data as ds
 
