@@ -222,7 +222,7 @@ class PreferenceReward(LearnedReward):
 
         # built here so that a bad value is refused at once; used only when the env turns out to be a text env
         self.text_features = text_features
-        text = TextFeatures(text_features or "response")
+        self.text_on_text_env = TextFeatures(text_features or "response")  # the features if the env is a text env
         self.text: TextFeatures | None = None  # set by bind on a text env
         self.teacher: Teacher = teacher
         self.model_factory = model
@@ -233,7 +233,7 @@ class PreferenceReward(LearnedReward):
         self.frame_size = int(frame_size)
         self.frame_budget = int(float(frame_memory_mb) * 2**20)
         # frames are rendered and kept only when the model or the teacher looks at them
-        self.needs = frozenset(model.needs) | frozenset(getattr(teacher, "needs", frozenset())) | text.needs
+        self.needs = frozenset(model.needs) | frozenset(getattr(teacher, "needs", frozenset())) | self.text_on_text_env.needs
         self.blend_how, self.k = blend, float(k)
         self.rescale = bool(model.rescale) if rescale is None else bool(rescale)
         self.scale = 1.0  # the proxy is the model's reward / scale
@@ -265,9 +265,9 @@ class PreferenceReward(LearnedReward):
             return
         super().bind(observation_space, action_space)
         if isinstance(action_space, gym.spaces.Text):  # a text env: learned offline from a text agent's records
-            from rewards.preference.text import TextFeatures, build_model
+            from rewards.preference.text import build_model
 
-            self.text = TextFeatures(self.text_features or "response")
+            self.text = self.text_on_text_env
             self.model = build_model(self.model_factory, self.text.dim, self.seed).to(self.device).eval()
             self.pretrain = False
             return
