@@ -154,9 +154,7 @@ class COPlanner(MBPO):
             ``(n, obs_dim)`` next states (a sample of a uniformly random elite) and ``(n,)`` disagreement ``u``.
         """
         n, elites = len(state), len(self.model.elites)
-        mean, logvar = self.model.predict(
-            state.expand(elites, -1, -1), action.expand(elites, -1, -1), self.model.elites
-        )
+        mean, logvar = self._elite_predict(state, action)
         noise = torch.randn(mean.shape, generator=self.generator, device=mean.device, dtype=mean.dtype)
         pick = torch.randint(elites, (n,), generator=self.generator, device=self.device)
         rows = torch.arange(n, device=self.device)
@@ -233,9 +231,12 @@ class COPlanner(MBPO):
     @torch.no_grad()
     def uncertainty(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """``u``: ``(n, obs_dim), (n, action_dim)`` (env's bounds) -> ``(n,)`` disagreement of the elites' means."""
+        return disagreement(self._elite_predict(state, action)[0])
+
+    def _elite_predict(self, state: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every elite's ``(E, n, obs_dim)`` mean next state and log-variance at ``(n, obs_dim), (n, action_dim)``."""
         elites = len(self.model.elites)
-        mean, _ = self.model.predict(state.expand(elites, -1, -1), action.expand(elites, -1, -1), self.model.elites)
-        return disagreement(mean)
+        return self.model.predict(state.expand(elites, -1, -1), action.expand(elites, -1, -1), self.model.elites)
 
     @override
     def rollout(self) -> dict[str, float]:
