@@ -34,7 +34,7 @@ from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from typing_extensions import override
 
-from agents.base import Agent, Requirements, TrainCallback
+from agents.base import Agent, Requirements, TrainCallback, check_number_settings
 from envs.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -101,13 +101,42 @@ def _first_update(algo: str, config: Mapping[str, Any]) -> tuple[int, str]:
     return starts + 1, f"it acts at random for agent.hyperparams.learning_starts={starts} steps first"
 
 
+def _check_hyperparams(algo: str, hyperparams: Mapping[str, Any], algo_cls: type | None = None) -> None:
+    """Refuse ``agent.hyperparams`` that ``algo`` would not take, before anything is built.
+
+    Names must be keyword arguments of the SB3 class; settings annotated plain ``int`` / ``float`` there
+    must hold numbers (:func:`agents.base.check_number_settings`); a learning rate or clip range
+    (``SCHEDULED``) a number or ``"lin_<number>"``.
+
+    Raises:
+        ConfigError: An unknown name (the accepted ones are listed) or a value of the wrong kind.
+    """
+    if algo_cls is None:
+        found = ALGOS[algo]
+        algo_cls = PPO if isinstance(found, str) else found  # MaskablePPO takes PPO's arguments
+    accepted = set(inspect.signature(algo_cls).parameters) - {"self", "policy", "env"}
+    unknown = sorted(set(hyperparams) - accepted)
+    if unknown:
+        raise ConfigError(f"{algo} does not take {', '.join(unknown)}; accepted hyperparameters: {', '.join(sorted(accepted))}")
+    check_number_settings(algo_cls, hyperparams, "agent.hyperparams")
+    for key in SCHEDULED:
+        value = hyperparams.get(key)
+        if value is None or callable(value) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            continue
+        if not (isinstance(value, str) and value.startswith("lin_")):
+            raise ConfigError(
+                f"agent.hyperparams.{key}={value!r} must be a number or lin_<number> (a linear decay to 0, e.g. lin_2.5e-4)"
+            )
+        _schedule(key, value)
+
+
 def _schedule(name: str, value: Any) -> Any:
     """``"lin_3e-4"`` -> a schedule decaying linearly from 3e-4 to 0; other values unchanged."""
     if isinstance(value, str) and value.startswith("lin_"):
         try:
             start = float(value[4:])
         except ValueError as exc:
-            raise ConfigError(f"agent {name}={value!r}: expected lin_<number>, e.g. lin_2.5e-4") from exc
+            raise ConfigError(f"agent.hyperparams.{name}={value!r}: expected lin_<number>, e.g. lin_2.5e-4") from exc
         return LinearSchedule(start, 0.0, 1.0)
     return value
 
@@ -276,6 +305,7 @@ class SB3Agent(Agent):
         algo = str(config.get("algo"))
         if algo not in ALGOS:
             raise ConfigError(f"agent.algo={algo!r} is not one of {', '.join(ALGOS)}")
+        _check_hyperparams(algo, dict(config.get("hyperparams") or {}))
         first, why = _first_update(algo, config)
         return Requirements(
             action_spaces=ACTION_SPACES[algo],
@@ -294,12 +324,7 @@ class SB3Agent(Agent):
         action_noise: Mapping[str, Any] | None,
         env: VecEnv,
     ) -> dict[str, Any]:
-        accepted = set(inspect.signature(self.algo_cls.__init__).parameters) - {"self", "policy", "env"}
-        unknown = sorted(set(hyperparams) - accepted)
-        if unknown:
-            raise ConfigError(
-                f"{self.algo} does not take {', '.join(unknown)}; accepted hyperparameters: {', '.join(sorted(accepted))}"
-            )
+        _check_hyperparams(self.algo, hyperparams, self.algo_cls)
         kwargs = {k: _schedule(k, v) if k in SCHEDULED else v for k, v in hyperparams.items()}
         buffer_class = kwargs.get("replay_buffer_class")
         if isinstance(buffer_class, str):  # from a config: "package.module:Class"

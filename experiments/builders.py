@@ -26,7 +26,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
-from agents.base import Agent, LearnsFromDataset, Requirements, check_compatible
+from agents.base import Agent, LearnsFromDataset, Requirements, check_compatible, check_number_settings
 from envs.cards import EnvCard, card
 from envs.data import Episodes
 from envs.errors import ConfigError
@@ -133,37 +133,6 @@ def agent_requirements(agent_cfg: Mapping[str, Any] | DictConfig) -> Requirement
     """What the configured agent needs of the env and the run (:meth:`Agent.requirements`)."""
     node = _node(agent_cfg)
     return agent_class(node).requirements(node)
-
-
-def check_number_settings(cls: type, node: Mapping[str, Any], group: str) -> None:
-    """Refuse a number setting given as text (``agent.utd=abc``) before anything is built.
-
-    Each top-level key of ``node`` whose parameter in the constructor of ``cls`` (or of a base class, for
-    settings passed on through ``**kwargs``) is annotated plain ``int`` or ``float`` must hold a number
-    (``int`` for ``int``); other annotations are left to the class.
-
-    Raises:
-        ConfigError: Such a setting holds something else (the message names the key and the type).
-    """
-    import typing
-
-    wanted: dict[str, Any] = {}
-    for klass in reversed(cls.__mro__):
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        try:
-            wanted.update(typing.get_type_hints(init))
-        except Exception:
-            wanted.update(getattr(init, "__annotations__", {}))
-    for key, value in node.items():
-        kind = {int: int, float: float, "int": int, "float": float}.get(wanted.get(key))
-        if kind is None:
-            continue
-        ok = isinstance(value, int) if kind is int else isinstance(value, (int, float))
-        if isinstance(value, bool) or not ok:
-            what = "an integer" if kind is int else "a number"
-            raise ConfigError(f"{group}.{key}={value!r} must be {what} ({cls.__name__} takes {key}: {kind.__name__})")
 
 
 def check_agent(

@@ -139,8 +139,10 @@ def test_online_preferences_over_frames(run_cli, tmp_path: Path, extra: list[str
             "reward.held_out=50",
             "reward.epochs=5",
             "reward.frame_size=48",
+            "env.max_episode_steps=100",  # every env renders frames for the model: keep episodes short
+            "eval.every=512",
             "eval.episodes=2",
-            "eval.final_episodes=2",  # the eval env renders frames for the model: keep it short
+            "eval.final_episodes=2",
             "video.final_episodes=0",
             "hydra.run.dir=run",
             *extra,

@@ -134,6 +134,8 @@ def test_frame_based_reward_run(run_cli, tmp_path: Path) -> None:
         (["eval.every=0"], "eval.every=0 must be an integer >= 1 or null"),
         (["env=pendulum", "agent=mbpo", "agent.utd=abc"], "agent.utd='abc' must be an integer (MBPO takes utd: int)"),
         (["env=pendulum", "agent=pets", "agent.val_ratio=x"], "agent.val_ratio='x' must be a number"),
+        (["agent.hyperparams.learning_rate=abc"], "agent.hyperparams.learning_rate='abc' must be a number or lin_<number>"),
+        (["env=pendulum", "agent=sac", "agent.hyperparams.learning_starts=soon"], "learning_starts='soon' must be an integer"),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_no_run_dir(run_cli, tmp_path: Path, args: list[str], message: str) -> None:
@@ -169,13 +171,14 @@ def _latest_step(run: Path) -> int:
     return int(latest.read_text().strip().split("_")[1]) if latest.exists() else -1
 
 
-STEPS = 6000  # of the interrupted run: 10 ms per reward batch of 8 envs, so about 8 s of training
+STEPS = 3000  # of the interrupted run: 10 ms per reward batch of 8 envs, so about 4 s of training
+EVERY = 250  # its checkpoints and evaluations
 
 
 def _start(run: Path, extra: list[str]) -> subprocess.Popen:
     """A run slow enough to interrupt (10 ms per reward batch), or ``extra=["resume=<run>"]``."""
     args = ["env=cartpole", "reward=fn", "reward.target=tests.helpers:slow_constant_one", f"steps={STEPS}"]
-    args += [f"hydra.run.dir={run}", "checkpoint.every=500", "eval.every=500", "env.max_episode_steps=50", *FAST]
+    args += [f"hydra.run.dir={run}", f"checkpoint.every={EVERY}", f"eval.every={EVERY}", "env.max_episode_steps=50", *FAST]
     if extra and extra[0].startswith("resume="):
         args = extra
     else:
@@ -203,26 +206,26 @@ def test_interrupted_run_resumes_to_one_continuous_metrics_file(run_cli, tmp_pat
     checkpoint; two resumes later metrics.csv is the one of an uninterrupted run."""
     run = tmp_path / "D"
     proc = _start(run, [])
-    _wait_for_checkpoint(proc, run, 500)
+    _wait_for_checkpoint(proc, run, EVERY)
     os.killpg(proc.pid, signal.SIGSTOP)  # paused (its lock still held) while a second writer tries
     try:
         out = run_cli("run.py", [f"resume={run}"])
     finally:
         os.killpg(proc.pid, signal.SIGCONT)
     assert out.returncode == 2 and "is in use by pid" in out.stderr
-    _wait_for_checkpoint(proc, run, 1000)
+    _wait_for_checkpoint(proc, run, 2 * EVERY)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "resume=" in err and not (run / "summary.json").exists()
     stopped = _latest_step(run)
-    assert 1000 <= stopped <= STEPS - 1500, stopped  # room left for the kill below
+    assert 2 * EVERY <= stopped <= STEPS - 3 * EVERY, stopped  # room left for the kill below
     state = json.loads((run / "checkpoints" / f"step_{stopped:09d}" / "state.json").read_text())
     assert state["step"] == stopped
 
     proc = _start(run, [f"resume={run}"])
     try:
-        _wait_for_checkpoint(proc, run, stopped + 500)
+        _wait_for_checkpoint(proc, run, stopped + EVERY)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up
         proc.wait()
@@ -233,8 +236,8 @@ def test_interrupted_run_resumes_to_one_continuous_metrics_file(run_cli, tmp_pat
     assert out.returncode == 0, out.stderr
     summary = _check_contract(run, STEPS)
     assert summary["resumes"] == 2
-    # 8 envs: evaluations at the first multiple of 8 at or after each multiple of 500
-    expected = [0, *(-(-k * 500 // 8) * 8 for k in range(1, STEPS // 500)), STEPS]
+    # 8 envs: evaluations at the first multiple of 8 at or after each multiple of EVERY
+    expected = [0, *(-(-k * EVERY // 8) * 8 for k in range(1, STEPS // EVERY)), STEPS]
     assert [int(r["step"]) for r in _rows(run / "metrics.csv")] == expected
 
 
