@@ -22,6 +22,12 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``heavy`` run first (the others keep their order): with ``-n 2`` the short tests
+    then fill in at the end, so both workers finish together instead of one waiting on a long test."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
+
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
     import torch

@@ -281,6 +281,7 @@ def test_teacher_labels() -> None:
     assert clips_a.shape[1] == 1
 
 
+@pytest.mark.heavy
 def test_cartpole_clip_run_logs_true_and_proxy(run_cli, tmp_path: Path) -> None:
     run = tmp_path / "clip"
     args = ["env=cartpole", "reward=clip", "reward.model=rewardlab-tiny", "reward.pretrained=null", "reward.goal=pole upright",

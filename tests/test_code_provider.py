@@ -13,6 +13,7 @@ from tests.fake_openai import Reply, chat_reply, fake_openai, status_reply
 from tests.helpers import csv_rows
 
 FAST = ["preset=smoke", "video.final_episodes=0"]
+SHORT = [*FAST, "steps=512", "eval.every=512", "env.max_episode_steps=100"]  # where only the plumbing is checked
 CARTPOLE = program_path("cartpole").read_text()
 NAN_PROGRAM = (
     "import numpy as np\n\ndef compute_reward(obs, action, next_obs):\n"
@@ -32,11 +33,12 @@ def _llm_args(base_url: str, cache: Path) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.heavy
 def test_shipped_program_run_keeps_the_program_and_logs_components(run_cli, tmp_path: Path) -> None:
     run = tmp_path / "D"
     source = program_path("cartpole")
     out = run_cli(
-        "run.py", ["env=cartpole", "reward=code", f"reward.source={source}", "agent=ppo", f"hydra.run.dir={run}", *FAST]
+        "run.py", ["env=cartpole", "reward=code", f"reward.source={source}", "agent=ppo", f"hydra.run.dir={run}", *SHORT]
     )
     assert out.returncode == 0, out.stderr
     assert (run / "reward_program.py").read_text() == CARTPOLE
@@ -50,6 +52,7 @@ def test_shipped_program_run_keeps_the_program_and_logs_components(run_cli, tmp_
     assert parts["alive"] <= summary["true_return_mean"]  # 1 per step except the failing one
 
 
+@pytest.mark.heavy
 def test_openai_backend_survives_429_timeout_and_bad_answers_then_replays_for_free(
     run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -65,7 +68,7 @@ def test_openai_backend_survives_429_timeout_and_bad_answers_then_replays_for_fr
     run = tmp_path / "D"
     with fake_openai(replies) as (base_url, state):
         out = run_cli(
-            "run.py", ["env=cartpole", *_llm_args(base_url, cache), "agent=ppo", f"hydra.run.dir={run}", *FAST]
+            "run.py", ["env=cartpole", *_llm_args(base_url, cache), "agent=ppo", f"hydra.run.dir={run}", *SHORT]
         )
         requests = state.chat_requests()
     assert out.returncode == 0, out.stderr
@@ -84,7 +87,7 @@ def test_openai_backend_survives_429_timeout_and_bad_answers_then_replays_for_fr
     again = tmp_path / "E"
     args = [a.replace("llm=openai", "llm=replay") for a in _llm_args("http://127.0.0.1:9/v1", cache)]
     args = [a for a in args if not a.startswith(("llm.base_url=", "llm.timeout_s=", "llm.max_retries="))]
-    out = run_cli("run.py", ["env=cartpole", *args, "agent=ppo", f"hydra.run.dir={again}", *FAST])
+    out = run_cli("run.py", ["env=cartpole", *args, "agent=ppo", f"hydra.run.dir={again}", *SHORT])
     assert out.returncode == 0, out.stderr
     replayed = json.loads((again / "reward_program.json").read_text())
     assert replayed["code_hash"] == meta["code_hash"] and all(c["cached"] for c in replayed["calls"])

@@ -221,6 +221,7 @@ def test_medium_replay_reads_a_runs_replay_buffer(root: Path, run_cli: object, t
     np.testing.assert_allclose(data.true_rewards, expected, rtol=1e-4, atol=1e-3)  # rewards match (s, a, s')
 
 
+@pytest.mark.heavy
 def test_acceptance_collect_then_iql_writes_the_run_directory(root: Path, run_cli: object, tmp_path: Path) -> None:
     collect.main(["env=pendulum", "policy=random", "episodes=20", "name=local/pendulum/random-v0"])
     run = tmp_path / "iql"
@@ -244,6 +245,7 @@ def test_acceptance_collect_then_iql_writes_the_run_directory(root: Path, run_cl
     assert {"loss_value", "loss_critic", "loss_actor"} <= set(rows[0]) and rows[-1]["step"] == "2000"
 
 
+@pytest.mark.heavy
 def test_run_reports_normalised_scores_and_refuses_bad_input(root: Path, run_cli: object, tmp_path: Path) -> None:
     _mixed_cartpole(root)
     run = tmp_path / "bc"

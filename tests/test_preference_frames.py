@@ -105,6 +105,7 @@ def test_vlm_teacher_maps_clip_scores_to_labels() -> None:
         teacher.label(no_frames, no_frames, rng)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(
     "extra",
     [

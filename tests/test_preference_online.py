@@ -50,6 +50,7 @@ def test_ppo_learns_cartpole_from_a_synthetic_teacher(run_cli, tmp_path: Path) -
     assert len(pairs) == 200 and "synthetic" in pairs.teacher
 
 
+@pytest.mark.heavy
 def test_resume_restores_the_reward_model_and_its_labels(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     common = ["reward.budget=100", "reward.queries=10", "reward.every=500", "reward.first_after=500"]
     res = run_cli(

@@ -201,6 +201,7 @@ def _wait_for_checkpoint(proc: subprocess.Popen, run: Path, step: int) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.heavy
 def test_interrupted_run_resumes_to_one_continuous_metrics_file(run_cli, tmp_path: Path) -> None:
     """A running run refuses a second writer; SIGTERM checkpoints and exits 143; SIGKILL leaves the last
     checkpoint; two resumes later metrics.csv is the one of an uninterrupted run."""
@@ -241,6 +242,7 @@ def test_interrupted_run_resumes_to_one_continuous_metrics_file(run_cli, tmp_pat
     assert [int(r["step"]) for r in _rows(run / "metrics.csv")] == expected
 
 
+@pytest.mark.heavy
 def test_resume_refuses_changed_settings_and_finished_runs(run_cli, tmp_path: Path) -> None:
     run = tmp_path / "D"
     assert run_cli("run.py", ["env=cartpole", "steps=400", f"hydra.run.dir={run}", *FAST]).returncode == 0
@@ -273,6 +275,7 @@ def test_rollout_reproduces_the_final_video(run_cli, tmp_path: Path) -> None:
     assert bad.returncode == 2 and "step_000000300" in bad.stderr
 
 
+@pytest.mark.heavy
 def test_submitit_local_sweep(run_cli, tmp_path: Path) -> None:
     args = ["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "env=pendulum", "agent=ppo"]
     out = run_cli("run.py", [*args, "steps=256", "agent.hyperparams.n_steps=64", "hydra.sweep.dir=S", *FAST])

@@ -201,6 +201,7 @@ def test_bad_studies_are_refused_before_anything_runs(run_cli, tmp_path: Path) -
     assert not (tmp_path / "missing").exists() and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.heavy
 def test_tiny_study_end_to_end(run_cli, tmp_path: Path) -> None:
     search = _study_dir(tmp_path, TINY)
     out = run_cli("study.py", [search, "study=tiny", "out=S", "reps=200"])
