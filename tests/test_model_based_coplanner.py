@@ -144,9 +144,12 @@ def test_a_resumed_coplanner_continues_exactly_as_the_uninterrupted_one(tmp_path
     agent, venv = _coplanner(*TINY)
     agent.train(35, TrainLog())
     agent.save(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "coplanner.pt").exists() and not (tmp_path / "ckpt" / "mbpo.pt").exists()
     fresh, fresh_venv = _coplanner(*TINY, seed=5)
     fresh.load(tmp_path / "ckpt")
     assert fresh.num_steps == 35
+    info = fresh.describe()  # summary.json's agent_info: the planner's settings as run
+    assert (info["conservative_rate"], info["optimistic_rate"], info["plan_horizon"]) == (2.0, 1.0, fresh.plan_horizon)
     for a, v in ((agent, venv), (fresh, fresh_venv)):  # both start a new episode from the same state
         v.seed(11)
         a._obs = None

@@ -94,6 +94,7 @@ class COPlanner(MBPO):
     """
 
     who = "agent=coplanner"
+    checkpoint_name = "coplanner"
 
     def __init__(
         self,
@@ -260,4 +261,11 @@ class COPlanner(MBPO):
 
     @override
     def describe(self) -> dict[str, Any]:
-        return super().describe() | {"plan_horizon": self.plan_horizon, "plan_candidates": self.plan_candidates}
+        return super().describe() | {
+            "plan_horizon": self.plan_horizon,
+            "plan_candidates": self.plan_candidates,
+            "conservative_rate": self.conservative_rate,
+            "optimistic_rate": self.optimistic_rate,
+            "plan_discount": self.plan_discount,
+            "reward_penalty": self.reward_penalty,
+        }

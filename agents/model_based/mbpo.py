@@ -199,6 +199,7 @@ class MBPO(Agent):
     """
 
     who = "agent=mbpo"  # how refusals name the agent (a subclass names itself)
+    checkpoint_name = "mbpo"  # the agent's own files in a checkpoint: <name>.pt, <name>.json
 
     def __init__(
         self,
@@ -506,14 +507,14 @@ class MBPO(Agent):
         np.savez(path / "model_buffer.npz", **self.model_buffer.arrays())  # type: ignore[arg-type]
         torch.save(
             {"model": self.model.full_state(), "generator": self.generator.get_state(), "torch_rng": self.torch_rng},
-            path / "mbpo.pt",
+            path / f"{self.checkpoint_name}.pt",
         )
         meta = {
             "steps": self._steps, "last_fit": self._last_fit, "last_log": self._last_log, "seed": self.seed,
             "rng": self.rng.bit_generator.state, "sample_rng": self.real.rng.bit_generator.state,
             "n_updates": self.sac._n_updates,
         }  # fmt: skip
-        (path / "mbpo.json").write_text(json.dumps(meta))
+        (path / f"{self.checkpoint_name}.json").write_text(json.dumps(meta))
 
     @override
     def load(self, path: Path) -> None:
@@ -522,7 +523,7 @@ class MBPO(Agent):
             _, params, variables = load_from_zip_file(path / "sac.zip", device=self.device)
             assert params is not None
             self.sac.set_parameters(params, exact_match=True, device=self.device)
-            state = torch.load(path / "mbpo.pt", map_location=self.device, weights_only=False)
+            state = torch.load(path / f"{self.checkpoint_name}.pt", map_location=self.device, weights_only=False)
             self.model.load_full_state(state["model"])
         except (RuntimeError, ValueError, FileNotFoundError) as exc:
             raise ConfigError(f"checkpoint {path} does not fit this agent: {str(exc).splitlines()[0]}") from exc
@@ -533,7 +534,7 @@ class MBPO(Agent):
             self.model_buffer.load(arrays)
         self.generator.set_state(state["generator"])
         self.torch_rng = {k: v.cpu() for k, v in state["torch_rng"].items()}
-        meta = json.loads((path / "mbpo.json").read_text())
+        meta = json.loads((path / f"{self.checkpoint_name}.json").read_text())
         self._steps, self._last_fit, self._last_log = int(meta["steps"]), meta["last_fit"], int(meta["last_log"])
         self.seed, self.sac._n_updates = int(meta["seed"]), int(meta["n_updates"])
         self.rng.bit_generator.state = meta["rng"]
