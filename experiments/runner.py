@@ -182,6 +182,7 @@ class Runner:
             probe.close()
         self.learner = self.provider if isinstance(self.provider, LearnedReward) else None
         n_envs = int(cfg.agent.get("n_envs", 1))
+        self.n_envs = n_envs
         self.train_env: RewardVecEnv | None = build_envs(self.env_cfg, n_envs, int(cfg.seed), self.provider, observe=True)
         n_eval = min(int(cfg.eval.n_envs), int(cfg.eval.episodes))
         self.eval_env = build_envs(self.env_cfg, n_eval, int(cfg.seed), self.provider, stream="eval")
@@ -282,7 +283,7 @@ class Runner:
             self.cfg.reward.name,
             self.cfg.agent.name,
             self.cfg.seed,
-            f"steps={self.cfg.steps}" if self.agent.learns else "(no training: steps= does not apply)",
+            self._budget_text(),
             self.device,
         )
         self.state.time_setup = self._setup_time
@@ -292,6 +293,16 @@ class Runner:
         if self.agent.learns:  # a solver's only evaluation is the final one
             self.evaluate(0, int(self.cfg.eval.episodes))
             self.checkpoint(0)
+
+    def _budget_text(self) -> str:
+        """``steps=N`` for the header, saying where the run ends when ``n_envs`` stepping together overshoot ``N``."""
+        if not self.agent.learns:
+            return "(no training: steps= does not apply)"
+        steps = int(self.cfg.steps)
+        if self.cfg.get("dataset") is None and self.n_envs > 1 and steps % self.n_envs:
+            end = -(-steps // self.n_envs) * self.n_envs
+            return f"steps={steps} (ends at step {end}: its {self.n_envs} envs step together)"
+        return f"steps={steps}"
 
     def _restore(self) -> None:
         checkpoint = latest_checkpoint(self.run_dir)

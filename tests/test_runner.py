@@ -64,9 +64,10 @@ def _check_contract(run: Path, steps: int) -> dict:
 
 def test_cartpole_ppo_writes_the_run_directory_contract(run_cli, tmp_path: Path) -> None:
     run = tmp_path / "D"
-    out = run_cli("run.py", ["env=cartpole", "reward=env", "agent=ppo", "steps=3000", "seed=0", f"hydra.run.dir={run}", *FAST])
+    out = run_cli("run.py", ["env=cartpole", "reward=env", "agent=ppo", "steps=3001", "seed=0", f"hydra.run.dir={run}", *FAST])
     assert out.returncode == 0, out.stderr
-    summary = _check_contract(run, 3000)
+    assert "steps=3001 (ends at step 3008: its 8 envs step together)" in out.stderr  # said up front, not a surprise
+    summary = _check_contract(run, 3008)
     assert summary["success_rate"] is None  # CartPole defines no success
     assert summary["proxy_return_mean"] == summary["true_return_mean"]  # reward=env
     train = _rows(run / "train.csv")
