@@ -297,6 +297,14 @@ def validate(cfg: Any) -> None:
     fps = cfg.video.fps
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0):
         raise ConfigError(f"video.fps={fps!r} must be a positive number or null")
+    if cfg.reward.get("name") == "preference":
+        import envs  # noqa: F401  (registers the env cards)
+        from envs.cards import cards
+
+        if any(c.id == cfg.env.get("id") and "text" in c.features for c in cards()):
+            from rewards.preference.text import check_text_config
+
+            check_text_config(cfg.reward)
     dataset = cfg.get("dataset")
     if dataset is not None and OmegaConf.is_missing(dataset, "dataset_id"):
         raise ConfigError("dataset= needs the dataset's id: dataset=<id>, e.g. dataset=local/pendulum/random-v0")

@@ -148,6 +148,8 @@ TEXT = [*SMALL_RUN, "agent=nll", *SMALL_AGENT]
         ([*TEXT, "reward.pairs=/tmp/p.npz"], "is a file of control-env segments"),
         ([*TEXT, "reward.budget=0"], "reward.budget=0 must be >= 1"),
         ([*TEXT, "reward.text_features=both"], "reward.text_features='both' must be one of"),
+        # refused from the config, before the CLIP teacher (whose default weights are not here) is loaded
+        ([*TEXT, "reward/teacher=clip", "reward.teacher.goal=a kind reply"], "reward/teacher=clip look at frames"),
     ],
 )
 def test_bad_preference_input_is_refused_without_a_run_directory(

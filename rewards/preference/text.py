@@ -49,7 +49,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -136,6 +136,35 @@ def build_model(factory: RewardModelFactory, dim: int, seed: int) -> RewardEnsem
         )
 
 
+FRAMES_ON_TEXT = (
+    "reward=preference on a text env: reward/model=cnn and reward/teacher=clip look at frames, which a text env "
+    "does not score; use reward/model=mlp (sentence embeddings) and reward/teacher=synthetic or hierarchical"
+)
+
+
+def check_text_config(reward_cfg: Mapping[str, Any]) -> None:
+    """Refuse, from the config alone, a reward model or teacher that looks at frames (on a text env).
+
+    Called before anything is built (``experiments/cli.py``), so that a CLIP teacher is not loaded first.
+
+    Args:
+        reward_cfg: The ``reward`` node of a ``reward=preference`` run on a text env.
+
+    Raises:
+        ConfigError: ``reward.model`` or ``reward.teacher`` names a class whose ``needs`` holds ``"frame"``.
+    """
+    from hydra.utils import get_class
+
+    for group in ("model", "teacher"):
+        target = (reward_cfg.get(group) or {}).get("_target_")
+        try:
+            needs = getattr(get_class(str(target)), "needs", frozenset()) if target else frozenset()
+        except Exception:  # a bad _target_ is refused, with its reason, where the provider is built
+            continue
+        if "frame" in needs:
+            raise ConfigError(FRAMES_ON_TEXT)
+
+
 def check_text_env(provider: PreferenceReward, env: gym.Env) -> None:
     """Refuse what the preference provider cannot do on a text env (before the run directory exists).
 
@@ -149,10 +178,7 @@ def check_text_env(provider: PreferenceReward, env: gym.Env) -> None:
             "responses to one prompt from the text agent's data, labelled by the teacher (set reward.budget instead)"
         )
     if "frame" in provider.needs:
-        raise ConfigError(
-            "reward=preference on a text env: reward/model=cnn and reward/teacher=clip look at frames, which a text env "
-            "does not score; use reward/model=mlp (sentence embeddings) and reward/teacher=synthetic or hierarchical"
-        )
+        raise ConfigError(FRAMES_ON_TEXT)
     if isinstance(provider.teacher, RanksComponents):
         from rewards.wrapper import env_components
 
