@@ -158,7 +158,7 @@ def check_text_config(reward_cfg: Mapping[str, Any]) -> None:
     for group in ("model", "teacher"):
         target = (reward_cfg.get(group) or {}).get("_target_")
         try:
-            needs = getattr(get_class(str(target)), "needs", frozenset()) if target else frozenset()
+            needs: frozenset[str] = getattr(get_class(str(target)), "needs", frozenset()) if target else frozenset()
         except Exception:  # a bad _target_ is refused, with its reason, where the provider is built
             continue
         if "frame" in needs:
