@@ -147,6 +147,21 @@ class _TqdmHandler(logging.Handler):
         tqdm.write(self.format(record), file=sys.stderr)
 
 
+class _SetupRecords(logging.Handler):
+    """What the ``rewardlab`` logger says while the run is set up, before ``run.log`` exists.
+
+    E.g. a provider's warning while it learns from an agent's data: :meth:`Runner._open_outputs` writes
+    these records to ``run.log``. They reach the console as they happen, through the logger's propagation.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 class Runner:
     """One training run in ``run_dir`` (see the module docstring).
 
@@ -166,6 +181,11 @@ class Runner:
         self.interrupted: str | None = None
         self.pbar: Any = None
         self.train_episodes: list[EpisodeStats] = []
+        for h in [h for h in log.handlers if isinstance(h, _SetupRecords)]:  # a runner that never opened its log
+            log.removeHandler(h)
+        self._setup_records = _SetupRecords()
+        log.addHandler(self._setup_records)
+        log.setLevel(logging.INFO)
 
         torch.set_num_threads(int(cfg.torch_threads))
         self.device = resolve_device(cfg.device)
@@ -261,6 +281,9 @@ class Runner:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         console = _TqdmHandler()
         console.setFormatter(logging.Formatter("[rewardlab] %(message)s"))
+        log.removeHandler(self._setup_records)
+        for record in self._setup_records.records:  # already on the console
+            handler.handle(record)
         self._log_handlers = [handler, console]
         for h in self._log_handlers:
             log.addHandler(h)
@@ -383,7 +406,7 @@ class Runner:
                     closable.close()
                 except Exception:  # closing must not hide the real error
                     log.debug("close failed", exc_info=True)
-        for h in getattr(self, "_log_handlers", []):
+        for h in [*getattr(self, "_log_handlers", []), self._setup_records]:
             log.removeHandler(h)
             h.close()
 

@@ -80,7 +80,7 @@ def test_pairs_are_two_different_responses_to_one_prompt_and_held_out_prompts_st
     groups = np.array([0, 0, 0, 1, 1, 2, *np.repeat(np.arange(3, 10), 2)])
     responses = ["a", "b", "c", "d", "d", "e", *(f"r{i}" for i in range(14))]  # prompt 1: the same text twice
     plan = plan_pairs(groups, responses, held_out=10, rng=np.random.default_rng(0))
-    assert plan.prompts == 8 and len(plan.held_out) in (1, 3)  # 8 // 5 = 1 prompt held out: 0 (3 pairs) or 3..9
+    assert plan.prompts == 8 and plan.train_prompts == 7 and len(plan.held_out) in (1, 3)  # 8 // 5 = 1 prompt held out: 0 (3 pairs) or 3..9
     every = np.concatenate([plan.train, plan.held_out])
     assert len(every) == 3 + 7 and (groups[every[:, 0]] == groups[every[:, 1]]).all()
     assert all(responses[a] != responses[b] for a, b in every)
@@ -135,6 +135,8 @@ def test_preference_run_on_text_writes_proxy_and_true(
     assert len(pairs) == 8 and pairs.left.obs.shape == (8, 1, 384) and "synthetic" in pairs.teacher
     assert (pairs.left.episode != pairs.right.episode).all()  # two different records
     assert (run / "checkpoints").is_dir()
+    # said while the agent was built, before run.log existed, and kept there
+    assert "text preference reward: 8 labels (0 skipped) on 13 prompts" in (run / "run.log").read_text()
 
 
 CARTPOLE = ["env=cartpole", "agent=ppo", "progress=false", "video.final_episodes=0"]

@@ -195,6 +195,7 @@ class PairPlan:
     held_out: np.ndarray
     held_out_records: np.ndarray  # (k,) the records of the held-out prompts
     prompts: int  # prompts with two different responses
+    train_prompts: int  # of these, the ones whose pairs are training candidates (the rest are held out)
 
 
 def plan_pairs(groups: np.ndarray, responses: Sequence[str], held_out: int, rng: np.random.Generator) -> PairPlan:
@@ -233,7 +234,7 @@ def plan_pairs(groups: np.ndarray, responses: Sequence[str], held_out: int, rng:
     swap = rng.random(len(cand)) < 0.5  # which response is on the left: at random
     cand[swap] = cand[swap][:, ::-1]
     hold_records = np.array(sorted(i for g in hold for i in by_group[int(g)]), dtype=np.int64)
-    return PairPlan(cand, held, hold_records, len(pairs))
+    return PairPlan(cand, held, hold_records, len(pairs), len(train))
 
 
 def one_step_segments(
@@ -285,11 +286,12 @@ def learn_from_records(
     budget = min(provider.budget, len(plan.train))
     if budget < provider.budget:
         log.warning(
-            "reward.budget=%d: the text data offers %d training pairs (two different responses to one of %d prompts); "
-            "labelling all of them",
+            "reward.budget=%d: the text data offers %d training pairs (two different responses to one of %d training "
+            "prompts; %d more prompts are held out to measure the reward model); labelling all of them",
             provider.budget,
             len(plan.train),
-            plan.prompts,
+            plan.train_prompts,
+            plan.prompts - plan.train_prompts,
         )
     model.fit_normalizer(features)
 
@@ -342,7 +344,7 @@ def learn_from_records(
         "Spearman %.3f with the true reward over %d held-out responses",
         provider.labels_used,
         int(np.sum(provider.pairs.labels == SKIP)) if provider.pairs is not None else 0,
-        plan.prompts - len({int(i) for i in np.asarray(groups)[plan.held_out_records]}),
+        plan.train_prompts,
         provider.rounds,
         accuracy,
         len(plan.held_out),
