@@ -69,6 +69,17 @@ ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
 }
 NOISES = {"normal": NormalActionNoise, "ornstein_uhlenbeck": OrnsteinUhlenbeckActionNoise}
 SCHEDULED = ("learning_rate", "clip_range", "clip_range_vf")
+#: SB3 arguments the runner sets itself, and what to give instead.
+RUN_SET = {
+    "seed": "the run's seed= sets it",
+    "device": "the run's device= sets it",
+    "verbose": "the runner reports progress itself (progress=)",
+    "tensorboard_log": "every run writes TensorBoard scalars to <run dir>/tensorboard",
+    "_init_setup_model": "the runner builds the model",
+}
+#: Count settings and their least value (SB3 asserts some of these only when the model is built).
+COUNTS = {"n_steps": 1, "batch_size": 1, "n_epochs": 1, "buffer_size": 1, "gradient_steps": -1,
+          "learning_starts": 0, "target_update_interval": 1}  # fmt: skip
 
 
 def _import(path: str, what: str) -> Any:
@@ -114,11 +125,21 @@ def _check_hyperparams(algo: str, hyperparams: Mapping[str, Any], algo_cls: type
     if algo_cls is None:
         found = ALGOS[algo]
         algo_cls = PPO if isinstance(found, str) else found  # MaskablePPO takes PPO's arguments
-    accepted = set(inspect.signature(algo_cls).parameters) - {"self", "policy", "env"}
+    set_by_run = {k: v for k, v in RUN_SET.items() if k in hyperparams}
+    if set_by_run:
+        raise ConfigError(
+            "agent.hyperparams."
+            + ", agent.hyperparams.".join(f"{k}: {why}" for k, why in set_by_run.items())
+        )
+    accepted = set(inspect.signature(algo_cls).parameters) - {"self", "policy", "env", *RUN_SET}
     unknown = sorted(set(hyperparams) - accepted)
     if unknown:
         raise ConfigError(f"{algo} does not take {', '.join(unknown)}; accepted hyperparameters: {', '.join(sorted(accepted))}")
     check_number_settings(algo_cls, hyperparams, "agent.hyperparams")
+    for key, least in COUNTS.items():
+        value = hyperparams.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value < least:
+            raise ConfigError(f"agent.hyperparams.{key}={value} must be >= {least}")
     for key in SCHEDULED:
         value = hyperparams.get(key)
         if value is None or callable(value) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
@@ -136,7 +157,9 @@ def _schedule(name: str, value: Any) -> Any:
         try:
             start = float(value[4:])
         except ValueError as exc:
-            raise ConfigError(f"agent.hyperparams.{name}={value!r}: expected lin_<number>, e.g. lin_2.5e-4") from exc
+            raise ConfigError(
+                f"agent.hyperparams.{name}={value!r} must be a number or lin_<number> (a linear decay to 0, e.g. lin_2.5e-4)"
+            ) from exc
         return LinearSchedule(start, 0.0, 1.0)
     return value
 

@@ -55,12 +55,10 @@ import numpy as np
 from envs.errors import ConfigError
 from experiments.plots import read_metrics
 from experiments.report_media import media_section, png_html, rel
+from experiments.rundir import package_versions
 from experiments.study_rewards import run_distances
 from experiments.study_stats import interval_estimates, mean_ci
 from experiments.summarize import collect, group_runs
-
-#: Packages whose versions a study records (study.json) and the report shows.
-PACKAGES = ("rewardlab", "numpy", "torch", "gymnasium", "stable-baselines3", "hydra-core", "rliable")
 
 
 @dataclass
@@ -250,6 +248,11 @@ def _correlation_text(m: Mapping[str, Any]) -> str:
     own = "; ".join(
         f"{k}: Pearson {_num(v['pearson'])}, Spearman {_num(v['spearman'])} (n={v['n']})" for k, v in m["own"].items()
     )
+    if m.get("own_only"):  # rewards on frames, on an env whose reward has a closed form (EPIC above covers the rest)
+        return (f"Rewards that score rendered frames cannot be put on uniform-random states: Pearson and Spearman "
+                f"correlations of proxy and true reward per transition on each group's own transitions (its runs' final "
+                f"policies, latest checkpoint, actions sampled from the policy, frames rendered and scored on the spot): {own}. "
+                "Shaping and scale are not factored out (unlike EPIC). Undefined where a reward is constant.")  # fmt: skip
     return (f"No closed-form reward here: Pearson and Spearman correlations of proxy and true reward per transition, "
             f"on the runs' own transitions (collected by each run's final policy, latest checkpoint, actions sampled "
             f"from the policy, and scored on the spot; every run of a group). Each group on its own transitions: {own}. "
@@ -264,20 +267,46 @@ def _num(x: float | None) -> str:
 # --- provenance ----------------------------------------------------------------------------------
 
 
-def provenance(run: Mapping[str, Any]) -> dict[str, Any]:
-    """What reproduces a run: command, commit, device, seed, steps/s, wall time; program hash or teacher settings."""
+def provenance(
+    run: Mapping[str, Any], study_versions: Mapping[str, str] | None = None, reference: str = "study"
+) -> dict[str, Any]:
+    """What reproduces a run: a row of the report's provenance table.
+
+    Command, commit, device, seed, steps/s, wall time and package versions; for a reward program its hash,
+    and for one a model wrote its task, model and where its prompts are; for a preference reward the
+    teacher's settings and the labels used.
+
+    Args:
+        run: The run's summary with its ``run`` directory (:func:`experiments.summarize.collect`).
+        study_versions: The versions the study recorded at launch (or those of the report's interpreter): the
+            run's ``versions`` are then shown as ``as the study`` or as the packages that differ (e.g. a
+            cluster node with another environment); ``None``: all of them.
+        reference: What ``study_versions`` are, in the text (``study``, ``here``).
+    """
     run_dir = Path(run["run"])
     out: dict[str, Any] = {
         k: run.get(k) for k in ("seed", "command", "git_commit", "device", "train_steps_per_s", "wall_time_s")
     }
+    own = run.get("versions") or {}
+    if not own:
+        out["versions"] = "not recorded"
+    else:
+        differ = {k: v for k, v in own.items() if study_versions is not None and study_versions.get(k) != v}
+        if study_versions is None:
+            out["versions"] = " ".join(f"{k}={v}" for k, v in own.items())
+        else:
+            shown = " ".join(f"{k}={v} ({reference}: {study_versions.get(k, '-')})" for k, v in differ.items())
+            out["versions"] = shown or ("as the study" if reference == "study" else "as here")
     program = run_dir / "reward_program.json"
     if program.exists():
         meta = json.loads(program.read_text())
         out["program_hash"] = meta.get("code_hash")
         out["program_origin"] = meta.get("origin")
         if meta.get("origin") == "model":  # written by a language model: its task (the prompt's) and the model
+            calls = meta.get("calls") or []
             out["program_task"] = meta.get("task")
-            out["program_model"] = f"{meta.get('backend')}:{meta.get('model')} ({len(meta.get('calls') or [])} call(s))"
+            out["program_model"] = f"{meta.get('backend')}:{meta.get('model')} ({len(calls)} call(s))"
+            out["program_prompts"] = f"{run_dir.name}/reward_program.json: calls[].messages ({len(calls)} prompt(s))"
     settings = run.get("settings", {})
     teacher = {k: v for k, v in settings.items() if k.startswith("reward.teacher.")}
     if teacher:
@@ -295,19 +324,6 @@ def versions(sweep: Path) -> tuple[dict[str, str], str]:
         if found:
             return dict(found), "recorded at launch (study.json)"
     return package_versions(), "of the Python that built this report (no study.json)"
-
-
-def package_versions() -> dict[str, str]:
-    """Installed versions of :data:`PACKAGES` (``-`` where one is missing)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "-"
-    return out
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -398,7 +414,7 @@ def build(
         for m, text in ((d["matrix"], _epic_text), (d.get("correlations"), _correlation_text)):
             if m is not None:
                 md += [text(m), ""]
-                for name in ("EPIC", "STARC") if m is d["matrix"] else ("Pearson", "Spearman"):
+                for name in ("EPIC", "STARC") if m is d["matrix"] else () if m.get("own_only") else ("Pearson", "Spearman"):
                     tables[-1].append(_matrix_md(name, m))
                     md += [*tables[-1][-1], ""]
         md += [f"- {n}" for n in d["notes"]]
@@ -441,7 +457,7 @@ def build(
         media_md, media_html = media_section(g.runs, out, f"group_{i}")
         md += media_md
         body += media_html
-        prov = [provenance(r) for r in g.runs]
+        prov = [provenance(r, pkg, "study" if pkg_source.startswith("recorded") else "here") for r in g.runs]
         keys = list(dict.fromkeys(k for p in prov for k in p))
         md += ["", "| run | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
         md += [f"| [{Path(r['run']).name}]({rel(r['run'], out)}) | " + " | ".join(str(p.get(k, "-")).replace("|", "\\|") for k in keys) + " |"

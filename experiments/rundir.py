@@ -222,3 +222,20 @@ def load_checkpoint_state(checkpoint: Path) -> tuple[dict[str, Any], dict[str, A
     with (checkpoint / "rng.pkl").open("rb") as f:
         rng = pickle.load(f)
     return state, rng
+
+
+#: Packages whose versions every run records (``summary.json``: ``versions``) and a study records at launch.
+PACKAGES = ("rewardlab", "numpy", "torch", "gymnasium", "stable-baselines3", "hydra-core", "rliable")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of :data:`PACKAGES` in this interpreter (``-`` where one is missing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "-"
+    return out

@@ -33,7 +33,15 @@ from omegaconf import DictConfig, OmegaConf
 from agents.base import Agent, HasReferenceScores, Relabels, ReportsEvaluation
 from envs.errors import ConfigError
 from envs.make import env_seeds, make_env, seed_vec_env
-from experiments.builders import build_agent, build_dataset, build_envs, build_reward, check_agent, env_card
+from experiments.builders import (
+    agent_requirements,
+    build_agent,
+    build_dataset,
+    build_envs,
+    build_reward,
+    check_agent,
+    env_card,
+)
 from experiments.cli import config_dict, resolve_device, user_errors, validate
 from experiments.evaluation import default_eval_every, evaluate, record_video, summarize
 from experiments.rundir import (
@@ -41,12 +49,14 @@ from experiments.rundir import (
     Scalars,
     latest_checkpoint,
     load_checkpoint_state,
+    package_versions,
     save_checkpoint,
     set_rng_state,
     write_json_atomic,
 )
 from experiments.schema import METRICS_COLUMNS, RunSummary
 from rewards.base import LearnedReward
+from rewards.env import check_imagined_config
 from rewards.wrapper import EpisodeStats, RewardVecEnv
 
 log = logging.getLogger("rewardlab")
@@ -191,6 +201,8 @@ class Runner:
         self.device = resolve_device(cfg.device)
         seed_everything(int(cfg.seed))
         self.env_cfg = config_dict(cfg.env)
+        if agent_requirements(cfg.agent).imagined_rewards:  # before a provider is built (a CLIP model loaded)
+            check_imagined_config(config_dict(cfg.reward), f"agent={cfg.agent.get('name', '?')}")
         self.provider = build_reward(cfg.reward)
         probe = make_env(self.env_cfg)  # what the provider needs from the env, checked before the run directory
         try:
@@ -598,6 +610,7 @@ class Runner:
             device=self.device,
             command="python experiments/run.py " + " ".join(shlex.quote(o) for o in self.overrides),
             git_commit=git_commit(),
+            versions=package_versions(),
             dataset=self.data.dataset_id if self.data is not None else None,
             normalized_score=normalized_score(self.agent, stats["true_return"]),
             best_eval_normalized_score=normalized_score(self.agent, s.best_true_return),

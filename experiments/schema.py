@@ -37,7 +37,7 @@ _ORDER = (
     "env", "reward", "agent", "seed", "steps", "true_return_mean", "true_return_std", "proxy_return_mean",
     "proxy_return_std", "success_rate", "eval_episodes", "episode_length_mean", "best_eval_true_return",
     "best_eval_step", "wall_time_s", "time_s", "train_steps_per_s", "videos", "artifacts", "agent_info", "resumes",
-    "device", "command", "git_commit", "dataset", "normalized_score", "best_eval_normalized_score",
+    "device", "command", "git_commit", "versions", "dataset", "normalized_score", "best_eval_normalized_score",
 )  # fmt: skip
 #: Keys written only when they have a value (offline data with reference scores).
 _OPTIONAL = ("normalized_score", "best_eval_normalized_score")
@@ -69,6 +69,8 @@ class RunSummary:
         device: Where it ran.
         command: The command that reproduces it.
         git_commit: The repository's commit, where known.
+        versions: Versions of the main packages in the interpreter that ran it
+            (:data:`experiments.rundir.PACKAGES`; ``-`` where one is missing).
         dataset: The offline dataset's id, ``None`` for online runs.
         normalized_score, best_eval_normalized_score: D4RL's normalised score (final and best
             evaluation), for data with reference scores; otherwise ``None`` and left out of the JSON.
@@ -99,6 +101,7 @@ class RunSummary:
     device: str | None = None
     command: str | None = None
     git_commit: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
     dataset: str | None = None
     normalized_score: float | None = None
     best_eval_normalized_score: float | None = None

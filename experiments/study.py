@@ -281,8 +281,7 @@ def _multirun(args: list[str], passthrough: Sequence[str]) -> int:
 
 def launch(cells: Sequence[Cell], sweep: Path, passthrough: Sequence[str], meta: Mapping[str, Any]) -> int:
     """Run the cells that are not finished (module docstring, steps 2 and 3); the launcher's exit status (0: all ran)."""
-    from experiments.report import package_versions
-    from experiments.rundir import write_json_atomic
+    from experiments.rundir import package_versions, write_json_atomic
     from experiments.runner import git_commit  # the commit every run records (summary.json), one definition
 
     states = {c.name: _state(sweep / c.name) for c in cells}

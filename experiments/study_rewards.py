@@ -173,7 +173,8 @@ def run_distances(groups: Sequence[Any], samples: int = 1000) -> list[dict[str, 
 
     ``groups`` are :class:`experiments.report.Group`: ``identity`` (``env``), ``name`` and ``runs`` (summaries
     with their ``run`` directory). Per env: :func:`distance_matrix` on ``samples`` uniform-random transitions
-    where the env's reward has a closed form, else :func:`correlation_matrix` on ``samples`` transitions of
+    where the env's reward has a closed form (providers that score frames, which sampled states have not: their
+    own-transition correlations, ``own_only``), else :func:`correlation_matrix` on ``samples`` transitions of
     each group's final policies (every run of the group; module docstring).
 
     Returns:
@@ -198,14 +199,17 @@ def run_distances(groups: Sequence[Any], samples: int = 1000) -> list[dict[str, 
                     notes.append(f"{g.name}: not compared ({' '.join(str(exc).split())[:200]})")
                     continue
                 providers[g.name] = provider
-                if closed_form and provider.needs:
-                    notes.append(f"{g.name}: not compared (it needs {', '.join(sorted(provider.needs))})")
-                elif not closed_form and provider.needs:
+                if provider.needs:
                     notes.append(
                         f"{g.name}: correlated on its own transitions only (it needs {', '.join(sorted(provider.needs))})"
                     )
             if closed_form:
-                matrix = distance_matrix(env_cfg, {k: p for k, p in providers.items() if not p.needs}, samples=samples)
+                sampled = {k: p for k, p in providers.items() if not p.needs}
+                matrix = distance_matrix(env_cfg, sampled, samples=samples) if sampled else None
+                framed = {k: p for k, p in providers.items() if p.needs}  # e.g. CLIP: no frames for sampled states
+                if framed:
+                    policies = {g.name: [Path(r["run"]) for r in g.runs] for g in members if g.name in framed}
+                    correlations = {**correlation_matrix(env_cfg, framed, policies, samples=samples), "own_only": True}
             elif providers:
                 policies = {g.name: [Path(r["run"]) for r in g.runs] for g in members if g.name in providers}
                 correlations = correlation_matrix(env_cfg, providers, policies, samples=samples)

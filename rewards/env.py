@@ -54,16 +54,53 @@ def check_imagined(provider: RewardProvider, who: str) -> None:
         ConfigError: The provider scores extras (frames) a dynamics model cannot produce, or it is the
             env's own reward and the env has no closed form of it.
     """
-    name = type(provider).__name__
     if provider.needs:
-        raise ConfigError(
-            f"{who} plans through a learned model of the observations, and {name} scores "
-            f"{', '.join(sorted(provider.needs))} (rendered by the simulator), which the model cannot produce; "
-            "use a reward on observations (reward=env, fn, code, or preference with an MLP reward model)"
-        )
+        raise ConfigError(_imagined_message(who, type(provider).__name__, provider.needs))
     if isinstance(provider, EnvReward) and provider.torch_reward() is None:
         raise ConfigError(
             f"{who} needs the reward in closed form to plan, and this env's card has no reward_fn "
             "(its reward is not a function of the observations); give a reward=fn or reward=code written on observations"
         )
 
+
+
+def _imagined_message(who: str, what: str, needs: frozenset[str]) -> str:
+    extras = "rendered frames" if needs == {"frame"} else ", ".join(sorted(needs))
+    return (
+        f"{who} plans through a learned model of the observations, and {what} scores {extras}, which the model "
+        "cannot produce; use a reward on observations (reward=env, fn, code, or preference with an MLP reward model)"
+    )
+
+
+def config_needs(reward_cfg: Mapping[str, Any]) -> frozenset[str]:
+    """The extras the provider of a ``reward`` config node will need, read from the config without building it.
+
+    The ``needs`` declared by the classes its ``_target_`` (and a ``model`` / ``teacher`` sub-node's) name,
+    and ``frame`` for ``frames: true`` (``reward=fn``). A target that does not import adds nothing: the
+    provider's own build reports it.
+    """
+    from hydra.utils import get_class
+
+    needs: set[str] = set()
+    nodes = [reward_cfg, *(reward_cfg.get(k) for k in ("model", "teacher"))]
+    for node in (n for n in nodes if isinstance(n, Mapping) and n.get("_target_")):
+        try:
+            declared: object = getattr(get_class(str(node["_target_"])), "needs", frozenset())
+        except Exception:
+            continue
+        if isinstance(declared, (set, frozenset)):
+            needs |= declared
+    if reward_cfg.get("frames") is True:
+        needs.add("frame")
+    return frozenset(needs)
+
+
+def check_imagined_config(reward_cfg: Mapping[str, Any], who: str) -> None:
+    """:func:`check_imagined` on a ``reward`` config node, before its provider is built (a CLIP model loaded).
+
+    Raises:
+        ConfigError: The provider would score extras (frames) that a dynamics model cannot produce.
+    """
+    needs = config_needs(reward_cfg)
+    if needs:
+        raise ConfigError(_imagined_message(who, f"reward={reward_cfg.get('name', '?')}", needs))

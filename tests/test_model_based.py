@@ -263,7 +263,7 @@ def test_pets_refuses_a_bad_config(overrides: list[str], message: str) -> None:
 def test_pets_refuses_a_discrete_env_and_a_reward_on_frames() -> None:
     with pytest.raises(ConfigError, match=r"PETS needs a Box action space.*use ppo, a2c or dqn"):
         _pets(env="cartpole")
-    with pytest.raises(ConfigError, match=r"scores frame .*cannot produce"):
+    with pytest.raises(ConfigError, match=r"scores rendered frames, which the model cannot produce"):
         _pets(*TINY, reward=FramesReward())
 
 

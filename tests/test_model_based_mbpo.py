@@ -213,7 +213,7 @@ def test_mbpo_refuses_an_env_without_a_termination_function() -> None:
 
 def test_mbpo_refuses_a_reward_on_frames() -> None:
     agent, venv = _mbpo(*TINY)
-    with pytest.raises(ConfigError, match=r"agent=mbpo plans through a learned model.*scores frame"):
+    with pytest.raises(ConfigError, match=r"agent=mbpo plans through a learned model.*scores rendered frames"):
         MBPO(venv, FramesReward(), envs_card("rewardlab/Pendulum-v1"))
     agent.close()
 

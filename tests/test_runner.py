@@ -21,7 +21,7 @@ AGENT_CONFS = REPO / "experiments" / "conf" / "agent"
 FAST = ["eval.episodes=2", "eval.final_episodes=2", "eval.n_envs=2", "video.max_frames=30", "progress=false"]
 SUMMARY_KEYS = {
     "env", "reward", "agent", "seed", "steps", "true_return_mean", "true_return_std", "proxy_return_mean",
-    "success_rate", "eval_episodes", "wall_time_s",
+    "success_rate", "eval_episodes", "wall_time_s", "git_commit", "versions",
 }  # fmt: skip
 METRICS_COLUMNS = ["step", "true_return", "proxy_return", "success", "episode_length", "wall_time"]
 
@@ -68,6 +68,9 @@ def test_cartpole_ppo_writes_the_run_directory_contract(run_cli, tmp_path: Path)
     assert out.returncode == 0, out.stderr
     assert "steps=3001 (ends at step 3008: its 8 envs step together)" in out.stderr  # said up front, not a surprise
     summary = _check_contract(run, 3008)
+    from importlib.metadata import version
+
+    assert summary["versions"]["torch"] == version("torch") and set(summary["versions"]) >= {"numpy", "gymnasium"}
     assert summary["success_rate"] is None  # CartPole defines no success
     assert summary["proxy_return_mean"] == summary["true_return_mean"]  # reward=env
     train = _rows(run / "train.csv")
@@ -137,6 +140,10 @@ def test_frame_based_reward_run(run_cli, tmp_path: Path) -> None:
         (["env=pendulum", "agent=pets", "agent.val_ratio=x"], "agent.val_ratio='x' must be a number"),
         (["agent.hyperparams.learning_rate=abc"], "agent.hyperparams.learning_rate='abc' must be a number or lin_<number>"),
         (["env=pendulum", "agent=sac", "agent.hyperparams.learning_starts=soon"], "learning_starts='soon' must be an integer"),
+        (["+agent.hyperparams.seed=5"], "agent.hyperparams.seed: the run's seed= sets it"),
+        (["agent.hyperparams.n_steps=-5"], "agent.hyperparams.n_steps=-5 must be >= 1"),
+        # refused from the config, before the CLIP model (whose default weights are not here) is loaded
+        (["env=pendulum", "agent=pets", "reward=clip", "reward.goal=up"], "agent=pets plans through a learned model"),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_no_run_dir(run_cli, tmp_path: Path, args: list[str], message: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from experiments import report, study_stats
 from tests import slurm_cluster
 from tests.conftest import _run
-from tests.helpers import CHROMIUM, DRIVER, browser
+from tests.helpers import CHROMIUM, DRIVER, browser, csv_rows
 
 TINY = """name: tiny
 envs: [cartpole]
@@ -23,7 +24,7 @@ seeds: [0]
 rewards:
   env: [reward=env]
   negated: [reward=shaped, reward.scale=-1]
-overrides: [preset=smoke, steps=256, eval.every=128, agent.hyperparams.n_steps=64, eval.n_envs=1, video.max_frames=20, progress=false]
+overrides: [preset=smoke, steps=256, eval.every=128, checkpoint.keep=3, agent.hyperparams.n_steps=64, eval.n_envs=1, video.max_frames=20, progress=false]
 """
 
 
@@ -191,6 +192,14 @@ def test_bad_studies_are_refused_before_anything_runs(run_cli, tmp_path: Path) -
     assert "nope x env x sac: unknown env 'nope'" in line and "nope x env x ppo: unknown env 'nope'" in line
     assert "cartpole x env x sac:" in line and "cartpole x env x ppo" not in line
     assert not (tmp_path / "S").exists() and not (tmp_path / "runs").exists()
+    unknown = "name: unknown\nenvs: [cartpole]\nagents: [ppo, nosuchagent]\nseeds: [0]\nrewards: [env, nosuchreward]\n"
+    out = run_cli("study.py", [_study_dir(tmp_path, unknown, "unknown"), "study=unknown", f"out={tmp_path / 'S'}"])
+    assert out.returncode == 2, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("error: 3 bad cell(s), nothing was run:") and "cartpole x env x ppo" not in line
+    assert "cartpole x env x nosuchagent: unknown agent 'nosuchagent'" in line
+    assert "cartpole x nosuchreward x ppo: unknown reward 'nosuchreward'" in line
+    assert not (tmp_path / "S").exists()
     out = run_cli("study.py", ["study=nosuch"])
     assert out.returncode == 2 and "unknown study 'nosuch'; valid studies: cartpole" in out.stderr
     (tmp_path / "empty").mkdir()
@@ -218,8 +227,19 @@ def test_tiny_study_end_to_end(run_cli, tmp_path: Path) -> None:
     )
     # CartPole's true reward (1 per step) is a constant up to shaping, and so are env and its negation: STARC 0
     assert "## Reward distances on cartpole" in md and "| 2: cartpole / negated (shaped) / ppo | 0.000 | 0.000 | 0.000 |" in md
-    summary = json.loads((sweep / "cartpole_negated_ppo_s0" / "summary.json").read_text())
+    negated = sweep / "cartpole_negated_ppo_s0"
+    summary = json.loads((negated / "summary.json").read_text())
     assert summary["proxy_return_mean"] == pytest.approx(-summary["true_return_mean"])
+    # a cell killed after its checkpoint at step 128 (as SIGKILL leaves it): the next launch resumes it alone
+    (negated / "summary.json").unlink()
+    shutil.rmtree(negated / "checkpoints" / "step_000000256")
+    (negated / "checkpoints" / "latest").write_text("step_000000128\n")
+    again = run_cli("study.py", [search, "study=tiny", "out=S", "reps=200"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 cells: 1 finished (skipped), 1 to resume, 0 to run" in again.stdout
+    resumed = json.loads((negated / "summary.json").read_text())
+    assert resumed["resumes"] == 1 and resumed["true_return_mean"] == pytest.approx(summary["true_return_mean"])
+    assert [int(r["step"]) for r in csv_rows(negated / "metrics.csv")] == [0, 128, 256]  # one continuous file
     # again: both cells are finished, nothing runs, the report is rebuilt
     again = run_cli("study.py", [search, "study=tiny", "out=S", "reps=200"])
     assert again.returncode == 0 and "2 cells: 2 finished (skipped), 0 to resume, 0 to run" in again.stdout
@@ -260,9 +280,16 @@ def test_provenance_of_code_and_preference_runs(tmp_path: Path) -> None:
     code = _fake_run(tmp_path, "code", "code", 0, true=[1, 2], proxy=[1, 2])
     meta = {"origin": "model", "task": "balance the pole", "backend": "openai", "model": "coder-7b", "code_hash": "9f52f48df176", "calls": [{}, {}]}
     (code / "reward_program.json").write_text(json.dumps(meta))
-    got = report.provenance({"run": str(code), "seed": 0, "command": "python experiments/run.py reward=code"})
+    study = {"torch": "2.4.1", "numpy": "2.1.0"}
+    run = {"run": str(code), "seed": 0, "command": "python experiments/run.py reward=code", "versions": study}
+    got = report.provenance(run, study)
     assert got["program_hash"] == "9f52f48df176" and got["program_task"] == "balance the pole"
     assert got["program_model"] == "openai:coder-7b (2 call(s))" and got["command"] == "python experiments/run.py reward=code"
+    assert got["program_prompts"] == "code/reward_program.json: calls[].messages (2 prompt(s))"
+    assert got["versions"] == "as the study"
+    node = {**run, "versions": {"torch": "2.3.0", "numpy": "2.1.0"}}  # a cluster node with another torch
+    assert report.provenance(node, study)["versions"] == "torch=2.3.0 (study: 2.4.1)"
+    assert report.provenance({"run": str(code)}, study)["versions"] == "not recorded"  # a run from before versions
     pref = _fake_run(tmp_path, "pref", "preference", 0, true=[1, 2], proxy=[1, 2])
     (pref / "metrics.csv").write_text("step,true_return,proxy_return,labels\n0,1,1,0\n100,2,2,40\n")
     settings = {"reward.teacher.mistake": "0.1", "reward.teacher.beta": "None", "reward.budget": "40"}
@@ -309,22 +336,45 @@ def test_a_misspelled_study_key_or_a_changed_cell_is_refused(tmp_path: Path) -> 
     assert not (tmp_path / ".study").exists()  # refused before anything was written
 
 
-@pytest.mark.slow  # ~1 min: a cluster, two runs on it and two locally
+def _example_study_shrunk(tmp_path: Path) -> str:
+    """The shipped example study (conf/study/cartpole.yaml: six rewards) with one seed and 512 steps per run."""
+    import yaml
+
+    from experiments.cli import CONF_DIR
+
+    study = yaml.safe_load((CONF_DIR / "study" / "cartpole.yaml").read_text())
+    study.update(name="example", seeds=[0])
+    study["overrides"] = ["steps=512", "eval.every=256", "eval.episodes=2", "eval.final_episodes=4", "eval.n_envs=1",
+                          "video.max_frames=20", "progress=false"]  # fmt: skip
+    study["cells"] = [{"match": {"reward": "preference"},
+                       "overrides": ["reward.budget=20", "reward.queries=10", "reward.every=128", "reward.first_after=128"]}]  # fmt: skip
+    return _study_dir(tmp_path, yaml.safe_dump(study), "example")
+
+
+def _distances(md: str) -> str:
+    """The reward-distance sections of a report.md (matrices and notes; no paths in them)."""
+    return "\n".join(re.findall(r"## Reward distances on .*?(?=\n## )", md, flags=re.S))
+
+
+@pytest.mark.slow  # ~3 min: a cluster, the example study's six runs on it and six locally, two reports
 @pytest.mark.skipif(bool(slurm_cluster.missing()), reason="SLURM not installed; .ci/run installs it")
 def test_a_study_on_slurm_gives_the_local_report(tmp_path: Path) -> None:
-    search = _study_dir(tmp_path, TINY)
+    search = _example_study_shrunk(tmp_path)
     with slurm_cluster.slurm_cluster(tmp_path / "cluster") as env:
         slurm = ["hydra/launcher=submitit_slurm", f"hydra.launcher.partition={slurm_cluster.PARTITION}",
-                 "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=5", "hydra.launcher.array_parallelism=2"]  # fmt: skip
-        out = _run("study.py", [search, "study=tiny", "out=slurm", "reps=200", *slurm], tmp_path, timeout=300, env=env)
+                 "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10", "hydra.launcher.array_parallelism=2"]  # fmt: skip
+        out = _run("study.py", [search, "study=example", "out=slurm", "reps=200", *slurm], tmp_path, timeout=900, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     # the cells ran as one SLURM job array (submitit's folder in the study's directory: one log per task)
-    assert len(list((tmp_path / "slurm" / ".submitit").glob("*/*_log.out"))) == 2
-    out = _run("study.py", [search, "study=tiny", "out=local", "reps=200", "hydra/launcher=basic"], tmp_path)
+    assert len(list((tmp_path / "slurm" / ".submitit").glob("*/*_log.out"))) == 6
+    out = _run("study.py", [search, "study=example", "out=local", "reps=200", "hydra/launcher=basic"], tmp_path, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    on_slurm = report.build(tmp_path / "slurm", reps=200, with_distances=False)["rows"]
-    local = report.build(tmp_path / "local", reps=200, with_distances=False)["rows"]
-    assert on_slurm == local and len(local) == 2  # every figure of the table, number for number
+    on_slurm, local = report.build(tmp_path / "slurm", reps=200), report.build(tmp_path / "local", reps=200)
+    assert on_slurm["rows"] == local["rows"] and len(local["rows"]) == 6  # every figure of the table, number for number
+    slurm_md, local_md = on_slurm["md"].read_text(), local["md"].read_text()
+    assert "## Reward distances on cartpole" in local_md and "| STARC |" in local_md
+    assert _distances(slurm_md) == _distances(local_md)  # EPIC / STARC between all six providers, equal too
+    assert [f.message for f in on_slurm["flags"]] == [f.message for f in local["flags"]]
 
 
 def test_correlations_where_the_env_has_no_closed_form_reward() -> None:
@@ -394,3 +444,20 @@ def test_report_of_a_real_jobshop_run(run_cli, tmp_path: Path) -> None:
     assert "jobshop / shaped / maskable_ppo: Pearson -1.000, Spearman -1.000 (n=1000)" in md
     assert "| 1: jobshop / shaped / maskable_ppo | -1.000 | 1.000 |" in md
     assert "Gantt charts of the final schedules" in md and len(list((tmp_path / "S" / "report_files").glob("*gantt*"))) == 1
+
+
+def test_a_reward_on_frames_is_correlated_on_its_own_transitions_where_the_env_has_a_closed_form(
+    run_cli, tmp_path: Path
+) -> None:
+    args = ["env=cartpole", "env.sutton_barto_reward=true", "reward=fn", "reward.target=tests.helpers:brightness",
+            "reward.frames=true", "env.render.width=48", "env.render.height=32", "preset=smoke", "steps=256",
+            "eval.every=256", "agent.hyperparams.n_steps=32", "eval.n_envs=1", "video.final_episodes=0",
+            "progress=false", f"hydra.run.dir={tmp_path / 'S' / 'bright_s0'}"]  # fmt: skip
+    out = run_cli("run.py", args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    md = report.build(tmp_path / "S", reps=100)["md"].read_text()
+    # no EPIC for it (uniform-random states have no frames), but its own transitions, frames rendered and scored
+    assert "cartpole / fn / ppo: correlated on its own transitions only (it needs frame)" in md
+    assert "Rewards that score rendered frames cannot be put on uniform-random states" in md
+    own = re.search(r"cartpole / fn / ppo: Pearson (-?[\d.]+|undef\.), Spearman (-?[\d.]+|undef\.) \(n=1000\)", md)
+    assert own is not None, md

@@ -164,7 +164,9 @@ class PETS(Agent):
         low = torch.as_tensor(space.low.reshape(-1), dtype=torch.float32, device=self.device)
         high = torch.as_tensor(space.high.reshape(-1), dtype=torch.float32, device=self.device)
         kwargs = dict(planner=planner, horizon=horizon, population=population, iterations=iterations,
-                      elites=elites, alpha=alpha)  # fmt: skip
+                      elites=elites, alpha=alpha, particles=particles)  # fmt: skip
+        if planner == "icem":
+            kwargs.update(noise_beta=noise_beta, population_decay=population_decay, keep_elites=keep_elites)
         opt_args = (int(horizon), low, high, int(population), int(elites), int(iterations), float(alpha))
         self.optimizer: CEM = (
             ICEM(*opt_args, noise_beta=noise_beta, population_decay=population_decay, keep_elites=keep_elites)
