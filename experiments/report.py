@@ -375,7 +375,12 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
 
 
 def build(
-    sweep: Path, out: Path | None = None, reps: int = 2000, seed: int = 0, with_distances: bool = True
+    sweep: Path,
+    out: Path | None = None,
+    reps: int = 2000,
+    seed: int = 0,
+    with_distances: bool = True,
+    distance_samples: int = 1000,
 ) -> dict[str, Any]:
     """Write ``report.md`` (figures beside it in ``report_files/``) and ``report.html`` for the runs below ``sweep``.
 
@@ -385,6 +390,7 @@ def build(
         reps: Bootstrap resamples of the confidence intervals.
         seed: Seed of the bootstrap.
         with_distances: Add the reward distances (:func:`experiments.study_rewards.run_distances`).
+        distance_samples: Transitions per provider for them (``samples`` of ``run_distances``).
 
     Returns:
         ``rows`` (:func:`table_rows`), ``flags``, ``md`` and ``html`` (paths), ``unfinished`` (run dirs).
@@ -406,7 +412,7 @@ def build(
           "`reward=env` (rliable); mean ± std; the best periodic evaluation kept apart.", "",
           "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]  # fmt: skip
     md += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in rows]
-    distances = run_distances(groups) if with_distances else []
+    distances = run_distances(groups, samples=distance_samples) if with_distances else []
     tables: list[list[list[str]]] = []  # per env, the matrices' markdown lines (shown again as HTML)
     for d in distances:
         md += ["", f"## Reward distances on {d['env']}", ""]

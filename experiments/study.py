@@ -313,6 +313,20 @@ def launch(cells: Sequence[Cell], sweep: Path, passthrough: Sequence[str], meta:
     return rc
 
 
+def _report_args(cfg: Any) -> dict[str, Any]:
+    """``reps=`` and ``distance_samples=`` of ``conf/run_study.yaml`` as :func:`experiments.report.build`'s arguments.
+
+    Raises:
+        ConfigError: ``reps`` below 1 or ``distance_samples`` below 0 (or not integers).
+    """
+    from experiments.cli import check_int
+
+    check_int(cfg, "reps", 1)
+    check_int(cfg, "distance_samples", 0)
+    samples = int(cfg.distance_samples)
+    return {"reps": int(cfg.reps), "with_distances": samples > 0, "distance_samples": max(samples, 2)}
+
+
 def main(argv: Sequence[str]) -> int:
     """Run a study and write its report, or rebuild a report (module docstring).
 
@@ -334,10 +348,11 @@ def main(argv: Sequence[str]) -> int:
             "a study's runs live in out=DIR (one folder per cell); give out= instead of hydra.sweep/hydra.run"
         )
     cfg = compose_script([a for a in argv if a not in passthrough], "run_study", "study.py")
+    report_args = _report_args(cfg)  # checked before anything runs
     from experiments import report
 
     if cfg.report:
-        built = report.build(Path(str(cfg.report)).expanduser(), reps=int(cfg.reps))
+        built = report.build(Path(str(cfg.report)).expanduser(), **report_args)
         print(f"[study] wrote {built['md']} and {built['html']}")
         return 0
     if cfg.get("study") is None:
@@ -352,7 +367,7 @@ def main(argv: Sequence[str]) -> int:
     meta = {"study": study, "command": "python experiments/study.py " + " ".join(shlex.quote(a) for a in argv)}
     rc = launch(cells, sweep, passthrough, meta)
     try:
-        built = report.build(sweep, reps=int(cfg.reps))
+        built = report.build(sweep, **report_args)
     except ConfigError as exc:
         print(f"[study] no report: {exc}", file=sys.stderr)
         return rc or 1

@@ -209,7 +209,7 @@ def _wait_for_checkpoint(proc: subprocess.Popen, run: Path, step: int) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.heavy
+@pytest.mark.slow  # ~30 s of four processes (two fresh interpreters); .ci/run runs it after the default suite
 def test_interrupted_run_resumes_to_one_continuous_metrics_file(run_cli, tmp_path: Path) -> None:
     """A running run refuses a second writer; SIGTERM checkpoints and exits 143; SIGKILL leaves the last
     checkpoint; two resumes later metrics.csv is the one of an uninterrupted run."""

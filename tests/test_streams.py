@@ -109,7 +109,7 @@ def test_a_masking_agent_masks_wherever_it_acts() -> None:
     assert invalid and not any(invalid)  # unmasked, an untrained MLP picks finished jobs within a few steps
 
 
-@pytest.mark.heavy
+@pytest.mark.slow  # ~25 s of fresh joblib workers and env processes; .ci/run runs it after the default suite
 def test_subprocess_envs_work_in_a_local_parallel_sweep(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A local parallel sweep (Hydra's joblib launcher) runs every job to its summary, also with env
     processes: loky's default start method could not restore them (fault 9: `env.vec=subproc` with -m

@@ -200,6 +200,9 @@ def test_bad_studies_are_refused_before_anything_runs(run_cli, tmp_path: Path) -
     assert "cartpole x env x nosuchagent: unknown agent 'nosuchagent'" in line
     assert "cartpole x nosuchreward x ppo: unknown reward 'nosuchreward'" in line
     assert not (tmp_path / "S").exists()
+    out = run_cli("study.py", ["study=cartpole", "distance_samples=-1", f"out={tmp_path / 'S'}"])
+    assert out.returncode == 2 and "distance_samples=-1 must be an integer >= 0" in out.stderr
+    assert not (tmp_path / "S").exists()
     out = run_cli("study.py", ["study=nosuch"])
     assert out.returncode == 2 and "unknown study 'nosuch'; valid studies: cartpole" in out.stderr
     (tmp_path / "empty").mkdir()
@@ -210,10 +213,13 @@ def test_bad_studies_are_refused_before_anything_runs(run_cli, tmp_path: Path) -
     assert not (tmp_path / "missing").exists() and not (tmp_path / "runs").exists()
 
 
+BASIC = ["hydra/launcher=basic"]  # one run after another in the launching process (the joblib default: test_streams.py)
+
+
 @pytest.mark.heavy
 def test_tiny_study_end_to_end(run_cli, tmp_path: Path) -> None:
     search = _study_dir(tmp_path, TINY)
-    out = run_cli("study.py", [search, "study=tiny", "out=S", "reps=200"])
+    out = run_cli("study.py", [search, "study=tiny", "out=S", "reps=200", *BASIC, "distance_samples=300"])
     assert out.returncode == 0, out.stderr[-3000:]
     sweep = tmp_path / "S"
     assert sorted(p.parent.name for p in sweep.glob("*/summary.json")) == [
@@ -234,15 +240,16 @@ def test_tiny_study_end_to_end(run_cli, tmp_path: Path) -> None:
     (negated / "summary.json").unlink()
     shutil.rmtree(negated / "checkpoints" / "step_000000256")
     (negated / "checkpoints" / "latest").write_text("step_000000128\n")
-    again = run_cli("study.py", [search, "study=tiny", "out=S", "reps=200"])
+    again = run_cli("study.py", [search, "study=tiny", "out=S", "reps=200", *BASIC, "distance_samples=0"])
     assert again.returncode == 0, again.stderr[-3000:]
     assert "2 cells: 1 finished (skipped), 1 to resume, 0 to run" in again.stdout
     resumed = json.loads((negated / "summary.json").read_text())
     assert resumed["resumes"] == 1 and resumed["true_return_mean"] == pytest.approx(summary["true_return_mean"])
     assert [int(r["step"]) for r in csv_rows(negated / "metrics.csv")] == [0, 128, 256]  # one continuous file
     # again: both cells are finished, nothing runs, the report is rebuilt
-    again = run_cli("study.py", [search, "study=tiny", "out=S", "reps=200"])
+    again = run_cli("study.py", [search, "study=tiny", "out=S", "reps=200", *BASIC, "distance_samples=0"])
     assert again.returncode == 0 and "2 cells: 2 finished (skipped), 0 to resume, 0 to run" in again.stdout
+    assert "## Reward distances" not in (sweep / "report.md").read_text()  # distance_samples=0: left out
     assert not (tmp_path / "runs").exists()  # nothing outside out= (Hydra's default sweep folder included)
 
 
@@ -437,11 +444,11 @@ def test_report_of_a_real_jobshop_run(run_cli, tmp_path: Path) -> None:
                              "preset=smoke", "steps=128", "eval.every=128", "agent.hyperparams.n_steps=64", "eval.n_envs=1",
                              "video.max_frames=5", "progress=false", f"hydra.run.dir={tmp_path / 'S' / 'neg_s0'}"])  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    built = report.build(tmp_path / "S", reps=100)
+    built = report.build(tmp_path / "S", reps=100, distance_samples=300)
     md = built["md"].read_text()
     # no closed form on job-shop: the final policy's own transitions (loaded from its checkpoint), proxy = -true
     assert "## Reward distances on jobshop" in md and "| EPIC |" not in md
-    assert "jobshop / shaped / maskable_ppo: Pearson -1.000, Spearman -1.000 (n=1000)" in md
+    assert "jobshop / shaped / maskable_ppo: Pearson -1.000, Spearman -1.000 (n=300)" in md
     assert "| 1: jobshop / shaped / maskable_ppo | -1.000 | 1.000 |" in md
     assert "Gantt charts of the final schedules" in md and len(list((tmp_path / "S" / "report_files").glob("*gantt*"))) == 1
 
@@ -455,9 +462,9 @@ def test_a_reward_on_frames_is_correlated_on_its_own_transitions_where_the_env_h
             "progress=false", f"hydra.run.dir={tmp_path / 'S' / 'bright_s0'}"]  # fmt: skip
     out = run_cli("run.py", args)
     assert out.returncode == 0, out.stderr[-3000:]
-    md = report.build(tmp_path / "S", reps=100)["md"].read_text()
+    md = report.build(tmp_path / "S", reps=100, distance_samples=200)["md"].read_text()
     # no EPIC for it (uniform-random states have no frames), but its own transitions, frames rendered and scored
     assert "cartpole / fn / ppo: correlated on its own transitions only (it needs frame)" in md
     assert "Rewards that score rendered frames cannot be put on uniform-random states" in md
-    own = re.search(r"cartpole / fn / ppo: Pearson (-?[\d.]+|undef\.), Spearman (-?[\d.]+|undef\.) \(n=1000\)", md)
+    own = re.search(r"cartpole / fn / ppo: Pearson (-?[\d.]+|undef\.), Spearman (-?[\d.]+|undef\.) \(n=200\)", md)
     assert own is not None, md
