@@ -115,9 +115,10 @@ def _first_update(algo: str, config: Mapping[str, Any]) -> tuple[int, str]:
 def _check_hyperparams(algo: str, hyperparams: Mapping[str, Any], algo_cls: type | None = None) -> None:
     """Refuse ``agent.hyperparams`` that ``algo`` would not take, before anything is built.
 
-    Names must be keyword arguments of the SB3 class; settings annotated plain ``int`` / ``float`` there
-    must hold numbers (:func:`agents.base.check_number_settings`); a learning rate or clip range
-    (``SCHEDULED``) a number or ``"lin_<number>"``.
+    Names must be keyword arguments of the SB3 class and not ones the runner sets (``RUN_SET``); settings
+    annotated plain ``int`` / ``float`` there must hold numbers (:func:`agents.base.check_number_settings`),
+    counts their least value (``COUNTS``); a learning rate or clip range (``SCHEDULED``) a number or
+    ``"lin_<number>"`` (:func:`_schedule`).
 
     Raises:
         ConfigError: An unknown name (the accepted ones are listed) or a value of the wrong kind.
@@ -141,27 +142,25 @@ def _check_hyperparams(algo: str, hyperparams: Mapping[str, Any], algo_cls: type
         if isinstance(value, int) and not isinstance(value, bool) and value < least:
             raise ConfigError(f"agent.hyperparams.{key}={value} must be >= {least}")
     for key in SCHEDULED:
-        value = hyperparams.get(key)
-        if value is None or callable(value) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
-            continue
-        if not (isinstance(value, str) and value.startswith("lin_")):
-            raise ConfigError(
-                f"agent.hyperparams.{key}={value!r} must be a number or lin_<number> (a linear decay to 0, e.g. lin_2.5e-4)"
-            )
-        _schedule(key, value)
+        _schedule(key, hyperparams.get(key))
 
 
 def _schedule(name: str, value: Any) -> Any:
-    """``"lin_3e-4"`` -> a schedule decaying linearly from 3e-4 to 0; other values unchanged."""
-    if isinstance(value, str) and value.startswith("lin_"):
-        try:
-            start = float(value[4:])
-        except ValueError as exc:
-            raise ConfigError(
-                f"agent.hyperparams.{name}={value!r} must be a number or lin_<number> (a linear decay to 0, e.g. lin_2.5e-4)"
-            ) from exc
-        return LinearSchedule(start, 0.0, 1.0)
-    return value
+    """``"lin_3e-4"`` -> a schedule decaying linearly from 3e-4 to 0; a number, a callable or ``None`` unchanged.
+
+    Raises:
+        ConfigError: Anything else (text other than ``lin_<number>``, a bool).
+    """
+    if value is None or callable(value) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return value
+    try:
+        if isinstance(value, str) and value.startswith("lin_"):
+            return LinearSchedule(float(value[4:]), 0.0, 1.0)
+    except ValueError:
+        pass
+    raise ConfigError(
+        f"agent.hyperparams.{name}={value!r} must be a number or lin_<number> (a linear decay to 0, e.g. lin_2.5e-4)"
+    )
 
 
 def _sb3_key(key: str) -> str | None:

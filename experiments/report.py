@@ -290,13 +290,11 @@ def provenance(
     own = run.get("versions") or {}
     if not own:
         out["versions"] = "not recorded"
+    elif study_versions is None:
+        out["versions"] = " ".join(f"{k}={v}" for k, v in own.items())
     else:
-        differ = {k: v for k, v in own.items() if study_versions is not None and study_versions.get(k) != v}
-        if study_versions is None:
-            out["versions"] = " ".join(f"{k}={v}" for k, v in own.items())
-        else:
-            shown = " ".join(f"{k}={v} ({reference}: {study_versions.get(k, '-')})" for k, v in differ.items())
-            out["versions"] = shown or ("as the study" if reference == "study" else "as here")
+        differ = (f"{k}={v} ({reference}: {study_versions.get(k, '-')})" for k, v in own.items() if study_versions.get(k) != v)
+        out["versions"] = " ".join(differ) or ("as the study" if reference == "study" else "as here")
     program = run_dir / "reward_program.json"
     if program.exists():
         meta = json.loads(program.read_text())

@@ -317,14 +317,16 @@ def _report_args(cfg: Any) -> dict[str, Any]:
     """``reps=`` and ``distance_samples=`` of ``conf/run_study.yaml`` as :func:`experiments.report.build`'s arguments.
 
     Raises:
-        ConfigError: ``reps`` below 1 or ``distance_samples`` below 0 (or not integers).
+        ConfigError: ``reps`` below 1, ``distance_samples`` below 0 or 1 (or not integers).
     """
     from experiments.cli import check_int
 
     check_int(cfg, "reps", 1)
     check_int(cfg, "distance_samples", 0)
     samples = int(cfg.distance_samples)
-    return {"reps": int(cfg.reps), "with_distances": samples > 0, "distance_samples": max(samples, 2)}
+    if samples == 1:
+        raise ConfigError("distance_samples=1: give 0 (no reward distances) or at least 2 transitions per provider")
+    return {"reps": int(cfg.reps), "with_distances": samples > 0, "distance_samples": samples}
 
 
 def main(argv: Sequence[str]) -> int:

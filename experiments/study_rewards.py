@@ -203,16 +203,14 @@ def run_distances(groups: Sequence[Any], samples: int = 1000) -> list[dict[str, 
                     notes.append(
                         f"{g.name}: correlated on its own transitions only (it needs {', '.join(sorted(provider.needs))})"
                     )
-            if closed_form:
-                sampled = {k: p for k, p in providers.items() if not p.needs}
-                matrix = distance_matrix(env_cfg, sampled, samples=samples) if sampled else None
-                framed = {k: p for k, p in providers.items() if p.needs}  # e.g. CLIP: no frames for sampled states
-                if framed:
-                    policies = {g.name: [Path(r["run"]) for r in g.runs] for g in members if g.name in framed}
-                    correlations = {**correlation_matrix(env_cfg, framed, policies, samples=samples), "own_only": True}
-            elif providers:
-                policies = {g.name: [Path(r["run"]) for r in g.runs] for g in members if g.name in providers}
-                correlations = correlation_matrix(env_cfg, providers, policies, samples=samples)
+            sampled = {k: p for k, p in providers.items() if closed_form and not p.needs}
+            if sampled:
+                matrix = distance_matrix(env_cfg, sampled, samples=samples)
+            correlated = {k: p for k, p in providers.items() if k not in sampled}  # e.g. CLIP: sampled states have no frames
+            if correlated:
+                policies = {g.name: [Path(r["run"]) for r in g.runs] for g in members if g.name in correlated}
+                correlations = correlation_matrix(env_cfg, correlated, policies, samples=samples)
+                correlations["own_only"] = closed_form  # beside EPIC / STARC: each group on its own transitions only
         except Exception as exc:  # fake or foreign run directories: no distances, the rest of the report stands
             notes.append(f"no distances for {env}: {' '.join(str(exc).split())[:200]}")
         finally:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -127,6 +127,29 @@ class RewardProvider(abc.ABC):
 
     def close(self) -> None:  # noqa: B027  (an optional hook: most providers hold nothing to release)
         """Release workers, models or files held by the provider (may be called more than once)."""
+
+
+def config_needs(reward_cfg: Mapping[str, Any]) -> frozenset[str]:
+    """The extras the provider of a ``reward`` config node will need, read from the config without building it.
+
+    The ``needs`` declared by the classes its ``_target_`` (and a ``model`` / ``teacher`` sub-node's) name,
+    and ``frame`` for ``frames: true`` (``reward=fn``). A target that does not import adds nothing: the
+    provider's own build reports it.
+    """
+    from hydra.utils import get_class
+
+    needs: set[str] = set()
+    nodes = [reward_cfg, *(reward_cfg.get(k) for k in ("model", "teacher"))]
+    for node in (n for n in nodes if isinstance(n, Mapping) and n.get("_target_")):
+        try:
+            declared: object = getattr(get_class(str(node["_target_"])), "needs", frozenset())
+        except Exception:
+            continue
+        if isinstance(declared, (set, frozenset)):
+            needs |= declared
+    if reward_cfg.get("frames") is True:
+        needs.add("frame")
+    return frozenset(needs)
 
 
 class LearnedReward(RewardProvider):

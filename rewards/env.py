@@ -9,7 +9,7 @@ import numpy as np
 from typing_extensions import override
 
 from envs.errors import ConfigError
-from rewards.base import RewardProvider, TorchRewardFn, TransitionBatch
+from rewards.base import RewardProvider, TorchRewardFn, TransitionBatch, config_needs
 
 
 class EnvReward(RewardProvider):
@@ -63,36 +63,12 @@ def check_imagined(provider: RewardProvider, who: str) -> None:
         )
 
 
-
 def _imagined_message(who: str, what: str, needs: frozenset[str]) -> str:
     extras = "rendered frames" if needs == {"frame"} else ", ".join(sorted(needs))
     return (
         f"{who} plans through a learned model of the observations, and {what} scores {extras}, which the model "
         "cannot produce; use a reward on observations (reward=env, fn, code, or preference with an MLP reward model)"
     )
-
-
-def config_needs(reward_cfg: Mapping[str, Any]) -> frozenset[str]:
-    """The extras the provider of a ``reward`` config node will need, read from the config without building it.
-
-    The ``needs`` declared by the classes its ``_target_`` (and a ``model`` / ``teacher`` sub-node's) name,
-    and ``frame`` for ``frames: true`` (``reward=fn``). A target that does not import adds nothing: the
-    provider's own build reports it.
-    """
-    from hydra.utils import get_class
-
-    needs: set[str] = set()
-    nodes = [reward_cfg, *(reward_cfg.get(k) for k in ("model", "teacher"))]
-    for node in (n for n in nodes if isinstance(n, Mapping) and n.get("_target_")):
-        try:
-            declared: object = getattr(get_class(str(node["_target_"])), "needs", frozenset())
-        except Exception:
-            continue
-        if isinstance(declared, (set, frozenset)):
-            needs |= declared
-    if reward_cfg.get("frames") is True:
-        needs.add("frame")
-    return frozenset(needs)
 
 
 def check_imagined_config(reward_cfg: Mapping[str, Any], who: str) -> None:

@@ -200,9 +200,10 @@ def test_bad_studies_are_refused_before_anything_runs(run_cli, tmp_path: Path) -
     assert "cartpole x env x nosuchagent: unknown agent 'nosuchagent'" in line
     assert "cartpole x nosuchreward x ppo: unknown reward 'nosuchreward'" in line
     assert not (tmp_path / "S").exists()
-    out = run_cli("study.py", ["study=cartpole", "distance_samples=-1", f"out={tmp_path / 'S'}"])
-    assert out.returncode == 2 and "distance_samples=-1 must be an integer >= 0" in out.stderr
-    assert not (tmp_path / "S").exists()
+    for value, message in (("-1", "distance_samples=-1 must be an integer >= 0"), ("1", "give 0 (no reward distances) or at least 2")):
+        out = run_cli("study.py", ["study=cartpole", f"distance_samples={value}", f"out={tmp_path / 'S'}"])
+        assert out.returncode == 2 and message in out.stderr, out.stderr
+        assert not (tmp_path / "S").exists()
     out = run_cli("study.py", ["study=nosuch"])
     assert out.returncode == 2 and "unknown study 'nosuch'; valid studies: cartpole" in out.stderr
     (tmp_path / "empty").mkdir()

@@ -151,18 +151,13 @@ def check_text_config(reward_cfg: Mapping[str, Any]) -> None:
         reward_cfg: The ``reward`` node of a ``reward=preference`` run on a text env.
 
     Raises:
-        ConfigError: ``reward.model`` or ``reward.teacher`` names a class whose ``needs`` holds ``"frame"``.
+        ConfigError: Its provider would need frames (:func:`rewards.base.config_needs`: ``reward.model`` or
+            ``reward.teacher`` names a class whose ``needs`` holds ``"frame"``).
     """
-    from hydra.utils import get_class
+    from rewards.base import config_needs
 
-    for group in ("model", "teacher"):
-        target = (reward_cfg.get(group) or {}).get("_target_")
-        try:
-            needs: frozenset[str] = getattr(get_class(str(target)), "needs", frozenset()) if target else frozenset()
-        except Exception:  # a bad _target_ is refused, with its reason, where the provider is built
-            continue
-        if "frame" in needs:
-            raise ConfigError(FRAMES_ON_TEXT)
+    if "frame" in config_needs(reward_cfg):
+        raise ConfigError(FRAMES_ON_TEXT)
 
 
 def check_text_env(provider: PreferenceReward, env: gym.Env) -> None:
