@@ -105,6 +105,28 @@ def test_batches_through_shared_memory_and_pipe_agree_across_layouts_and_sleeps(
         assert sb.calls == 7
 
 
+def test_strided_inputs_and_outputs_of_every_dtype_cross_shared_memory_exactly() -> None:
+    """Both sides copy C-contiguous arrays as bytes and fall back to numpy for strided views: the
+    values must be the in-process ones either way (strided float64 inputs and outputs, float32, bool
+    and integer outputs, a scalar broadcast, and contiguous batches again after the strided ones)."""
+    body = "return next_obs[:, 0], {'f32': obs[:, 1].astype(np.float32), 'mask': obs[:, 2] > 0, 'act': action, 'one': 1.0}"
+    rng = np.random.default_rng(3)
+    with Sandbox(FAST) as sb:
+        sb.load(program(body), "strided.py")
+        for strided in (True, False, True):
+            wide = rng.normal(size=(8, 8))
+            obs = wide[:, ::2] if strided else np.ascontiguousarray(wide[:, ::2])
+            act = rng.integers(0, 5, (8, 2))[:, 1]
+            act = act if strided else act.copy()
+            assert obs.flags.c_contiguous is not strided and act.flags.c_contiguous is not strided
+            out = sb.call(obs, act, obs[::-1])
+            np.testing.assert_array_equal(out.reward, obs[::-1, 0])
+            np.testing.assert_array_equal(out.components["f32"], obs[:, 1].astype(np.float32))
+            np.testing.assert_array_equal(out.components["mask"], obs[:, 2] > 0)
+            np.testing.assert_array_equal(out.components["act"], act)
+            np.testing.assert_array_equal(out.components["one"], np.ones(8))
+
+
 def test_kernel_layers_are_in_force_on_linux_x86_64(sandbox: Sandbox) -> None:
     if os.uname().machine != "x86_64":
         pytest.skip("the seccomp layer is x86_64 only")

@@ -161,7 +161,7 @@ class _Shm:
     def __init__(self, fd: int, size: int) -> None:
         self.mm = mmap.mmap(fd, size)
         os.close(fd)
-        self.ctrl = np.frombuffer(self.mm, np.int64, count=DATA_AT // 8)
+        self.ctrl = memoryview(self.mm).cast("q")  # int64 slots; 4x cheaper per read than a numpy array
         self.seen = int(self.ctrl[REQUEST])
         self.inputs: list[np.ndarray] = []
         self.out: np.ndarray | None = None
@@ -178,6 +178,7 @@ class _Shm:
         ]
         self.out = np.frombuffer(self.mm, np.float64, count=int(header["out_values"]), offset=int(header["out_at"]))
         self.n = int(header["n"])
+        self.out_at, self.row_bytes = int(header["out_at"]), 8 * self.n
 
     def reply(self, outputs: list[tuple[str, np.ndarray]]) -> bool:
         """Write the outputs back; False (nothing written) when they do not fit the fast path."""
@@ -185,7 +186,7 @@ class _Shm:
         if out is None or len(outputs) * n > len(out):
             return False
         names = [name for name, _ in outputs]
-        if names != self.names:
+        if names != self.names:  # a program returns the same names call after call: written once
             encoded = json.dumps(names[1:]).encode()
             if len(encoded) > NAMES_MAX:
                 return False
@@ -193,8 +194,12 @@ class _Shm:
             self.ctrl[NAMES_LEN] = len(encoded)
             self.ctrl[NAMES_VERSION] += 1
             self.names = names
+        mm, at, size = self.mm, self.out_at, self.row_bytes
         for i, (_, arr) in enumerate(outputs):
-            out[i * n : (i + 1) * n] = arr
+            try:  # _run made each a float64 (n,) array: a C-contiguous one is a plain byte copy
+                mm[at + i * size : at + (i + 1) * size] = arr  # type: ignore[call-overload]  # a buffer
+            except (BufferError, ValueError, TypeError):  # a strided view: numpy copies element-wise
+                out[i * n : (i + 1) * n] = arr
         self.ctrl[N_OUT] = len(outputs)
         return True
 
@@ -465,23 +470,27 @@ def _run(fn, args: list[np.ndarray], n: int) -> list[tuple[str, np.ndarray]]:  #
                         "or '-' (they become column names in metrics.csv)"
                     )
             _state["names"] = names
-        outputs: list[tuple[str, np.ndarray]] = []
-        for name, value in zip(("reward", *names), (reward, *components.values()), strict=True):
-            if type(value) is np.ndarray and value.dtype is FLOAT64 and value.shape == (n,):
-                outputs.append((name, value))  # the usual case, already what the trainer reads
-                continue
+        outputs: list[tuple[str, np.ndarray]] = [("reward", reward), *components.items()]
+        shape = (n,)
+        for i, (name, value) in enumerate(outputs):
+            if type(value) is np.ndarray and value.shape == shape:  # the usual case: one array per batch
+                if value.dtype is FLOAT64:
+                    continue  # already what the trainer reads
+                if value.dtype.kind in "biuf":  # a float32 result of float32 observations, a mask, ...
+                    outputs[i] = (name, value.astype(FLOAT64))
+                    continue
             try:
                 arr = np.asarray(value, dtype=np.float64)
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"{name!r} is not numeric: {type(value).__name__} ({exc})") from None
             arr = np.full(n, float(arr)) if arr.ndim == 0 else arr
-            if arr.shape != (n,):
-                what = "the reward" if not outputs else f"component {name!r}"
+            if arr.shape != shape:
+                what = "the reward" if i == 0 else f"component {name!r}"
                 raise _OutputError(
                     f"{what} has shape {arr.shape}; expected ({n},): one value per transition "
                     "(compute_reward gets a batch with a leading axis and must return one value per row)"
                 )
-            outputs.append((name, arr))
+            outputs[i] = (name, arr)
     finally:
         _calling["on"] = False
     return outputs
