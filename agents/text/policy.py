@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -149,19 +150,22 @@ class LMPolicy(nn.Module):
 
             from transformers import AutoModelForCausalLM
 
-            from rewards.code.llm import LocalBackend
+            from rewards.code.llm import LocalBackend, no_progress_bars
 
             if model != "smollm2" and not (Path(str(model)) / "config.json").is_file():
                 raise ConfigError(
                     f"agent.model={model!r}: one of {', '.join(MODELS)} or a transformers model directory"
                 )
             path = LocalBackend(None if model == "smollm2" else str(model)).model_dir()
-            lm = AutoModelForCausalLM.from_pretrained(path)
+            with no_progress_bars():  # a bar for a 0.1 s load of local weights is noise in every run's log
+                lm = AutoModelForCausalLM.from_pretrained(path)
         self.lora = int(lora_r) > 0
         if self.lora:
             from peft import LoraConfig, get_peft_model
 
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+                # peft asks the model is_gradient_checkpointing, which transformers 5 deprecates (peft's to change)
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
                 torch.manual_seed(seed)
                 lm = get_peft_model(
                     lm,

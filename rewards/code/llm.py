@@ -502,7 +502,7 @@ class LocalBackend(LLMBackend):
             raise LLMError(f"llm=local: llm.device={self.device!r} is not a torch device ({error})") from None
         directory = self._convert() if self.source.suffix == ".gguf" else self.source
         start = time.perf_counter()
-        with _no_progress_bars():
+        with no_progress_bars():
             tokenizer = AutoTokenizer.from_pretrained(directory)
             # transformers wraps PreTrainedModel.to in functools.wraps(nn.Module.to): its stub wants ``self`` first
             model = AutoModelForCausalLM.from_pretrained(directory).to(device).eval()  # type: ignore[arg-type]
@@ -540,7 +540,7 @@ class LocalBackend(LLMBackend):
         start = time.perf_counter()
         kwargs = {"gguf_file": self.source.name}
         stderr = io.StringIO()  # the GGUF reader's own tqdm bar writes there
-        with _no_progress_bars(), contextlib.redirect_stderr(stderr):
+        with no_progress_bars(), contextlib.redirect_stderr(stderr):
             tokenizer = AutoTokenizer.from_pretrained(self.source.parent, **kwargs)
             model = AutoModelForCausalLM.from_pretrained(
                 self.source.parent, quantization_config=GgufConfig(dequantize=True), **kwargs
@@ -553,7 +553,7 @@ class LocalBackend(LLMBackend):
         tmp = target.parent / _unique(f".{target.name}", ".tmp")
         tmp.mkdir()
         try:
-            with _no_progress_bars():
+            with no_progress_bars():
                 model.save_pretrained(tmp)
                 tokenizer.save_pretrained(tmp)
             try:
@@ -597,7 +597,7 @@ class LocalBackend(LLMBackend):
 
 
 @contextlib.contextmanager
-def _no_progress_bars() -> Iterator[None]:
+def no_progress_bars() -> Iterator[None]:
     """Silence transformers' (and the hub's) progress bars for the block, then restore the setting."""
     from transformers.utils import logging as hf_logging
 
