@@ -151,7 +151,12 @@ TEXT = [*SMALL_RUN, "agent=nll", *SMALL_AGENT]
         ([*TEXT, "reward.budget=0"], "reward.budget=0 must be >= 1"),
         ([*TEXT, "reward.text_features=both"], "reward.text_features='both' must be one of"),
         # refused from the config, before the CLIP teacher (whose default weights are not here) is loaded
-        ([*TEXT, "reward/teacher=clip", "reward.teacher.goal=a kind reply"], "reward/teacher=clip look at frames"),
+        ([*TEXT, "reward/teacher=clip", "reward.teacher.goal=a kind reply"], "env: reward/teacher=clip looks at frames"),
+        ([*TEXT, "reward/model=cnn"], "env: reward/model=cnn looks at frames"),
+        (
+            [*TEXT, "reward/model=cnn", "reward/teacher=clip", "reward.teacher.goal=a kind reply"],
+            "env: reward/model=cnn and reward/teacher=clip look at frames",
+        ),
     ],
 )
 def test_bad_preference_input_is_refused_without_a_run_directory(
@@ -169,7 +174,7 @@ def test_text_env_refuses_frames_and_control_env_refuses_text_features() -> None
     from rewards.preference.teachers import HierarchicalTeacher
 
     text_env = gym.make("rewardlab/TextHelpful-v0", n_prompts=4)
-    with pytest.raises(ConfigError, match="look at frames"):
+    with pytest.raises(ConfigError, match="env: reward/model=cnn looks at frames"):
         PreferenceReward(model=CnnRewardModel()).check_env(text_env)
     with pytest.raises(ConfigError, match="ranks 'sentiment'"):
         PreferenceReward(teacher=HierarchicalTeacher(ranking=["sentiment"])).check_env(text_env)

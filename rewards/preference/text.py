@@ -136,10 +136,20 @@ def build_model(factory: RewardModelFactory, dim: int, seed: int) -> RewardEnsem
         )
 
 
-FRAMES_ON_TEXT = (
-    "reward=preference on a text env: reward/model=cnn and reward/teacher=clip look at frames, which a text env "
-    "does not score; use reward/model=mlp (sentence embeddings) and reward/teacher=synthetic or hierarchical"
-)
+def frames_on_text(parts: Sequence[str]) -> str:
+    """The refusal of a reward model or teacher that looks at frames on a text env, naming the ``parts`` given."""
+    verb = "looks" if len(parts) == 1 else "look"
+    return (
+        f"reward=preference on a text env: {' and '.join(parts)} {verb} at frames, which a text env does not "
+        "score; use reward/model=mlp (sentence embeddings) and reward/teacher=synthetic or hierarchical"
+    )
+
+
+def _frame_part(key: str, target: str) -> str:
+    """``reward/model=cnn`` for the shipped choices, else ``reward.<key>=<class>`` (a user's own class)."""
+    shipped = {"CnnRewardModel": "cnn", "VlmTeacher": "clip"}
+    name = target.rsplit(".", 1)[-1]
+    return f"reward/{key}={shipped[name]}" if name in shipped else f"reward.{key}={name}"
 
 
 def check_text_config(reward_cfg: Mapping[str, Any]) -> None:
@@ -156,8 +166,13 @@ def check_text_config(reward_cfg: Mapping[str, Any]) -> None:
     """
     from rewards.base import config_needs
 
-    if "frame" in config_needs(reward_cfg):
-        raise ConfigError(FRAMES_ON_TEXT)
+    parts = [
+        _frame_part(key, str(node["_target_"]))
+        for key in ("model", "teacher")
+        if isinstance(node := reward_cfg.get(key), Mapping) and node.get("_target_") and "frame" in config_needs(node)
+    ]
+    if parts:
+        raise ConfigError(frames_on_text(parts))
 
 
 def check_text_env(provider: PreferenceReward, env: gym.Env) -> None:
@@ -172,8 +187,13 @@ def check_text_env(provider: PreferenceReward, env: gym.Env) -> None:
             f"reward.pairs={provider.pairs_file} is a file of control-env segments; on a text env the pairs are two "
             "responses to one prompt from the text agent's data, labelled by the teacher (set reward.budget instead)"
         )
-    if "frame" in provider.needs:
-        raise ConfigError(FRAMES_ON_TEXT)
+    parts = [
+        _frame_part(key, type(part).__qualname__)
+        for key, part in (("model", provider.model_factory), ("teacher", provider.teacher))
+        if "frame" in getattr(part, "needs", frozenset())
+    ]
+    if parts:
+        raise ConfigError(frames_on_text(parts))
     if isinstance(provider.teacher, RanksComponents):
         from rewards.wrapper import env_components
 
