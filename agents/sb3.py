@@ -12,6 +12,7 @@ decays linearly from ``x`` to 0; ``policy_kwargs.activation_fn`` by name (``relu
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
 from collections.abc import Mapping
@@ -135,7 +136,11 @@ def _check_hyperparams(algo: str, hyperparams: Mapping[str, Any], algo_cls: type
     accepted = set(inspect.signature(algo_cls).parameters) - {"self", "policy", "env", *RUN_SET}
     unknown = sorted(set(hyperparams) - accepted)
     if unknown:
-        raise ConfigError(f"{algo} does not take {', '.join(unknown)}; accepted hyperparameters: {', '.join(sorted(accepted))}")
+        named = [
+            name + "".join(f" (did you mean {m}?)" for m in difflib.get_close_matches(name, accepted, n=1))
+            for name in unknown
+        ]
+        raise ConfigError(f"{algo} does not take {', '.join(named)}; accepted hyperparameters: {', '.join(sorted(accepted))}")
     check_number_settings(algo_cls, hyperparams, "agent.hyperparams")
     for key, least in COUNTS.items():
         value = hyperparams.get(key)

@@ -108,7 +108,7 @@ def test_config_translation() -> None:
     [
         ("SAC", CARTPOLE, {}, "SAC needs a Box action space"),
         ("DQN", PENDULUM, {}, "DQN needs a Discrete action space"),
-        ("PPO", CARTPOLE, {"hyperparams": {"lerning_rate": 1e-3}}, "does not take lerning_rate; accepted"),
+        ("PPO", CARTPOLE, {"hyperparams": {"lerning_rate": 1e-3}}, r"does not take lerning_rate \(did you mean learning_rate\?\); accepted"),
         ("PPO", CARTPOLE, {"hyperparams": {"learning_rate": "lin_x"}}, "must be a number or lin_<number>"),
         ("PPO", CARTPOLE, {"policy_kwargs": {"activation_fn": "swish2"}}, "activation_fn"),
         ("TD3", PENDULUM, {"action_noise": {"type": "pink"}}, "action_noise.type"),

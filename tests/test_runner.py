@@ -133,7 +133,7 @@ def test_frame_based_reward_run(run_cli, tmp_path: Path) -> None:
         (["reward=fn", "reward.target=rewards.examples:nope"], "has no attribute 'nope'"),
         (["agent=sac"], "SAC needs a Box action space"),
         (["agent.hyperparams.lerning_rate=1"], "Key 'lerning_rate' is not in struct (to append"),
-        (["+agent.hyperparams.lerning_rate=1"], "PPO does not take lerning_rate; accepted hyperparameters"),
+        (["+agent.hyperparams.lerning_rate=1"], "PPO does not take lerning_rate (did you mean learning_rate?); accepted hyperparameters"),
         (["seed=[1"], "no viable alternative at input"),
         (["eval.every=0"], "eval.every=0 must be an integer >= 1 or null"),
         (["env=pendulum", "agent=mbpo", "agent.utd=abc"], "agent.utd='abc' must be an integer (MBPO takes utd: int)"),
