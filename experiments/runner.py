@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from agents.base import Agent, HasReferenceScores, Relabels, ReportsEvaluation
 from envs.errors import ConfigError
@@ -676,6 +676,29 @@ def _remove_if_empty(path: Path) -> None:
             return
 
 
+def _repeats_saved(override: str, cfg: DictConfig, saved: DictConfig) -> bool:
+    """Whether a command-line ``override`` given with ``resume=`` leaves the saved config as it is.
+
+    ``env=cartpole`` when the run was a cartpole run with no further env settings, ``seed=0`` for a seed-0
+    run: the node it composes to equals the saved node (both resolved), so repeating a run's whole command
+    with ``resume=`` added is accepted. Deletions (``~key``) and anything that cannot be compared are not.
+    """
+    key = override.split("=", 1)[0]
+    if key.startswith("~"):
+        return False
+    path = key.lstrip("+").replace("/", ".")
+
+    def plain(node: object) -> object:
+        return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
+
+    try:
+        mine = OmegaConf.select(cfg, path, throw_on_missing=True)
+        theirs = OmegaConf.select(saved, path, throw_on_missing=True)
+        return mine is not None and plain(mine) == plain(theirs)
+    except Exception:  # an interpolation that does not resolve outside its run, a missing value: not comparable
+        return False
+
+
 def _resume_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> DictConfig:
     """The saved config of ``run_dir`` with the few settings a resume may change."""
     if not run_dir.is_dir():
@@ -685,15 +708,19 @@ def _resume_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> Dict
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
         raise ConfigError(f"resume={run_dir}: the run has no checkpoint to continue from; start it again")
-    changed = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in RESUME_MAY_CHANGE]
-    if changed:
-        raise ConfigError(
-            f"resume continues the saved config of {run_dir}; only {', '.join(k + '=' for k in RESUME_MAY_CHANGE[1:])} "
-            f"may be given with it, not {' '.join(changed)}"
-        )
     saved = OmegaConf.load(run_dir / "config.yaml")
     if not isinstance(saved, DictConfig):
         raise ConfigError(f"resume={run_dir}: its config.yaml is a {type(saved).__name__}, not a run's config")
+    changed = [
+        o
+        for o in overrides
+        if o.split("=", 1)[0].lstrip("+~") not in RESUME_MAY_CHANGE and not _repeats_saved(o, cfg, saved)
+    ]
+    if changed:
+        raise ConfigError(
+            f"resume continues the saved config of {run_dir}; only {', '.join(k + '=' for k in RESUME_MAY_CHANGE[1:])} "
+            f"may be given with it (or a setting equal to the saved one), not {' '.join(changed)}"
+        )
     given = {o.split("=", 1)[0] for o in overrides}
     for key in RESUME_MAY_CHANGE[1:]:
         if key in given:

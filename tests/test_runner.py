@@ -260,7 +260,10 @@ def test_resume_refuses_changed_settings_and_finished_runs(run_cli, tmp_path: Pa
     assert out.returncode == 2 and "is complete at step 400" in out.stderr
     out = run_cli("run.py", [f"hydra.run.dir={run}"])
     assert out.returncode == 2 and "already holds a run" in out.stderr
-    out = run_cli("run.py", [f"resume={run}", "steps=800"])  # training further is allowed
+    out = run_cli("run.py", [f"resume={run}", "env=pendulum", "seed=0", "steps=800"])
+    assert out.returncode == 2 and "(or a setting equal to the saved one), not env=pendulum\n" in out.stderr
+    # training further is allowed, and so is the run's own command again (each setting equal to the saved one)
+    out = run_cli("run.py", [f"resume={run}", "env=cartpole", "seed=0", "steps=800", *FAST])
     assert out.returncode == 0, out.stderr
     assert json.loads((run / "summary.json").read_text())["steps"] == 800
 
