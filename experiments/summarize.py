@@ -2,6 +2,7 @@
 """A table of finished runs: mean ± std over seeds of every group of runs that differ only in their seed.
 
     python experiments/summarize.py runs/multirun/2026-11-23_10-00-00 [more dirs ...] [--csv out.csv]
+                                    [--metrics distinct_2 kl_to_reference ...]
 
 Reads every ``summary.json`` below the given directories (runs without one did not finish and
 are counted separately). Runs are grouped by env, reward, agent, steps and dataset, and then by
@@ -10,7 +11,10 @@ every other setting of their ``config.yaml`` that differs between them (a swept 
 (and what follows from it) and run-time options (device, threads, progress bar) are pooled over.
 The standard deviation is across seeds (one number per run: its final evaluation mean), which is
 what a claim about a method depends on; a group of one run shows its value alone. Offline runs
-also show their normalised scores (final and best periodic evaluation).
+also show their normalised scores (final and best periodic evaluation). ``--metrics`` adds columns for
+numbers the env reports in ``summary.json`` beside the return (a text env's ``distinct_2``,
+``kl_to_reference``, ``response_words``; a job-shop env's ``makespan``), mean ± std over seeds alike.
+Values below 1 in size are shown with two decimals, larger ones with one.
 """
 
 from __future__ import annotations
@@ -125,13 +129,18 @@ def group_runs(summaries: Sequence[dict[str, Any]]) -> list[tuple[dict[str, Any]
     ]
 
 
-def table(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def table(summaries: Sequence[dict[str, Any]], metrics: Sequence[str] = ()) -> list[dict[str, Any]]:
     """One row per group of runs that differ only in their seed (:func:`group_runs`).
+
+    Args:
+        summaries: From :func:`collect`.
+        metrics: Further numeric ``summary.json`` keys to summarise like the figures (``--metrics``).
 
     Returns:
         Rows with the group's ``env, reward, agent, steps, dataset``, ``n``, ``seeds``, ``setting`` (the
         other settings that tell this group apart, ``key=value`` joined by spaces, empty when none), and
-        ``<figure>_mean`` / ``<figure>_std`` across its runs for each figure.
+        ``<figure>_mean`` / ``<figure>_std`` across its runs for each figure and metric (None where no
+        run of the group has a number for it).
     """
     rows = []
     for identity, label, runs in group_runs(summaries):
@@ -139,17 +148,18 @@ def table(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         row["n"] = len(runs)
         row["seeds"] = " ".join(str(r.get("seed")) for r in sorted(runs, key=lambda r: r.get("seed", 0)))
         row["setting"] = label
-        for fig in FIGURES:
-            figures = [r[fig] for r in runs if r.get(fig) is not None]
+        for fig in (*FIGURES, *metrics):
+            figures = [r[fig] for r in runs if isinstance(r.get(fig), (int, float)) and not isinstance(r[fig], bool)]
             row[f"{fig}_mean"] = float(np.mean(figures)) if figures else None
             row[f"{fig}_std"] = float(np.std(figures)) if figures else None
         rows.append(row)
     return rows
 
 
-def _fmt(mean: float | None, std: float | None, n: int, digits: int = 1) -> str:
+def _fmt(mean: float | None, std: float | None, n: int, digits: int | None = None) -> str:
     if mean is None:
         return "-"
+    digits = digits if digits is not None else (1 if abs(mean) >= 1 else 2)
     return f"{mean:.{digits}f}" if n == 1 or std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
@@ -165,12 +175,21 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
     parser.add_argument("--csv", type=Path, help="also write the table as CSV")
+    parser.add_argument("--metrics", nargs="+", default=[], help="further numeric summary.json keys as columns")
     args = parser.parse_args(argv)
     summaries, unfinished = collect(args.dirs)
     if not summaries:
         print(f"error: no finished runs (summary.json) below {' '.join(map(str, args.dirs))}", file=sys.stderr)
         return 2
-    rows = table(summaries)
+    missing = [m for m in args.metrics if not any(isinstance(s.get(m), (int, float)) for s in summaries)]
+    if missing:
+        numeric = sorted({k for s in summaries for k, v in s.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        print(
+            f"error: --metrics {' '.join(missing)}: no run has a number by that name; the runs' numbers: {', '.join(numeric)}",
+            file=sys.stderr,
+        )
+        return 2
+    rows = table(summaries, args.metrics)
     cols: list[tuple[str, Any]] = [
         ("env", lambda r: r["env"]),
         ("reward", lambda r: r["reward"]),
@@ -187,6 +206,7 @@ def main(argv: Sequence[str]) -> int:
         ("proxy return", lambda r: _fmt(r["proxy_return_mean_mean"], r["proxy_return_mean_std"], r["n"])),
         ("success", lambda r: _fmt(r["success_rate_mean"], r["success_rate_std"], r["n"], 2)),
     ]
+    cols += [(m, lambda r, m=m: _fmt(r[f"{m}_mean"], r[f"{m}_std"], r["n"])) for m in args.metrics]
     if any(r["dataset"] for r in rows):
         cols += [
             ("normalised", lambda r: _fmt(r["normalized_score_mean"], r["normalized_score_std"], r["n"])),

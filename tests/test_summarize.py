@@ -67,3 +67,19 @@ def test_runs_that_differ_in_a_swept_setting_are_not_merged(tmp_path: Path, caps
     single = next(line for line in body if "a2c" in line)
     assert "7.0" in single and "±" not in single  # one run: its value alone, no "± 0.0"
     assert any("reward.scale=-1.0" in line and "-9.4 ± 0.2" in line for line in body)
+
+
+def test_env_metrics_as_columns_and_small_values_with_two_decimals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--metrics distinct_2`: mean ± std over seeds like the return; a text env's 0.62 is not printed as 0.6."""
+    for seed, (ret, d2) in enumerate([(0.60, 0.50), (0.64, 0.70)]):
+        _run(tmp_path, f"s{seed}", seed=seed, env="text-positive", agent="alol", true_return_mean=ret,
+             proxy_return_mean=ret, distinct_2=d2)  # fmt: skip
+    rows = table(collect([tmp_path])[0], ["distinct_2"])
+    assert rows[0]["distinct_2_mean"] == pytest.approx(0.6) and rows[0]["distinct_2_std"] == pytest.approx(0.1)
+    assert main([str(tmp_path), "--metrics", "distinct_2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-1] == "distinct_2" and "0.62 ± 0.02" in lines[2] and lines[2].endswith("0.60 ± 0.10")
+    assert main([str(tmp_path), "--metrics", "distinct_3"]) == 2
+    assert "no run has a number by that name; the runs' numbers: distinct_2" in capsys.readouterr().err
