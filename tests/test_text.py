@@ -361,3 +361,30 @@ def test_batched_logprobs_equal_unpadded_ones() -> None:
         torch.testing.assert_close(total[i], token_logprobs(logits, alone, mask)[1][0], atol=1e-4, rtol=1e-4)
     ref = pol.logprobs(batch, reference=True)[1]
     torch.testing.assert_close(ref, total.detach())  # before training, pi_ref is the policy
+
+
+def test_reference_logprobs_are_computed_once_per_chunk_and_equal_pi_refs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cached pi_ref log-probs of data items equal a direct pass of pi_ref, row for row, for draws in any
+    order and with repeats, only the drawn chunks are scored, and training the policy does not change them."""
+    a, venv = _text_agent("alol", tmp_path, monkeypatch, batch_size=4, value_steps=5, learning_rate=1e-2)
+    a.load_data()
+    assert len(a.records) >= 16  # 8 prompts x (human reply + reference samples)
+    for index in ([5, 1, 5, 2], [9, 0]):
+        batch = a.items(index)
+        tok, seq = a.reference_logprobs(index, batch)
+        direct_tok, direct_seq = a.policy.logprobs(batch, reference=True)
+        torch.testing.assert_close(tok, direct_tok, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(seq, direct_seq, atol=1e-5, rtol=1e-5)
+    assert a._ref_chunks == {0, 1, 2} and set(a._ref_cache) == set(range(12))  # items 0-11 in chunks of 4
+    a.train(3, _Log())
+    a._ref_cache.clear(), a._ref_chunks.clear()  # scored again now that the policy has moved
+    index = [3, 8, 0, 13]
+    batch = a.items(index)
+    with torch.no_grad():
+        policy_seq = a.policy.logprobs(batch)[1]
+    _, seq = a.reference_logprobs(index, batch)
+    torch.testing.assert_close(seq, a.policy.logprobs(batch, reference=True)[1], atol=1e-5, rtol=1e-5)
+    assert (seq - policy_seq).abs().max() > 1e-3  # the policy moved away from pi_ref; the cache did not follow
+    venv.close()

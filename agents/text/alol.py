@@ -185,7 +185,7 @@ class ALoL(TextAgent):
         w = self.prepared["weight"][units].to(self.device)
         tok, seq = self.policy.logprobs(batch)
         need_ref = self.variant != "a_lol_ref_free"
-        tok_ref, seq_ref = self.policy.logprobs(batch, reference=True) if need_ref else (None, None)
+        tok_ref, seq_ref = self.reference_logprobs(idx, batch) if need_ref else (None, None)
         if self.variant in ("a_lol", "r_lol"):
             loss = alol_loss(w, seq, seq_ref, self.eps)
         elif self.variant == "a_lol_ref_free":

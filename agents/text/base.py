@@ -10,6 +10,8 @@ reward on sentence embeddings, :mod:`rewards.preference.text`) learns first, whe
 so that the evaluation at step 0 already reports its proxy. Each gradient step
 draws ``batch_size`` units with the algorithm's probabilities and takes one Adam step on
 :meth:`TextAgent.loss`. ``act`` generates a response per observation (greedy when deterministic).
+The frozen reference's log-probs of a data item (A-LoL's ratio and KL, DPO's reference terms) are
+computed once per item and kept (:meth:`TextAgent.reference_logprobs`), not in every step.
 
 After the final evaluation the runner asks :meth:`TextAgent.evaluation_report` for the text figures:
 distinct-1 / distinct-2 (distinct word n-grams / all word n-grams over the evaluation responses; Li et
@@ -102,6 +104,8 @@ class TextAgent(Agent):
         self._act_calls = 0
         self._step = 0
         self.records: list[dict[str, Any]] = []
+        self._ref_cache: dict[int, torch.Tensor] = {}  # item -> pi_ref's response log-probs (reference_logprobs)
+        self._ref_chunks: set[int] = set()
         self.prepared: dict[str, torch.Tensor] = {}
         self.data_info: dict[str, Any] = {}
         self.modules: dict[str, torch.nn.Module] = {"policy": self.policy.lm}
@@ -166,6 +170,7 @@ class TextAgent(Agent):
         self.prompt_ids = ids
         self.item_prompt = [ids[int(r["prompt_index"])] for r in records]
         self.item_response = [self.policy.encode_response(r["response"]) for r in records]
+        self._ref_cache, self._ref_chunks = {}, set()
         true = np.array([r["true_reward"] for r in records], dtype=np.float32)
         self.rewards = torch.as_tensor(self._label(records, true, ids))
         self.true_rewards = torch.as_tensor(true)
@@ -218,6 +223,32 @@ class TextAgent(Agent):
             self.policy.pad_id,
             self.device,
         )
+
+    def reference_logprobs(self, index: Sequence[int], batch: SeqBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``pi_ref``'s per-token ``(B, keep - 1)`` and summed ``(B,)`` log-probs of data items ``index``.
+
+        ``pi_ref`` is frozen and the data fixed, so an item's response log-probs under it never change:
+        each is computed once, the first time the item is drawn, and kept (what TRL's
+        ``precompute_ref_log_probs`` does up front for DPO; here lazily, so a short run on a large data
+        set pays only for the items it draws). Items are scored in fixed chunks of ``batch_size``
+        consecutive items, so a value does not depend on which batch first drew it (a resumed run
+        gets the numbers of an uninterrupted one). ``batch`` is :meth:`items` of ``index``: the output
+        is laid out as :meth:`agents.text.policy.LMPolicy.logprobs`' (zeros off the response).
+        """
+        cache, size = self._ref_cache, self.batch_size
+        for chunk in sorted({i // size for i in index} - self._ref_chunks):
+            members = list(range(chunk * size, min((chunk + 1) * size, len(self.item_response))))
+            sub = self.items(members)
+            with torch.no_grad():
+                tok, _ = self.policy.logprobs(sub, reference=True)
+            mask = sub.response_mask().bool()
+            for row, i in enumerate(members):
+                cache[i] = tok[row][mask[row]]
+            self._ref_chunks.add(chunk)
+        mask = batch.response_mask().bool()
+        tok = torch.zeros(mask.shape, dtype=torch.float32, device=self.device)
+        tok[mask] = torch.cat([cache[i] for i in index]).to(self.device)
+        return tok, tok.sum(-1)
 
     # --- what an algorithm defines ---------------------------------------------------------------
 

@@ -177,9 +177,10 @@ class DPO(TextAgent):
     @override
     def loss(self, units: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         pairs = self.prepared["pairs"][units]
-        batch = self.items(pairs[:, 0].tolist() + pairs[:, 1].tolist())
+        index = pairs[:, 0].tolist() + pairs[:, 1].tolist()
+        batch = self.items(index)
         _, seq = self.policy.logprobs(batch)
-        _, ref = self.policy.logprobs(batch, reference=True)
+        _, ref = self.reference_logprobs(index, batch)
         n = len(pairs)
         loss, margins = dpo_loss(seq[:n], seq[n:], ref[:n], ref[n:], self.beta)
         return loss, {"margin": margins.mean(), "accuracy": (margins > 0).float().mean()}
