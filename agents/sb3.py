@@ -77,6 +77,8 @@ RUN_SET = {
     "verbose": "the runner reports progress itself (progress=)",
     "tensorboard_log": "every run writes TensorBoard scalars to <run dir>/tensorboard",
     "_init_setup_model": "the runner builds the model",
+    "policy": "agent.policy= sets it (MlpPolicy, CnnPolicy, MultiInputPolicy)",
+    "env": "the run's env= sets it",
 }
 #: Count settings and their least value (SB3 asserts some of these only when the model is built).
 COUNTS = {"n_steps": 1, "batch_size": 1, "n_epochs": 1, "buffer_size": 1, "gradient_steps": -1,

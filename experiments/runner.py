@@ -71,6 +71,8 @@ _CORE_STATS = {
     "episode_length",
     "episodes",
 }
+
+
 def video_seed(seed: int, index: int) -> int:
     """The reset seed of ``videos/final_ep<index>.mp4`` (and of rollout.py's episode ``index``) of run ``seed``."""
     return env_seeds(seed, index + 1, "video")[index]
@@ -215,13 +217,20 @@ class Runner:
         self.learner = self.provider if isinstance(self.provider, LearnedReward) else None
         n_envs = int(cfg.agent.get("n_envs", 1))
         self.n_envs = n_envs
-        self.train_env: RewardVecEnv | None = build_envs(self.env_cfg, n_envs, int(cfg.seed), self.provider, observe=True)
+        self.train_env: RewardVecEnv | None = build_envs(
+            self.env_cfg, n_envs, int(cfg.seed), self.provider, observe=True
+        )
         n_eval = min(int(cfg.eval.n_envs), int(cfg.eval.episodes))
         self.eval_env = build_envs(self.env_cfg, n_eval, int(cfg.seed), self.provider, stream="eval")
         card = env_card(self.env_cfg)
         dataset_cfg = cfg.get("dataset")
         check_agent(
-            cfg.agent, self.train_env.action_space, card, dataset_cfg is not None, cfg.get("dataset_root"), reward=self.provider
+            cfg.agent,
+            self.train_env.action_space,
+            card,
+            dataset_cfg is not None,
+            cfg.get("dataset_root"),
+            reward=self.provider,
         )
         try:
             check_agent(cfg.agent, self.train_env.action_space, card, dataset_cfg is not None, None, int(cfg.steps))
@@ -676,25 +685,39 @@ def _remove_if_empty(path: Path) -> None:
             return
 
 
-def _repeats_saved(override: str, cfg: DictConfig, saved: DictConfig) -> bool:
+_ABSENT = object()  # OmegaConf.select's answer for a key the config does not have (None is a value)
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+def _plain(node: object) -> object:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
+
+
+def _repeats_saved(override: str, cfg: DictConfig, saved: DictConfig, first: set[str]) -> bool:
     """Whether a command-line ``override`` given with ``resume=`` leaves the saved config as it is.
 
-    ``env=cartpole`` when the run was a cartpole run with no further env settings, ``seed=0`` for a seed-0
-    run: the node it composes to equals the saved node (both resolved), so repeating a run's whole command
-    with ``resume=`` added is accepted. Deletions (``~key``) and anything that cannot be compared are not.
+    One of the run's first command (``first``: its ``overrides.yaml``, ``+`` signs aside); a value
+    (``seed=0``, ``eval.every=null``, ``+agent.hyperparams.tau=0.01``) when the saved one is equal (both
+    resolved); a group choice (``agent=sac``, ``env=cartpole``) when the saved run made the same choice
+    (its node's ``name``; settings the run added on top of it stay as saved). So repeating a run's command
+    with ``resume=`` added is accepted. Deletions (``~key``), a ``_global_`` group (``preset=smoke``) that
+    the first command did not have, and anything that cannot be compared are not.
     """
-    key = override.split("=", 1)[0]
+    if override.lstrip("+") in first:
+        return True
+    key, _, choice = override.partition("=")
     if key.startswith("~"):
         return False
     path = key.lstrip("+").replace("/", ".")
-
-    def plain(node: object) -> object:
-        return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
-
     try:
-        mine = OmegaConf.select(cfg, path, throw_on_missing=True)
-        theirs = OmegaConf.select(saved, path, throw_on_missing=True)
-        return mine is not None and plain(mine) == plain(theirs)
+        mine = OmegaConf.select(cfg, path, default=_ABSENT)
+        theirs = OmegaConf.select(saved, path, default=_ABSENT)
+        if mine is _ABSENT or theirs is _ABSENT:  # e.g. preset=smoke (a _global_ group) not in the first command
+            return False
+        group = (CONF_DIR / key.lstrip("+") / f"{choice}.yaml").is_file()
+        if group and isinstance(mine, DictConfig) and isinstance(theirs, DictConfig) and "name" in mine:
+            return "name" in theirs and mine.name == theirs.name
+        return _plain(mine) == _plain(theirs)
     except Exception:  # an interpolation that does not resolve outside its run, a missing value: not comparable
         return False
 
@@ -711,17 +734,22 @@ def _resume_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> Dict
     saved = OmegaConf.load(run_dir / "config.yaml")
     if not isinstance(saved, DictConfig):
         raise ConfigError(f"resume={run_dir}: its config.yaml is a {type(saved).__name__}, not a run's config")
+    try:
+        first_command: object = OmegaConf.load(run_dir / "overrides.yaml")
+    except (OSError, ValueError):  # a run from before overrides.yaml, or a damaged one: values are compared
+        first_command = None
+    first = {str(o).lstrip("+") for o in first_command} if isinstance(first_command, ListConfig) else set()
     changed = [
         o
         for o in overrides
-        if o.split("=", 1)[0].lstrip("+~") not in RESUME_MAY_CHANGE and not _repeats_saved(o, cfg, saved)
+        if o.split("=", 1)[0].lstrip("+~") not in RESUME_MAY_CHANGE and not _repeats_saved(o, cfg, saved, first)
     ]
     if changed:
         raise ConfigError(
             f"resume continues the saved config of {run_dir}; only {', '.join(k + '=' for k in RESUME_MAY_CHANGE[1:])} "
             f"may be given with it (or a setting equal to the saved one), not {' '.join(changed)}"
         )
-    given = {o.split("=", 1)[0] for o in overrides}
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     for key in RESUME_MAY_CHANGE[1:]:
         if key in given:
             saved[key] = cfg[key]
@@ -752,6 +780,12 @@ def run(cfg: DictConfig) -> float:
         if cfg.resume:
             run_dir = Path(str(cfg.resume)).expanduser().resolve()
             try:
+                moved = [o for o in hydra_cfg.overrides.hydra if o.lstrip("+").startswith("hydra.run.dir=")]
+                if moved and hydra_dir.resolve() != run_dir:
+                    raise ConfigError(
+                        f"resume={run_dir} continues the run in its own directory; {moved[0]} would not be used "
+                        "(leave it out)"
+                    )
                 cfg = _resume_config(run_dir, cfg, overrides)
             finally:
                 if hydra_dir.resolve() != run_dir:

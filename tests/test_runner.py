@@ -253,7 +253,8 @@ def test_interrupted_run_resumes_to_one_continuous_metrics_file(run_cli, tmp_pat
 @pytest.mark.heavy
 def test_resume_refuses_changed_settings_and_finished_runs(run_cli, tmp_path: Path) -> None:
     run = tmp_path / "D"
-    assert run_cli("run.py", ["env=cartpole", "steps=400", f"hydra.run.dir={run}", *FAST]).returncode == 0
+    command = ["env=cartpole", "preset=smoke", "steps=400", "eval.every=null", *FAST]
+    assert run_cli("run.py", [*command, f"hydra.run.dir={run}"]).returncode == 0
     out = run_cli("run.py", [f"resume={run}", "seed=3"])
     assert out.returncode == 2 and "only steps=, device=, progress=, torch_threads=" in out.stderr
     out = run_cli("run.py", [f"resume={run}"])
@@ -262,8 +263,14 @@ def test_resume_refuses_changed_settings_and_finished_runs(run_cli, tmp_path: Pa
     assert out.returncode == 2 and "already holds a run" in out.stderr
     out = run_cli("run.py", [f"resume={run}", "env=pendulum", "seed=0", "steps=800"])
     assert out.returncode == 2 and "(or a setting equal to the saved one), not env=pendulum\n" in out.stderr
-    # training further is allowed, and so is the run's own command again (each setting equal to the saved one)
-    out = run_cli("run.py", [f"resume={run}", "env=cartpole", "seed=0", "steps=800", *FAST])
+    out = run_cli("run.py", [f"resume={run}", "eval.every=100", "preset=smoke", "steps=800"])
+    assert out.returncode == 2 and "saved one), not eval.every=100\n" in out.stderr
+    out = run_cli("run.py", [f"resume={run}", "steps=800", f"hydra.run.dir={tmp_path / 'E'}"])
+    assert out.returncode == 2 and "continues the run in its own directory" in out.stderr
+    assert not (tmp_path / "E").exists()
+    # training further is allowed, and so is the run's own command again: each setting (a group choice, a
+    # _global_ preset, a null) equals the saved one; ++steps= counts as steps=
+    out = run_cli("run.py", [f"resume={run}", *command, "agent=ppo", "seed=0", "++steps=800"])
     assert out.returncode == 0, out.stderr
     assert json.loads((run / "summary.json").read_text())["steps"] == 800
 
