@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -54,7 +55,7 @@ def flat_settings(config: Mapping[Any, Any], prefix: str = "") -> dict[str, str]
         if isinstance(value, Mapping):
             out.update(flat_settings(value, name + "."))
         else:
-            out[name] = str(value)
+            out[name] = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
     return out
 
 
@@ -151,7 +152,7 @@ def table(summaries: Sequence[dict[str, Any]], metrics: Sequence[str] = ()) -> l
         for fig in (*FIGURES, *metrics):
             figures = [r[fig] for r in runs if isinstance(r.get(fig), (int, float)) and not isinstance(r[fig], bool)]
             row[f"{fig}_mean"] = float(np.mean(figures)) if figures else None
-            row[f"{fig}_std"] = float(np.std(figures)) if figures else None
+            row[f"{fig}_std"] = float(np.std(figures)) if len(figures) > 1 else None  # one run has no spread
         rows.append(row)
     return rows
 
@@ -159,7 +160,8 @@ def table(summaries: Sequence[dict[str, Any]], metrics: Sequence[str] = ()) -> l
 def _fmt(mean: float | None, std: float | None, n: int, digits: int | None = None) -> str:
     if mean is None:
         return "-"
-    digits = digits if digits is not None else (1 if abs(mean) >= 1 else 2)
+    if digits is None:  # two significant digits below 1 (0.62, 0.0031), one decimal above
+        digits = 2 if mean == 0 else min(4, max(1, 1 - math.floor(math.log10(abs(mean)))))
     return f"{mean:.{digits}f}" if n == 1 or std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
@@ -175,7 +177,12 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
     parser.add_argument("--csv", type=Path, help="also write the table as CSV")
-    parser.add_argument("--metrics", nargs="+", default=[], help="further numeric summary.json keys as columns")
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        default=[],
+        help="further numeric summary.json keys as columns (give it after the directories)",
+    )
     args = parser.parse_args(argv)
     summaries, unfinished = collect(args.dirs)
     if not summaries:
@@ -183,7 +190,9 @@ def main(argv: Sequence[str]) -> int:
         return 2
     missing = [m for m in args.metrics if not any(isinstance(s.get(m), (int, float)) for s in summaries)]
     if missing:
-        numeric = sorted({k for s in summaries for k, v in s.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        numeric = sorted(
+            {k for s in summaries for k, v in s.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        )
         print(
             f"error: --metrics {' '.join(missing)}: no run has a number by that name; the runs' numbers: {', '.join(numeric)}",
             file=sys.stderr,
@@ -226,6 +235,13 @@ def main(argv: Sequence[str]) -> int:
     print("-" * len(header))
     for c in cells:
         print(line(c))
+    for identity, label, runs in group_runs(summaries):
+        seeds = [r.get("seed") for r in runs]
+        if len(set(seeds)) < len(seeds):
+            what = " ".join(str(identity[k]) for k in ("env", "reward", "agent")) + (f" {label}" if label else "")
+            print(
+                f"\nwarning: {what}: {len(seeds)} runs with seeds {' '.join(sorted(map(str, seeds)))} are pooled; runs with the same seed are not independent"
+            )
     if unfinished:
         print(f"\n{len(unfinished)} unfinished run(s) left out (no summary.json): {', '.join(map(str, unfinished))}")
     if args.csv:

@@ -83,3 +83,17 @@ def test_env_metrics_as_columns_and_small_values_with_two_decimals(
     assert lines[0].split()[-1] == "distinct_2" and "0.62 ± 0.02" in lines[2] and lines[2].endswith("0.60 ± 0.10")
     assert main([str(tmp_path), "--metrics", "distinct_3"]) == 2
     assert "no run has a number by that name; the runs' numbers: distinct_2" in capsys.readouterr().err
+
+
+def test_small_values_keep_two_significant_digits_and_repeated_seeds_are_flagged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("a", "b"):  # the same seed twice: copies, not two seeds
+        _run(tmp_path, name, seed=0, true_return_mean=0.0031, proxy_return_mean=0.0031)
+    _run(tmp_path, "one", seed=0, agent="a2c", true_return_mean=5.0, proxy_return_mean=5.0)
+    assert main([str(tmp_path), "--csv", str(tmp_path / "t.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "0.0031 ± 0.0000" in out
+    assert "warning: cartpole env ppo: 2 runs with seeds 0 0 are pooled; runs with the same seed are not independent" in out
+    a2c = next(r for r in (tmp_path / "t.csv").read_text().splitlines() if r.startswith("cartpole,env,a2c"))
+    assert ",5.0,," in a2c  # one run: a mean, no standard deviation
