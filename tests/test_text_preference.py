@@ -151,8 +151,8 @@ TEXT = [*SMALL_RUN, "agent=nll", *SMALL_AGENT]
         ([*TEXT, "reward.budget=0"], "reward.budget=0 must be >= 1"),
         ([*TEXT, "reward.text_features=both"], "reward.text_features='both' must be one of"),
         # refused from the config, before the CLIP teacher (whose default weights are not here) is loaded
-        ([*TEXT, "reward/teacher=clip", "reward.teacher.goal=a kind reply"], "env: reward/teacher=clip looks at frames"),
-        ([*TEXT, "reward/model=cnn"], "env: reward/model=cnn looks at frames"),
+        ([*TEXT, "reward/teacher=clip", "reward.teacher.goal=a kind reply"], "env: reward/teacher=clip looks at frames, which a text env does not score; use reward/teacher=synthetic or hierarchical"),
+        ([*TEXT, "reward/model=cnn"], "env: reward/model=cnn looks at frames, which a text env does not score; use reward/model=mlp (sentence embeddings)"),
         (
             [*TEXT, "reward/model=cnn", "reward/teacher=clip", "reward.teacher.goal=a kind reply"],
             "env: reward/model=cnn and reward/teacher=clip look at frames",

@@ -136,20 +136,24 @@ def build_model(factory: RewardModelFactory, dim: int, seed: int) -> RewardEnsem
         )
 
 
-def frames_on_text(parts: Sequence[str]) -> str:
-    """The refusal of a reward model or teacher that looks at frames on a text env, naming the ``parts`` given."""
+def frames_on_text(parts: Mapping[str, str]) -> str:
+    """The refusal of a reward model and/or teacher that looks at frames on a text env.
+
+    Args:
+        parts: ``{"model" | "teacher": the setting as given}`` for each part that needs frames.
+    """
     verb = "looks" if len(parts) == 1 else "look"
+    advice = {"model": "reward/model=mlp (sentence embeddings)", "teacher": "reward/teacher=synthetic or hierarchical"}
     return (
-        f"reward=preference on a text env: {' and '.join(parts)} {verb} at frames, which a text env does not "
-        "score; use reward/model=mlp (sentence embeddings) and reward/teacher=synthetic or hierarchical"
+        f"reward=preference on a text env: {' and '.join(parts.values())} {verb} at frames, which a text env does "
+        f"not score; use {' and '.join(advice[k] for k in parts)}"
     )
 
 
 def _frame_part(key: str, target: str) -> str:
-    """``reward/model=cnn`` for the shipped choices, else ``reward.<key>=<class>`` (a user's own class)."""
-    shipped = {"CnnRewardModel": "cnn", "VlmTeacher": "clip"}
-    name = target.rsplit(".", 1)[-1]
-    return f"reward/{key}={shipped[name]}" if name in shipped else f"reward.{key}={name}"
+    """``reward/model=cnn`` for the shipped choices, else ``reward.<key>._target_=<class path>`` (a user's own)."""
+    shipped = {"rewards.preference.model.CnnRewardModel": "cnn", "rewards.preference.teachers.VlmTeacher": "clip"}
+    return f"reward/{key}={shipped[target]}" if target in shipped else f"reward.{key}._target_={target}"
 
 
 def check_text_config(reward_cfg: Mapping[str, Any]) -> None:
@@ -166,11 +170,11 @@ def check_text_config(reward_cfg: Mapping[str, Any]) -> None:
     """
     from rewards.base import config_needs
 
-    parts = [
-        _frame_part(key, str(node["_target_"]))
+    parts = {
+        key: _frame_part(key, str(node["_target_"]))
         for key in ("model", "teacher")
         if isinstance(node := reward_cfg.get(key), Mapping) and node.get("_target_") and "frame" in config_needs(node)
-    ]
+    }
     if parts:
         raise ConfigError(frames_on_text(parts))
 
@@ -187,11 +191,11 @@ def check_text_env(provider: PreferenceReward, env: gym.Env) -> None:
             f"reward.pairs={provider.pairs_file} is a file of control-env segments; on a text env the pairs are two "
             "responses to one prompt from the text agent's data, labelled by the teacher (set reward.budget instead)"
         )
-    parts = [
-        _frame_part(key, type(part).__qualname__)
+    parts = {
+        key: _frame_part(key, f"{type(part).__module__}.{type(part).__qualname__}")
         for key, part in (("model", provider.model_factory), ("teacher", provider.teacher))
         if "frame" in getattr(part, "needs", frozenset())
-    ]
+    }
     if parts:
         raise ConfigError(frames_on_text(parts))
     if isinstance(provider.teacher, RanksComponents):
