@@ -165,6 +165,9 @@ def check_composes(argv: Sequence[str], conf_dir: Path = CONF_DIR, config_name: 
         hint = next((line for line in lines if line.startswith("To append")), None)
         if hint:
             message += f" ({hint[0].lower()}{hint[1:]}; see experiments/conf/ for the keys)"
+        present = re.search(r"Could not append to config\. An item is already at '([^']+)'", message)
+        if present:
+            message += f": it is set already, so give {present[1]}=... without the '+' (or '++' to set it either way)"
         raise ConfigError(message) from None
 
 

@@ -141,6 +141,8 @@ def test_frame_based_reward_run(run_cli, tmp_path: Path) -> None:
         (["agent.hyperparams.learning_rate=abc"], "agent.hyperparams.learning_rate='abc' must be a number or lin_<number>"),
         (["env=pendulum", "agent=sac", "agent.hyperparams.learning_starts=soon"], "learning_starts='soon' must be an integer"),
         (["+agent.hyperparams.seed=5"], "agent.hyperparams.seed: the run's seed= sets it"),
+        (["+agent.hyperparams.policy=CnnPolicy"], "agent.hyperparams.policy: agent.policy= sets it"),
+        (["env=pendulum", "agent=sac", "+agent.hyperparams.tau=0.01"], "already at 'agent.hyperparams.tau': it is set already, so give agent.hyperparams.tau=... without the '+'"),
         (["agent.hyperparams.n_steps=-5"], "agent.hyperparams.n_steps=-5 must be >= 1"),
         # refused from the config, before the CLIP model (whose default weights are not here) is loaded
         (["env=pendulum", "agent=pets", "reward=clip", "reward.goal=up"], "agent=pets plans through a learned model"),
