@@ -387,7 +387,7 @@ class Runner:
                 dynamic_ncols=True,
                 mininterval=0.5,
                 file=sys.stderr,
-                desc=f"{self.cfg.env.name}/{self.cfg.reward.name}/{self.cfg.agent.name}",
+                desc=f"[rewardlab] {self.cfg.env.name}/{self.cfg.reward.name}/{self.cfg.agent.name}",
             )
 
     def _finish(self) -> float:
