@@ -14,7 +14,8 @@ what a claim about a method depends on; a group of one run shows its value alone
 also show their normalised scores (final and best periodic evaluation). ``--metrics`` adds columns for
 numbers the env reports in ``summary.json`` beside the return (a text env's ``distinct_2``,
 ``kl_to_reference``, ``response_words``; a job-shop env's ``makespan``), mean ± std over seeds alike.
-Values below 1 in size are shown with two decimals, larger ones with one.
+``--per-seed`` adds the seeds and each one's final true return. Values below 1 in size are shown with
+two significant digits, larger ones with one decimal.
 """
 
 from __future__ import annotations
@@ -149,6 +150,10 @@ def table(summaries: Sequence[dict[str, Any]], metrics: Sequence[str] = ()) -> l
         row["n"] = len(runs)
         row["seeds"] = " ".join(str(r.get("seed")) for r in sorted(runs, key=lambda r: r.get("seed", 0)))
         row["setting"] = label
+        by_seed = sorted(runs, key=lambda r: r.get("seed", 0))  # the order of the seeds column
+        row["true_return_per_seed"] = " ".join(
+            "-" if r.get("true_return_mean") is None else _fmt(r["true_return_mean"], None, 1) for r in by_seed
+        )
         for fig in (*FIGURES, *metrics):
             figures = [r[fig] for r in runs if isinstance(r.get(fig), (int, float)) and not isinstance(r[fig], bool)]
             row[f"{fig}_mean"] = float(np.mean(figures)) if figures else None
@@ -177,6 +182,7 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
     parser.add_argument("--csv", type=Path, help="also write the table as CSV")
+    parser.add_argument("--per-seed", action="store_true", help="a column with each seed's final true return")
     parser.add_argument(
         "--metrics",
         nargs="+",
@@ -215,6 +221,8 @@ def main(argv: Sequence[str]) -> int:
         ("proxy return", lambda r: _fmt(r["proxy_return_mean_mean"], r["proxy_return_mean_std"], r["n"])),
         ("success", lambda r: _fmt(r["success_rate_mean"], r["success_rate_std"], r["n"], 2)),
     ]
+    if args.per_seed:
+        cols += [("seeds", lambda r: r["seeds"]), ("true return per seed", lambda r: r["true_return_per_seed"])]
     cols += [(m, lambda r, m=m: _fmt(r[f"{m}_mean"], r[f"{m}_std"], r["n"])) for m in args.metrics]
     if any(r["dataset"] for r in rows):
         cols += [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +34,11 @@ def test_groups_across_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert rows["ppo"]["true_return_mean_mean"] == pytest.approx(200.0)
     assert rows["ppo"]["true_return_mean_std"] == pytest.approx(np.std([100, 200, 300]))
     assert rows["ppo"]["success_rate_mean"] is None
-    assert main([str(tmp_path), "--csv", str(tmp_path / "t.csv")]) == 0
+    assert main([str(tmp_path), "--csv", str(tmp_path / "t.csv"), "--per-seed"]) == 0
     out = capsys.readouterr().out
     assert "200.0 ± 81.6" in out and "1 unfinished run(s)" in out
+    ppo = next(line for line in out.splitlines() if " ppo " in line)
+    assert re.search(r" 0 1 2 +100\.0 200\.0 300\.0$", ppo)  # --per-seed: the seeds, each one's final true return
     assert (tmp_path / "t.csv").read_text().startswith("env,reward,agent,steps,dataset,n,seeds")
 
 
