@@ -42,7 +42,7 @@ from experiments.builders import (
     check_agent,
     env_card,
 )
-from experiments.cli import config_dict, resolve_device, user_errors, validate
+from experiments.cli import CONF_DIR, config_dict, resolve_device, user_errors, validate
 from experiments.evaluation import default_eval_every, evaluate, record_video, summarize
 from experiments.rundir import (
     CsvLog,
@@ -686,7 +686,6 @@ def _remove_if_empty(path: Path) -> None:
 
 
 _ABSENT = object()  # OmegaConf.select's answer for a key the config does not have (None is a value)
-CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def _plain(node: object) -> object:
@@ -708,13 +707,13 @@ def _repeats_saved(override: str, cfg: DictConfig, saved: DictConfig, first: set
     key, _, choice = override.partition("=")
     if key.startswith("~"):
         return False
-    path = key.lstrip("+").replace("/", ".")
+    key = key.lstrip("+")
     try:
-        mine = OmegaConf.select(cfg, path, default=_ABSENT)
-        theirs = OmegaConf.select(saved, path, default=_ABSENT)
+        mine = OmegaConf.select(cfg, key.replace("/", "."), default=_ABSENT)
+        theirs = OmegaConf.select(saved, key.replace("/", "."), default=_ABSENT)
         if mine is _ABSENT or theirs is _ABSENT:  # e.g. preset=smoke (a _global_ group) not in the first command
             return False
-        group = (CONF_DIR / key.lstrip("+") / f"{choice}.yaml").is_file()
+        group = (CONF_DIR / key / f"{choice}.yaml").is_file()
         if group and isinstance(mine, DictConfig) and isinstance(theirs, DictConfig) and "name" in mine:
             return "name" in theirs and mine.name == theirs.name
         return _plain(mine) == _plain(theirs)
@@ -739,19 +738,15 @@ def _resume_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> Dict
     except (OSError, ValueError):  # a run from before overrides.yaml, or a damaged one: values are compared
         first_command = None
     first = {str(o).lstrip("+") for o in first_command} if isinstance(first_command, ListConfig) else set()
-    changed = [
-        o
-        for o in overrides
-        if o.split("=", 1)[0].lstrip("+~") not in RESUME_MAY_CHANGE and not _repeats_saved(o, cfg, saved, first)
-    ]
+    keys = {o: o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    changed = [o for o, k in keys.items() if k not in RESUME_MAY_CHANGE and not _repeats_saved(o, cfg, saved, first)]
     if changed:
         raise ConfigError(
             f"resume continues the saved config of {run_dir}; only {', '.join(k + '=' for k in RESUME_MAY_CHANGE[1:])} "
             f"may be given with it (or a setting equal to the saved one), not {' '.join(changed)}"
         )
-    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     for key in RESUME_MAY_CHANGE[1:]:
-        if key in given:
+        if key in keys.values():
             saved[key] = cfg[key]
     saved.resume = str(run_dir)
     validate(saved)

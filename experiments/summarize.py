@@ -148,18 +148,22 @@ def table(summaries: Sequence[dict[str, Any]], metrics: Sequence[str] = ()) -> l
     for identity, label, runs in group_runs(summaries):
         row: dict[str, Any] = dict(identity)
         row["n"] = len(runs)
-        row["seeds"] = " ".join(str(r.get("seed")) for r in sorted(runs, key=lambda r: r.get("seed", 0)))
+        by_seed = sorted(runs, key=lambda r: r.get("seed", 0))
+        row["seeds"] = " ".join(str(r.get("seed")) for r in by_seed)
         row["setting"] = label
-        by_seed = sorted(runs, key=lambda r: r.get("seed", 0))  # the order of the seeds column
         row["true_return_per_seed"] = " ".join(
             "-" if r.get("true_return_mean") is None else _fmt(r["true_return_mean"], None, 1) for r in by_seed
         )
         for fig in (*FIGURES, *metrics):
-            figures = [r[fig] for r in runs if isinstance(r.get(fig), (int, float)) and not isinstance(r[fig], bool)]
+            figures = [r[fig] for r in runs if _is_number(r.get(fig))]
             row[f"{fig}_mean"] = float(np.mean(figures)) if figures else None
             row[f"{fig}_std"] = float(np.std(figures)) if len(figures) > 1 else None  # one run has no spread
         rows.append(row)
     return rows
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _fmt(mean: float | None, std: float | None, n: int, digits: int | None = None) -> str:
@@ -194,11 +198,9 @@ def main(argv: Sequence[str]) -> int:
     if not summaries:
         print(f"error: no finished runs (summary.json) below {' '.join(map(str, args.dirs))}", file=sys.stderr)
         return 2
-    missing = [m for m in args.metrics if not any(isinstance(s.get(m), (int, float)) for s in summaries)]
+    missing = [m for m in args.metrics if not any(_is_number(s.get(m)) for s in summaries)]
     if missing:
-        numeric = sorted(
-            {k for s in summaries for k, v in s.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        )
+        numeric = sorted({k for s in summaries for k, v in s.items() if _is_number(v)})
         print(
             f"error: --metrics {' '.join(missing)}: no run has a number by that name; the runs' numbers: {', '.join(numeric)}",
             file=sys.stderr,
@@ -243,12 +245,14 @@ def main(argv: Sequence[str]) -> int:
     print("-" * len(header))
     for c in cells:
         print(line(c))
-    for identity, label, runs in group_runs(summaries):
-        seeds = [r.get("seed") for r in runs]
+    for r in rows:  # the groups of the table, each with its seeds
+        seeds = r["seeds"].split()
         if len(set(seeds)) < len(seeds):
-            what = " ".join(str(identity[k]) for k in ("env", "reward", "agent")) + (f" {label}" if label else "")
+            what = " ".join(str(r[k]) for k in ("env", "reward", "agent")) + (
+                f" {r['setting']}" if r["setting"] else ""
+            )
             print(
-                f"\nwarning: {what}: {len(seeds)} runs with seeds {' '.join(sorted(map(str, seeds)))} are pooled; runs with the same seed are not independent"
+                f"\nwarning: {what}: {len(seeds)} runs with seeds {r['seeds']} are pooled; runs with the same seed are not independent"
             )
     if unfinished:
         print(f"\n{len(unfinished)} unfinished run(s) left out (no summary.json): {', '.join(map(str, unfinished))}")
